@@ -1,0 +1,40 @@
+# The qsandbox sandbox image: a venv with the pinned Qiskit stack and qsandbox's in-container
+# entry point, owned by root and run as a fixed non-root uid on a read-only root filesystem.
+#
+# BASE_IMAGE defaults to a public Python image. Machines without a registry build an offline base
+# first (scripts/offline-base.sh) and pass it: `qsandbox build --base-image qsandbox-base:bookworm`.
+ARG BASE_IMAGE=python:3.12-slim
+FROM ${BASE_IMAGE}
+
+# Fixed uid/gid: the launcher mounts the secret tmpfs with this owner (uid=/gid= options).
+ARG SANDBOX_UID=10001
+RUN groupadd --gid ${SANDBOX_UID} sandbox \
+ && useradd --uid ${SANDBOX_UID} --gid ${SANDBOX_UID} --home-dir /home/sandbox --create-home \
+      --shell /usr/sbin/nologin sandbox
+
+ENV VIRTUAL_ENV=/opt/qsandbox \
+    PATH=/opt/qsandbox/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    LANG=C.UTF-8
+
+# Dependencies first, from pyproject.toml's extras, so editing src/ does not reinstall Qiskit.
+# The stub package only lets pip resolve the project; the real one is installed below.
+COPY pyproject.toml README.md /build/
+RUN python3 -m venv /opt/qsandbox \
+ && mkdir -p /build/src/qsandbox && echo '__version__ = "0"' > /build/src/qsandbox/__init__.py \
+ && /opt/qsandbox/bin/pip install --no-compile "/build[sandbox,platform]" \
+ && /opt/qsandbox/bin/pip uninstall -y qsandbox
+
+COPY src/ /build/src/
+RUN /opt/qsandbox/bin/pip install --no-deps --no-compile /build \
+ && rm -rf /build \
+ # Compile every .py once here: with a read-only root nothing could be cached at run time.
+ && python3 -m compileall -q -j 0 /opt/qsandbox "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')" >/dev/null \
+ && /opt/qsandbox/bin/python -c "import qiskit_ibm_runtime, qiskit_aer, qsandbox.entry"
+
+USER ${SANDBOX_UID}:${SANDBOX_UID}
+WORKDIR /home/sandbox
+ENTRYPOINT ["/opt/qsandbox/bin/python", "-m", "qsandbox.entry"]

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Build a base image for qsandbox from the OS package mirror, for machines that cannot pull
+# python:3.12-slim (air-gapped labs, CI machines without a registry).
+#
+#   sudo bash scripts/offline-base.sh [IMAGE_NAME]     (default: qsandbox-base:bookworm)
+#   qsandbox build --base-image qsandbox-base:bookworm
+#
+# debootstrap makes a minimal Debian with python3 and venv; the host's CA bundle is copied in so
+# that pip inside `docker build` works behind a TLS-intercepting proxy. Needs root, debootstrap
+# and a running Docker engine.
+set -euo pipefail
+name=${1:-qsandbox-base:bookworm}
+suite=${QSANDBOX_BASE_SUITE:-bookworm}
+if docker image inspect "$name" >/dev/null 2>&1; then
+  echo "offline base: $name already present"
+  exit 0
+fi
+command -v debootstrap >/dev/null || { echo "offline base: debootstrap missing: apt-get install debootstrap" >&2; exit 1; }
+root=$(mktemp -d /var/tmp/qsandbox-base.XXXXXX)
+trap 'rm -rf "$root"' EXIT
+echo "offline base: debootstrap $suite into $root (about a minute)"
+debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates "$suite" "$root" >/dev/null
+if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+  # The host's bundle includes any proxy CA the host trusts; pip in the image build needs it.
+  cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+fi
+rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+echo "offline base: importing as $name"
+tar -C "$root" -c . | docker import -c 'ENV LANG=C.UTF-8' -c 'CMD ["python3"]' - "$name" >/dev/null
+echo "offline base: $name ready"
