@@ -22,12 +22,15 @@ ENV VIRTUAL_ENV=/opt/qsandbox \
 
 # Dependencies first, from pyproject.toml's extras, so editing src/ does not reinstall Qiskit.
 # The stub package only lets pip resolve the project; the real one is installed below.
-COPY pyproject.toml README.md /build/
+# (README.md is a stub here too, so editing the docs does not invalidate this layer either.)
+COPY pyproject.toml /build/
 RUN python3 -m venv /opt/qsandbox \
  && mkdir -p /build/src/qsandbox && echo '__version__ = "0"' > /build/src/qsandbox/__init__.py \
+ && touch /build/README.md \
  && /opt/qsandbox/bin/pip install --no-compile "/build[sandbox,platform]" \
  && /opt/qsandbox/bin/pip uninstall -y qsandbox
 
+COPY README.md /build/
 COPY src/ /build/src/
 RUN /opt/qsandbox/bin/pip install --no-deps --no-compile /build \
  && rm -rf /build \

@@ -1,0 +1,144 @@
+"""The command line. Each command turns options into settings and calls one core function."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import ExitCode, QsandboxError
+
+KEY_ORDER = """\b
+The API key is never a command-line value. Sources, in order:
+  --token-stdin         first line of standard input
+  --token-file PATH     a file (a CI secret file, or /dev/fd/N)
+  --token-env NAME      an environment variable (removed before anything starts)
+  --token-command CMD   a credential helper's standard output
+  (none, on a terminal) a hidden prompt
+"""
+
+
+def _fail(e: QsandboxError, debug: bool) -> None:
+    if debug:
+        raise e
+    click.echo(f"qsandbox: {e}", err=True)
+    sys.exit(int(e.exit_code))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="qsandbox")
+@click.option("--debug", is_flag=True, help="Show tracebacks for qsandbox's own errors.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Run Qiskit scripts on machines you do not trust.
+
+    The IBM Quantum API key goes into a throwaway, hardened container through a tmpfs (RAM only),
+    the script runs against QiskitRuntimeService unchanged, and container and key are destroyed
+    when it ends, however it ends.
+    """
+    ctx.obj = {"debug": debug}
+
+
+@main.command()
+@click.option("--base-image", default=None, metavar="NAME",
+              help="Base image with python3 and venv [default: python:3.12-slim].")
+@click.option("--context", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Directory with the Dockerfile [default: this checkout].")
+@click.pass_context
+def build(ctx: click.Context, base_image: str | None, context: Path | None) -> None:
+    """Build the sandbox image qsandbox:VERSION with the pinned Qiskit stack."""
+    from . import engine, image
+
+    try:
+        client = engine.connect(timeout=1800)
+        image_id = image.build(
+            client, base=base_image or image.DEFAULT_BASE, context=context,
+            say=lambda line: click.echo(line, err=True),
+        )
+    except QsandboxError as e:
+        _fail(e, ctx.obj["debug"])
+    click.echo(f"qsandbox: built {image.IMAGE} ({image_id[7:19]})", err=True)
+
+
+@main.command()
+@click.pass_context
+def doctor(ctx: click.Context) -> None:
+    """Check the engine, the image, and the hardening from inside a probe container."""
+    from .doctor import checks
+
+    ok = checks(lambda c: click.echo(c.line()))
+    if not ok:
+        sys.exit(int(ExitCode.FAILURE))
+
+
+@main.command(context_settings={"ignore_unknown_options": True}, epilog=KEY_ORDER)
+@click.argument("script", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--token-stdin", is_flag=True, help="Read the key from the first line of stdin.")
+@click.option("--token-file", metavar="PATH", help="Read the key from a file.")
+@click.option("--token-env", metavar="NAME", help="Read the key from this environment variable.")
+@click.option("--token-command", metavar="CMD", help="Run a credential helper that prints the key.")
+@click.option("--instance", envvar="QISKIT_IBM_INSTANCE", default=None,
+              help="Instance CRN or name [env: QISKIT_IBM_INSTANCE].")
+@click.option("--channel", envvar="QISKIT_IBM_CHANNEL", default="ibm_quantum_platform",
+              show_default=True, help="ibm_quantum_platform or ibm_cloud [env: QISKIT_IBM_CHANNEL].")
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Host directory the script may write to, mounted at /output.")
+@click.option("--timeout", type=float, default=None, metavar="SECONDS",
+              help="End the run after this long (exit 124).")
+@click.option("--memory", default="2g", show_default=True, help="Memory limit (no swap).")
+@click.option("--pids", type=int, default=512, show_default=True, help="Process/thread limit.")
+@click.option("--no-cancel-on-abort", is_flag=True,
+              help="On Ctrl-C/SIGTERM/timeout, leave the script's Runtime jobs running.")
+@click.pass_context
+def run(ctx: click.Context, script: Path, args: tuple[str, ...], token_stdin: bool,
+        token_file: str | None, token_env: str | None, token_command: str | None,
+        instance: str | None, channel: str, output: Path | None, timeout: float | None,
+        memory: str, pids: int, no_cancel_on_abort: bool) -> None:
+    """Run SCRIPT [ARGS]... in a fresh sandbox with the API key in RAM only.
+
+    The script sees its directory read-only at /work, finds its account the way
+    QiskitRuntimeService() always does (~/.qiskit, here a tmpfs), and REST scripts read the key
+    from the file named by $QISKIT_IBM_TOKEN_FILE. Its exit code is passed through; qsandbox's own
+    failures exit 125, --timeout 124, Ctrl-C 130, SIGTERM 143, SIGHUP 129.
+    """
+    from .credentials import KeySource, harden_process
+    from .run import run as run_script
+    from .settings import Hardening, RunSettings, parse_size
+
+    harden_process()
+    try:
+        source = KeySource(stdin=token_stdin, file=token_file, env=token_env, command=token_command)
+        source.check()
+        settings = RunSettings(
+            script=script.resolve(),
+            args=args,
+            channel=channel,
+            instance=instance,
+            output=output.resolve() if output else None,
+            timeout=timeout,
+            hardening=Hardening(memory=parse_size(memory), pids=pids),
+            cancel_on_abort=not no_cancel_on_abort,
+        )
+        result = run_script(settings, source)
+    except QsandboxError as e:
+        _fail(e, ctx.obj["debug"])
+    click.echo(result.summary(), err=True)
+    sys.exit(result.exit_code if not result.leftovers else int(ExitCode.TOOL))
+
+
+@main.command()
+@click.pass_context
+def sweep(ctx: click.Context) -> None:
+    """Remove every container and network qsandbox left behind (after an engine crash, say)."""
+    from . import engine, sandbox
+
+    try:
+        removed = sandbox.sweep(engine.connect())
+    except QsandboxError as e:
+        _fail(e, ctx.obj["debug"])
+    for line in removed:
+        click.echo(f"removed {line}")
+    click.echo(f"qsandbox: swept {len(removed)} object(s)", err=True)

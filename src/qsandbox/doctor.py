@@ -1,0 +1,109 @@
+"""`qsandbox doctor`: one line per check, and the remedy when something required is missing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import docker
+
+from . import engine, image, sandbox
+from .errors import QsandboxError
+from .settings import IMAGE, Hardening
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{'ok  ' if self.ok else 'FAIL'} {self.name}: {self.detail}"
+
+
+def probe(client: docker.DockerClient, hardening: Hardening, tag: str = IMAGE) -> dict[str, object]:
+    """Start a container with the run's hardening and return what it reports from the inside."""
+    run_id = sandbox.new_run_id()
+    container = client.containers.create(
+        tag,
+        command=["probe"],
+        labels=sandbox.labels(run_id),
+        network_mode="none",
+        stdin_open=True,
+        **hardening.create_kwargs(),
+    )
+    try:
+        wrong = hardening.mismatches(client.api.inspect_container(container.id))
+        if wrong:
+            raise QsandboxError("engine did not apply: " + "; ".join(wrong))
+        removal = sandbox.Removal(client, container.id)
+        att = sandbox.attach(client, container.id)
+        container.start()
+        att.raw.shutdown(1)  # the probe reads nothing
+        out = b"".join(data for stream, data in att.frames() if stream == 1)
+        att.close()
+        removal.exit_code()
+    finally:
+        sandbox.destroy(client, container.id)
+    return json.loads(out)
+
+
+def _tmpfs_ok(info: dict[str, object], hardening: Hardening) -> list[str]:
+    problems = []
+    mount = info.get("mount") or {}
+    if not isinstance(mount, dict) or mount.get("fstype") != "tmpfs":
+        return ["not a tmpfs"]
+    opts = set(mount.get("options", []))
+    problems += [f"no {o}" for o in ("noexec", "nosuid", "nodev") if o not in opts]
+    if info.get("mode") != "0o700":
+        problems.append(f"mode {info.get('mode')}")
+    if info.get("owner") != hardening.uid:
+        problems.append(f"owner {info.get('owner')}")
+    size = int(info.get("size") or 0)  # type: ignore[call-overload]
+    if not 0 < size <= hardening.secret_size:
+        problems.append(f"size {size} (wanted at most {hardening.secret_size})")
+    if not info.get("writable"):
+        problems.append("not writable")
+    return problems
+
+
+def checks(say: Callable[[Check], None]) -> bool:
+    """Run every check in order, reporting each; later checks need the earlier ones."""
+    try:
+        client = engine.connect()
+        info = engine.describe(client)
+    except QsandboxError as e:
+        say(Check("engine", False, str(e)))
+        return False
+    say(Check("engine", True, f"{info.kind} {info.version}, API {info.api_version}"))
+    try:
+        say(Check("image", True, image.check(client)))
+    except QsandboxError as e:
+        say(Check("image", False, str(e)))
+        return False
+    hardening = Hardening()
+    try:
+        seen = probe(client, hardening)
+    except QsandboxError as e:
+        say(Check("probe", False, f"{e}: the engine cannot run a hardened sandbox"))
+        return False
+    except docker.errors.DockerException as e:
+        say(Check("probe", False, f"probe container failed: {e}"))
+        return False
+    results = [
+        Check("non-root", seen["uid"] == hardening.uid and seen["uid"] != 0, f"uid {seen['uid']}"),
+        Check("capabilities", seen["cap_eff"] == 0 and seen["cap_bnd"] == 0,
+              f"effective {seen['cap_eff']:#x}, bounding {seen['cap_bnd']:#x}"),  # type: ignore[str-format]
+        Check("no-new-privileges", bool(seen["no_new_privs"]), f"NoNewPrivs={int(bool(seen['no_new_privs']))}"),
+        Check("read-only root", bool(seen["root_read_only"]), "writing / fails with EROFS"
+              if seen["root_read_only"] else "/ is writable"),
+    ]
+    for key, label in (("qiskit_dir", "account tmpfs"), ("secret_dir", "key tmpfs")):
+        problems = _tmpfs_ok(seen[key], hardening)  # type: ignore[arg-type]
+        detail = "tmpfs, noexec/nosuid/nodev, mode 0700, owned by the sandbox user, size capped"
+        results.append(Check(label, not problems, detail if not problems else ", ".join(problems)))
+    for r in results:
+        say(r)
+    return all(r.ok for r in results)

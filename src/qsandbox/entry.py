@@ -1,0 +1,220 @@
+"""Runs inside the container: receive the hand-off, write the account into tmpfs, run the script.
+
+    python -m qsandbox.entry run SCRIPT [ARGS...]
+    python -m qsandbox.entry probe
+
+While the launcher is still reading the key, this process already imports qiskit and
+qiskit_ibm_runtime, then waits for the start message on stdin. It writes qiskit-ibm-runtime's
+saved-account file into the ~/.qiskit tmpfs and the raw key into the /run/qsandbox tmpfs, then forks:
+the child runs the script in-process (the imports are already warm), the parent watches stdin.
+EOF on stdin means the launcher is gone (killed, or its connection dropped): the parent kills the
+script's process group and exits, and the daemon removes the container (auto-remove). This is the
+dead-man switch; no helper container holds the Docker socket.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from typing import NoReturn
+
+from . import handoff
+from .settings import CA_FILE, QISKIT_DIR, TOKEN_FILE, WORKDIR
+
+GRACE = 5.0  # seconds between SIGINT and SIGKILL of the script on abort
+ABORT_EXIT = {"interrupt": 130, "terminate": 143, "hangup": 129, "timeout": 124}
+
+
+def _say(text: str) -> None:
+    os.write(2, f"qsandbox-entry: {text}\n".encode())
+
+
+def _prewarm() -> None:
+    """Import the Qiskit stack while the launcher waits for the user's key."""
+    if os.environ.get("QSANDBOX_PREWARM", "1") == "0":
+        return
+    try:
+        import qiskit  # noqa: F401
+        import qiskit_ibm_runtime  # noqa: F401
+    except Exception as e:  # noqa: BLE001 - the script will report the same error properly
+        _say(f"pre-import failed ({type(e).__name__}); continuing")
+
+
+def _read_line(fd: int) -> bytes | None:
+    """One line from fd, unbuffered (the rest of the stream stays for the watcher). None on EOF."""
+    buf = bytearray()
+    while not buf.endswith(b"\n"):
+        chunk = os.read(fd, 1)
+        if not chunk:
+            return None
+        buf += chunk
+        if len(buf) > handoff.MAX_MESSAGE:
+            raise handoff.HandoffError("hand-off message too large")
+    return bytes(buf)
+
+
+def _write_private(path: str, data: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(data)
+
+
+def write_account(start: handoff.Start) -> None:
+    """The saved-account file, exactly as QiskitRuntimeService.save_account writes it, in tmpfs."""
+    from qiskit_ibm_runtime.accounts import Account
+
+    account = Account.create_account(
+        channel=start.channel, token=start.token, instance=start.instance
+    ).to_saved_format()
+    account["is_default_account"] = True
+    name = "default-ibm-cloud" if start.channel == "ibm_cloud" else "default-ibm-quantum-platform"
+    _write_private(str(QISKIT_DIR / "qiskit-ibm.json"), json.dumps({name: account}, indent=4))
+    _write_private(str(TOKEN_FILE), start.token)
+    if start.ca_pem:
+        _write_private(str(CA_FILE), start.ca_pem)
+
+
+def _run_script(script: str, args: list[str]) -> NoReturn:
+    """In the forked child: become the script, as `python SCRIPT ARGS` would."""
+    import runpy
+    import traceback
+
+    os.setpgid(0, 0)  # its own group, so the parent can kill everything it starts
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)  # the hand-off stream belongs to the parent
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115 - fd 0, now /dev/null
+    sys.argv = [script, *args]
+    sys.path[0] = os.path.dirname(script)
+    code = 0
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if not isinstance(e.code, int | None):
+            print(e.code, file=sys.stderr)
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException:  # noqa: BLE001 - report like the interpreter does
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001, S110 - closed streams at exit are not our error
+            pass
+    os._exit(code)
+
+
+def _watch_stdin(events: queue.Queue[tuple[str, str]]) -> None:
+    while True:
+        try:
+            line = _read_line(0)
+        except (OSError, handoff.HandoffError):
+            line = None
+        if line is None:
+            events.put(("eof", ""))
+            return
+        try:
+            msg = handoff.decode(line)
+        except handoff.HandoffError as e:
+            _say(f"ignored a bad control message: {e}")
+            continue
+        if isinstance(msg, handoff.Abort):
+            events.put(("abort", msg.reason))
+
+
+def _kill_group(pid: int, first: signal.Signals, grace: float, done: threading.Event) -> None:
+    try:
+        os.killpg(pid, first)
+    except ProcessLookupError:
+        return
+    if first != signal.SIGKILL and not done.wait(grace):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def run(script: str, args: list[str]) -> int:
+    _prewarm()
+    try:
+        line = _read_line(0)
+    except handoff.HandoffError as e:
+        _say(str(e))
+        return 125
+    if line is None:
+        _say("the launcher went away before the hand-off; nothing was run")
+        return 125
+    msg = handoff.decode(line)
+    if not isinstance(msg, handoff.Start):
+        _say("expected a start message")
+        return 125
+    write_account(msg)
+    started_at = time.time()
+    del msg, line
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        _run_script(os.path.join(str(WORKDIR), script) if not os.path.isabs(script) else script, args)
+
+    events: queue.Queue[tuple[str, str]] = queue.Queue()
+    exited = threading.Event()
+    status: list[int] = []
+
+    def reap() -> None:
+        _, st = os.waitpid(pid, 0)
+        status.append(os.waitstatus_to_exitcode(st))
+        exited.set()
+        events.put(("exit", ""))
+
+    # Signals reaching this process (docker stop, tini forwarding) take the abort path too.
+    for sig, reason in ((signal.SIGTERM, "terminate"), (signal.SIGINT, "interrupt"), (signal.SIGHUP, "hangup")):
+        signal.signal(sig, lambda *_a, r=reason: events.put(("abort", r)))
+
+    threading.Thread(target=reap, daemon=True).start()
+    threading.Thread(target=_watch_stdin, args=(events,), daemon=True).start()
+
+    kind, reason = events.get()
+    if kind == "exit":
+        code = status[0]
+        return code if code >= 0 else 128 - code
+    if kind == "eof":
+        # Dead-man switch: the launcher is gone. Nothing may outlive it.
+        _kill_group(pid, signal.SIGKILL, 0, exited)
+        exited.wait(2)
+        return 137
+    # abort: let the script see a KeyboardInterrupt first, then make sure.
+    _kill_group(pid, signal.SIGINT, GRACE, exited)
+    exited.wait(GRACE + 1)
+    if os.environ.get("QSANDBOX_CANCEL_ON_ABORT", "1") == "1":
+        from .cancel import cancel_jobs_since
+
+        cancel_jobs_since(started_at, say=_say)
+    return ABORT_EXIT[reason]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["probe"]:
+        from .probe import main as probe_main
+
+        return probe_main()
+    if len(argv) >= 2 and argv[0] == "run":
+        return run(argv[1], argv[2:])
+    _say("usage: python -m qsandbox.entry run SCRIPT [ARGS...] | probe")
+    return 125
+
+
+if __name__ == "__main__":
+    sys.exit(main())

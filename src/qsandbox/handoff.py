@@ -1,0 +1,85 @@
+"""The messages the launcher sends into the container over the attached stdin stream.
+
+One JSON object per line. Both sides import this module, so the format is defined once.
+The key travels only here: never in Env, Cmd, labels, an archive upload, or a log.
+
+Launcher -> entry point:
+  {"type": "start", "token": KEY, "channel": ..., "instance": ..., "ca_pem": PEM or null}
+  {"type": "abort", "reason": "interrupt" | "terminate" | "hangup" | "timeout"}
+EOF of stdin (the launcher died or closed the stream) means: kill the script and exit.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+MAX_MESSAGE = 64 * 1024  # a start message with a CA certificate is a few KiB
+ABORT_REASONS = ("interrupt", "terminate", "hangup", "timeout")
+
+
+class HandoffError(ValueError):
+    """A message that is not one of ours."""
+
+
+@dataclass(frozen=True)
+class Start:
+    token: str
+    channel: str
+    instance: str | None
+    ca_pem: str | None = None
+
+    def __repr__(self) -> str:  # never print the token
+        return f"Start(channel={self.channel!r}, instance={self.instance!r}, token=<hidden>)"
+
+
+@dataclass(frozen=True)
+class Abort:
+    reason: str
+
+
+def encode_start(start: Start) -> bytes:
+    body = {
+        "type": "start",
+        "token": start.token,
+        "channel": start.channel,
+        "instance": start.instance,
+        "ca_pem": start.ca_pem,
+    }
+    return _line(body)
+
+
+def encode_abort(reason: str) -> bytes:
+    if reason not in ABORT_REASONS:
+        raise ValueError(f"unknown abort reason {reason!r}")
+    return _line({"type": "abort", "reason": reason})
+
+
+def _line(body: dict[str, Any]) -> bytes:
+    data = json.dumps(body, separators=(",", ":")).encode() + b"\n"
+    if len(data) > MAX_MESSAGE:
+        raise HandoffError("hand-off message too large")
+    return data
+
+
+def decode(line: bytes) -> Start | Abort:
+    if len(line) > MAX_MESSAGE:
+        raise HandoffError("hand-off message too large")
+    try:
+        body = json.loads(line)
+    except ValueError:
+        raise HandoffError("hand-off message is not JSON") from None
+    if not isinstance(body, dict):
+        raise HandoffError("hand-off message is not an object")
+    kind = body.get("type")
+    if kind == "start" and isinstance(body.get("token"), str):
+        return Start(
+            token=body["token"],
+            channel=str(body.get("channel") or "ibm_quantum_platform"),
+            instance=body.get("instance"),
+            ca_pem=body.get("ca_pem"),
+        )
+    if kind == "abort" and body.get("reason") in ABORT_REASONS:
+        return Abort(reason=body["reason"])
+    raise HandoffError(f"unknown hand-off message type {kind!r}")

@@ -1,0 +1,295 @@
+"""One `qsandbox run`, end to end: key, sandbox, hand-off, live output, teardown, verification.
+
+Every exit path ends in the same `finally`: the container is gone (the daemon's auto-remove, or
+our forced removal), and the engine is asked to confirm that nothing labelled with this run is
+left. Ctrl-C, SIGTERM and SIGHUP become an abort message to the entry point, which interrupts the
+script and cancels its Runtime jobs; SIGKILL of the launcher closes the attach stream, which the
+entry point treats as a dead-man switch.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import docker
+import docker.errors
+
+from . import engine, handoff, sandbox
+from .credentials import KeySource, Secret
+from .errors import ExitCode, ImageError, SandboxError
+from .settings import RunSettings
+
+ABORT_GRACE = 30.0  # entry point: interrupt the script (5 s), then cancel jobs (<= 20 s)
+REMOVAL_WAIT = 10.0
+SIGNAL_REASONS = {signal.SIGINT: "interrupt", signal.SIGTERM: "terminate", signal.SIGHUP: "hangup"}
+REASON_EXIT = {
+    "interrupt": ExitCode.SIGINT,
+    "terminate": ExitCode.SIGTERM,
+    "hangup": ExitCode.SIGHUP,
+    "timeout": ExitCode.TIMEOUT,
+}
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    exit_code: int
+    duration: float
+    leftovers: list[str] = field(default_factory=list)
+    aborted: str | None = None
+
+    def summary(self) -> str:
+        state = (
+            "container and secret destroyed (engine confirms)"
+            if not self.leftovers
+            else "LEFT BEHIND: " + ", ".join(self.leftovers) + " (run `qsandbox sweep`)"
+        )
+        why = f" ({self.aborted})" if self.aborted else ""
+        return (
+            f"qsandbox: run {self.run_id} exit {self.exit_code}{why} in {self.duration:.2f}s; {state}"
+        )
+
+
+class _Abort(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class _Prepared:
+    container_id: str
+    attachment: sandbox.Attachment
+    removal: sandbox.Removal
+
+
+def _prepare(client: docker.DockerClient, settings: RunSettings, run_id: str) -> _Prepared:
+    """Create, verify, attach and start. The entry point then imports Qiskit and waits for the key."""
+    container = sandbox.create(client, settings, run_id)
+    try:
+        removal = sandbox.Removal(client, container.id)
+        attachment = sandbox.attach(client, container.id)
+        sandbox.start(container)
+    except BaseException:
+        sandbox.destroy(client, container.id)
+        raise
+    return _Prepared(container.id, attachment, removal)
+
+
+def _check_image(client: docker.DockerClient, image: str) -> None:
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        raise ImageError(
+            f"image {image} is not on this engine: run `qsandbox build` (this qsandbox version "
+            "needs its own image)"
+        ) from None
+
+
+def _pump(attachment: sandbox.Attachment, out: BinaryIO, err: BinaryIO, done: threading.Event) -> None:
+    """Copy the container's output to ours, live, until the stream ends."""
+    try:
+        for stream, data in attachment.frames():
+            target = err if stream == 2 else out
+            try:
+                target.write(data)
+                target.flush()
+            except (OSError, ValueError):  # our terminal is gone (SIGHUP): keep draining
+                pass
+    except OSError:
+        pass
+    finally:
+        done.set()
+
+
+class _Signals:
+    """Turn SIGINT, SIGTERM and SIGHUP into _Abort in the main thread, for the run's duration."""
+
+    def __enter__(self) -> _Signals:
+        self._old = {s: signal.getsignal(s) for s in SIGNAL_REASONS}
+        for s, reason in SIGNAL_REASONS.items():
+            signal.signal(s, self._handler(reason))
+        return self
+
+    @staticmethod
+    def _handler(reason: str) -> Callable[..., None]:
+        def handle(*_: object) -> None:
+            raise _Abort(reason)
+
+        return handle
+
+    def __exit__(self, *_: object) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+
+
+def _read_key_while_preparing(
+    client: docker.DockerClient, settings: RunSettings, run_id: str, source: KeySource,
+    prompt: Callable[[], str] | None,
+) -> tuple[Secret, _Prepared]:
+    """At the prompt, the sandbox is made ready while the user types (it is destroyed on a bad key)."""
+    box: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            box["prepared"] = _prepare(client, settings, run_id)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
+            box["error"] = e
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    try:
+        secret = source.read(prompt)
+    except BaseException:
+        worker.join()
+        if "prepared" in box:
+            _abandon(client, box["prepared"])  # type: ignore[arg-type]
+        raise
+    worker.join()
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return secret, box["prepared"]  # type: ignore[return-value]
+
+
+def _abandon(client: docker.DockerClient, prepared: _Prepared) -> None:
+    prepared.attachment.close()  # EOF: the entry point exits before any key arrived
+    sandbox.destroy(client, prepared.container_id)
+
+
+def _own_output_dir(settings: RunSettings, back: bool) -> None:
+    """As root, lend --output to the sandbox uid for the run and take it back afterwards."""
+    out = settings.output
+    if out is None or os.getuid() != 0:
+        return
+    uid = 0 if back else settings.hardening.uid
+    paths = [out, *out.rglob("*")] if back else [out]
+    for p in paths:
+        try:
+            os.lchown(p, uid, uid)
+        except OSError:
+            pass
+
+
+def run(
+    settings: RunSettings,
+    source: KeySource,
+    *,
+    ca_pem: str | None = None,
+    out: BinaryIO | None = None,
+    err: BinaryIO | None = None,
+    prompt: Callable[[], str] | None = None,
+) -> RunResult:
+    """Run settings.script in a fresh sandbox, handing it the key read from `source`."""
+    out = out or sys.stdout.buffer
+    err = err or sys.stderr.buffer
+    source.check()
+    client = engine.connect()
+    _check_image(client, settings.image)
+    run_id = sandbox.new_run_id()
+    began = time.monotonic()
+    if settings.output is not None:
+        settings.output.mkdir(parents=True, exist_ok=True)
+        _own_output_dir(settings, back=False)
+
+    prepared: _Prepared | None = None
+    aborted: str | None = None
+    code = int(ExitCode.TOOL)
+    try:
+        with _Signals():
+            try:
+                if source.interactive:
+                    secret, prepared = _read_key_while_preparing(client, settings, run_id, source, prompt)
+                else:
+                    secret = source.read()  # bad input fails here, before anything starts
+                    prepared = _prepare(client, settings, run_id)
+                message = handoff.encode_start(
+                    handoff.Start(
+                        token=secret.reveal(),
+                        channel=settings.channel,
+                        instance=settings.instance,
+                        ca_pem=ca_pem,
+                    )
+                )
+                del secret
+                done = threading.Event()
+                threading.Thread(
+                    target=_pump, args=(prepared.attachment, out, err, done), daemon=True
+                ).start()
+                prepared.attachment.send(message)
+                del message
+                deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
+                while not done.wait(0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))):
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise _Abort("timeout")
+                code = _exit_code(prepared)
+            except _Abort as a:
+                aborted = a.reason
+                code = int(REASON_EXIT[a.reason])
+                if prepared is not None:
+                    _abort(client, prepared, a.reason)
+    finally:
+        if prepared is not None:
+            prepared.attachment.close()
+            _ensure_gone(client, prepared)
+        _own_output_dir(settings, back=True)
+    return RunResult(
+        run_id=run_id,
+        exit_code=code,
+        duration=time.monotonic() - began,
+        leftovers=sandbox.leftovers(client, run_id),
+        aborted=aborted,
+    )
+
+
+def _exit_code(prepared: _Prepared) -> int:
+    result: list[int | BaseException] = []
+
+    def wait() -> None:
+        try:
+            result.append(prepared.removal.exit_code())
+        except BaseException as e:  # noqa: BLE001
+            result.append(e)
+
+    t = threading.Thread(target=wait, daemon=True)
+    t.start()
+    t.join(REMOVAL_WAIT)
+    if not result:
+        raise SandboxError("the engine did not report the sandbox's exit; it is being removed")
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0]
+
+
+def _abort(client: docker.DockerClient, prepared: _Prepared, reason: str) -> None:
+    """Ask the entry point to stop the script and cancel its jobs; force it if it takes too long."""
+    try:
+        prepared.attachment.send(handoff.encode_abort(reason))
+    except OSError:
+        pass
+    try:
+        with _Signals():
+            t = threading.Thread(target=prepared.removal.exit_code, daemon=True)
+            t.start()
+            t.join(ABORT_GRACE)
+    except _Abort:
+        pass  # a second signal: stop waiting, force it below
+
+
+def _ensure_gone(client: docker.DockerClient, prepared: _Prepared) -> None:
+    """Confirm with the engine that the container is gone; remove it ourselves if it is not."""
+    end = time.monotonic() + 2.0
+    while time.monotonic() < end:
+        try:
+            client.api.inspect_container(prepared.container_id)
+        except docker.errors.NotFound:
+            return
+        time.sleep(0.05)
+    sandbox.destroy(client, prepared.container_id)
+

@@ -1,0 +1,199 @@
+"""The sandbox container's lifecycle with the docker SDK: create, verify, attach, start, destroy, sweep.
+
+All hardening comes from `settings.Hardening`; this module adds only what is specific to one run
+(mounts, command, labels, network) and reads everything back from the engine before the key is
+sent. Removal is the daemon's job (auto-remove), so a killed launcher cannot leave the container
+behind; `destroy` is the fallback for every path where the container never got that far.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+from docker.utils.socket import frames_iter
+
+from . import __version__
+from .errors import HardeningMismatch, SandboxError
+from .settings import LABEL, OUTPUT_DIR, VERSION_LABEL, WORKDIR, RunSettings
+
+log = logging.getLogger(__name__)
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(6)
+
+
+def labels(run_id: str) -> dict[str, str]:
+    return {LABEL: run_id, VERSION_LABEL: __version__}
+
+
+def _binds(settings: RunSettings) -> dict[str, dict[str, str]]:
+    binds = {str(settings.script.parent): {"bind": str(WORKDIR), "mode": "ro"}}
+    if settings.output is not None:
+        binds[str(settings.output)] = {"bind": str(OUTPUT_DIR), "mode": "rw"}
+    return binds
+
+
+def _expected_mounts(settings: RunSettings) -> dict[str, bool]:
+    """Destination -> writable, for every mount that is not a tmpfs."""
+    return {b["bind"]: b["mode"] == "rw" for b in _binds(settings).values()}
+
+
+def mismatches(settings: RunSettings, attrs: dict[str, Any]) -> list[str]:
+    """Everything the engine reports that differs from what this run asked for."""
+    found = settings.hardening.mismatches(attrs)
+    mounts = {m.get("Destination"): bool(m.get("RW")) for m in attrs.get("Mounts") or []}
+    if mounts != _expected_mounts(settings):
+        found.append(f"mounts: engine has {mounts!r}, wanted {_expected_mounts(settings)!r}")
+    network = (attrs.get("HostConfig") or {}).get("NetworkMode")
+    if settings.network and network != settings.network:
+        found.append(f"network: engine has {network!r}, wanted {settings.network!r}")
+    config = attrs.get("Config") or {}
+    if (config.get("Labels") or {}).get(LABEL) is None:
+        found.append("run label missing")
+    return found
+
+
+def create(client: docker.DockerClient, settings: RunSettings, run_id: str) -> Container:
+    """Create the sandbox container (not started) and verify its hardening from the engine."""
+    kwargs = settings.hardening.create_kwargs()
+    try:
+        container = client.containers.create(
+            settings.image,
+            command=["run", settings.script_in_container, *settings.args],
+            name=f"qsandbox-{run_id}",
+            hostname="qsandbox",
+            labels=labels(run_id),
+            environment=settings.environment(),
+            working_dir=str(WORKDIR),
+            volumes=_binds(settings),
+            network=settings.network,
+            # stdin_open without detach makes the SDK set AttachStdin and StdinOnce: the stream
+            # reaches EOF in the container when the attached launcher goes away.
+            stdin_open=True,
+            **kwargs,
+        )
+    except docker.errors.ImageNotFound as e:
+        raise SandboxError(f"image {settings.image} not found: run `qsandbox build`") from e
+    except docker.errors.APIError as e:
+        raise SandboxError(f"the engine refused to create the sandbox: {e.explanation}") from e
+    try:
+        attrs = client.api.inspect_container(container.id)
+        wrong = mismatches(settings, attrs)
+    except BaseException:
+        destroy(client, container.id)
+        raise
+    if wrong:
+        destroy(client, container.id)
+        raise HardeningMismatch(
+            "the engine did not apply the sandbox hardening, so no key was sent: " + "; ".join(wrong)
+        )
+    return container
+
+
+@dataclass
+class Attachment:
+    """The attached stdin/stdout/stderr stream of one container."""
+
+    sock: Any  # the SocketIO from attach_socket (it owns the file descriptor)
+    raw: socket.socket
+
+    def send(self, data: bytes) -> None:
+        self.raw.sendall(data)
+
+    def frames(self) -> Iterator[tuple[int, bytes]]:
+        """(stream, bytes) pairs, stream 1 = stdout, 2 = stderr, until the container exits."""
+        yield from frames_iter(self.sock, tty=False)
+
+    def close(self) -> None:
+        # Both must close: the SocketIO wrapper keeps the descriptor open on its own.
+        for closer in (self.raw.close, self.sock.close):
+            try:
+                closer()
+            except OSError:
+                pass
+
+
+def attach(client: docker.DockerClient, container_id: str) -> Attachment:
+    sock = client.api.attach_socket(
+        container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+    )
+    raw = getattr(sock, "_sock", sock)  # SocketIO wraps the socket; docker-py exposes no getter
+    return Attachment(sock=sock, raw=raw)
+
+
+class Removal:
+    """Waits on the daemon for the container's removal, registered before the container starts.
+
+    Uses the wait endpoint with condition=removed, as `docker run --rm` does. The daemon flushes
+    the response headers once the wait is registered, so returning from the constructor (stream=True
+    returns after the headers) guarantees no exit can be missed.
+    """
+
+    def __init__(self, client: docker.DockerClient, container_id: str) -> None:
+        api = client.api
+        # docker-py's wait() blocks until the end; this is the same request, split in two.
+        self._resp = api._post(  # noqa: SLF001 - see the docstring
+            api._url("/containers/{0}/wait", container_id),  # noqa: SLF001
+            params={"condition": "removed"},
+            stream=True,
+            timeout=None,
+        )
+        api._raise_for_status(self._resp)  # noqa: SLF001
+
+    def exit_code(self) -> int:
+        """Blocks until the container is gone; returns its exit code."""
+        body = self._resp.json()
+        if body.get("Error") and body["Error"].get("Message"):
+            raise SandboxError(f"the engine reported: {body['Error']['Message']}")
+        return int(body["StatusCode"])
+
+
+def start(container: Container) -> None:
+    try:
+        container.start()
+    except docker.errors.APIError as e:
+        raise SandboxError(f"the engine could not start the sandbox: {e.explanation}") from e
+
+
+def destroy(client: docker.DockerClient, container_id: str) -> None:
+    """Force-remove; a container already gone (or being removed by the daemon) is fine."""
+    try:
+        client.api.remove_container(container_id, force=True, v=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as e:
+        if e.status_code == 409:  # removal already in progress (auto-remove)
+            return
+        log.warning("could not remove container %s: %s", container_id[:12], e.explanation)
+
+
+def leftovers(client: docker.DockerClient, run_id: str | None = None) -> list[str]:
+    """Names of labelled objects the engine still has (for one run, or for all)."""
+    flt = {"label": f"{LABEL}={run_id}" if run_id else LABEL}
+    found = [f"container {c.name}" for c in client.containers.list(all=True, filters=flt)]
+    found += [f"network {n.name}" for n in client.networks.list(filters=flt)]
+    return found
+
+
+def sweep(client: docker.DockerClient) -> list[str]:
+    """Remove every object carrying the qsandbox label; return what was removed."""
+    removed = []
+    for c in client.containers.list(all=True, filters={"label": LABEL}):
+        destroy(client, c.id)
+        removed.append(f"container {c.name} (run {c.labels.get(LABEL)})")
+    for n in client.networks.list(filters={"label": LABEL}):
+        try:
+            n.remove()
+            removed.append(f"network {n.name} (run {n.attrs.get('Labels', {}).get(LABEL)})")
+        except docker.errors.NotFound:
+            pass
+    return removed

@@ -1,0 +1,172 @@
+"""Frozen settings for one run, and the one place every hardening option is set and checked.
+
+`Hardening.create_kwargs()` turns the spec into docker SDK keyword arguments;
+`Hardening.mismatches()` reads the same options back from the engine's inspect data. The launcher
+refuses to send the key into a container for which the second disagrees with the first.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from . import __version__
+from .errors import UsageError
+
+IMAGE_REPOSITORY = "qsandbox"
+IMAGE = f"{IMAGE_REPOSITORY}:{__version__}"
+LABEL = "qsandbox.run"  # every object qsandbox creates carries it, value = run id
+VERSION_LABEL = "qsandbox.version"
+
+SANDBOX_UID = 10001  # fixed in the Dockerfile
+HOME = PurePosixPath("/home/sandbox")
+QISKIT_DIR = HOME / ".qiskit"  # tmpfs: qiskit-ibm-runtime's saved-account file lives here
+SECRET_DIR = PurePosixPath("/run/qsandbox")  # tmpfs: raw key file (and the local platform's CA)
+TOKEN_FILE = SECRET_DIR / "token"
+CA_FILE = SECRET_DIR / "ca.pem"
+WORKDIR = PurePosixPath("/work")  # the script's directory, read-only
+OUTPUT_DIR = PurePosixPath("/output")
+
+_SIZE = re.compile(r"^(\d+)([kmg]?)$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """'512m' -> bytes. Raises UsageError with the expected form."""
+    m = _SIZE.match(text.strip())
+    if not m:
+        raise UsageError(f"bad size {text!r}: use a number with an optional k, m or g suffix")
+    return int(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2).lower()]
+
+
+def _tmpfs_opts(size: int, mode: str, uid: int | None) -> str:
+    opts = f"rw,noexec,nosuid,nodev,size={size},mode={mode}"
+    if uid is not None:
+        opts += f",uid={uid},gid={uid}"
+    return opts
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hardening:
+    """Every isolation option of a sandbox container, in one place."""
+
+    uid: int = SANDBOX_UID
+    memory: int = 2 << 30  # numpy + Aer on a few qubits live well within this
+    cpus: float = float(os.cpu_count() or 1)
+    pids: int = 512  # Aer/OpenMP and BLAS threads count as pids
+    tmp_size: int = 256 << 20
+    secret_size: int = 64 << 10  # an account file and a key: a few hundred bytes
+
+    def tmpfs(self) -> dict[str, str]:
+        return {
+            "/tmp": _tmpfs_opts(self.tmp_size, "1777", None),  # noqa: S108 - the container's own /tmp
+            str(QISKIT_DIR): _tmpfs_opts(self.secret_size, "0700", self.uid),
+            str(SECRET_DIR): _tmpfs_opts(self.secret_size, "0700", self.uid),
+        }
+
+    def create_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `client.containers.create` that carry the hardening."""
+        from docker.types import Ulimit
+
+        return {
+            "user": f"{self.uid}:{self.uid}",
+            "read_only": True,
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "privileged": False,
+            "tmpfs": self.tmpfs(),
+            "mem_limit": self.memory,
+            "memswap_limit": self.memory,  # equal: the cgroup cannot swap, so tmpfs pages stay in RAM
+            "nano_cpus": int(self.cpus * 1e9),
+            "pids_limit": self.pids,
+            "ulimits": [Ulimit(name="core", soft=0, hard=0)],
+            "log_config": {"type": "none", "config": {}},  # output goes over attach, never to disk
+            "auto_remove": True,  # the daemon removes it, even if the launcher is killed
+            "init": True,  # a real PID 1 forwards signals and reaps the script's children
+            "ipc_mode": "private",
+        }
+
+    def mismatches(self, attrs: dict[str, Any]) -> list[str]:
+        """Compare the engine's inspect data with this spec; return what differs."""
+        host = attrs.get("HostConfig") or {}
+        config = attrs.get("Config") or {}
+        want = self.create_kwargs()
+        checks: list[tuple[str, Any, Any]] = [
+            ("user", config.get("User"), want["user"]),
+            ("read-only root", host.get("ReadonlyRootfs"), True),
+            ("privileged", bool(host.get("Privileged")), False),
+            ("dropped capabilities", _upper(host.get("CapDrop")), ["ALL"]),
+            ("added capabilities", host.get("CapAdd") or [], []),
+            ("no-new-privileges", _has_nnp(host.get("SecurityOpt")), True),
+            ("tmpfs mounts", host.get("Tmpfs"), want["tmpfs"]),
+            ("memory limit", host.get("Memory"), self.memory),
+            ("memory+swap limit", host.get("MemorySwap"), self.memory),
+            ("cpu limit", host.get("NanoCpus"), want["nano_cpus"]),
+            ("pids limit", host.get("PidsLimit"), self.pids),
+            ("core ulimit", _core(host.get("Ulimits")), (0, 0)),
+            ("log driver", (host.get("LogConfig") or {}).get("Type"), "none"),
+            ("auto-remove", host.get("AutoRemove"), True),
+            ("ipc mode", host.get("IpcMode"), "private"),
+        ]
+        return [f"{name}: engine has {got!r}, wanted {exp!r}" for name, got, exp in checks if got != exp]
+
+
+def _upper(caps: list[str] | None) -> list[str]:
+    return sorted(c.upper().removeprefix("CAP_") for c in caps or [])
+
+
+def _has_nnp(opts: list[str] | None) -> bool:
+    return any(o.replace("=", ":") in ("no-new-privileges", "no-new-privileges:true") for o in opts or [])
+
+
+def _core(ulimits: list[dict[str, Any]] | None) -> tuple[int, int] | None:
+    for u in ulimits or []:
+        if u.get("Name") == "core":
+            return (u.get("Soft"), u.get("Hard"))
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSettings:
+    """One `qsandbox run`: what to run, where, with which non-secret account settings."""
+
+    script: Path  # absolute path on the host
+    args: tuple[str, ...] = ()
+    channel: str = "ibm_quantum_platform"
+    instance: str | None = None
+    output: Path | None = None
+    timeout: float | None = None
+    image: str = IMAGE
+    network: str | None = None  # None: the engine's default bridge (the real platform is online)
+    hardening: Hardening = field(default_factory=Hardening)
+    extra_env: tuple[tuple[str, str], ...] = ()
+    cancel_on_abort: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.script.is_file():
+            raise UsageError(f"script not found: {self.script}: give the path of a Python file")
+        if self.timeout is not None and self.timeout <= 0:
+            raise UsageError("--timeout must be a positive number of seconds")
+        if self.channel not in ("ibm_quantum_platform", "ibm_cloud"):
+            raise UsageError(
+                f"unknown channel {self.channel!r}: use ibm_quantum_platform or ibm_cloud"
+            )
+
+    @property
+    def script_in_container(self) -> str:
+        return str(WORKDIR / self.script.name)
+
+    def environment(self) -> dict[str, str]:
+        """The container's environment: paths and non-secret settings, never the key."""
+        env = {
+            "HOME": str(HOME),
+            "QISKIT_IBM_CHANNEL": self.channel,
+            "QISKIT_IBM_TOKEN_FILE": str(TOKEN_FILE),  # the *_FILE convention for REST scripts
+            "QSANDBOX_CANCEL_ON_ABORT": "1" if self.cancel_on_abort else "0",
+        }
+        if self.instance:
+            env["QISKIT_IBM_INSTANCE"] = self.instance
+        env.update(dict(self.extra_env))
+        return env
