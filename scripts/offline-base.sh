@@ -15,7 +15,10 @@ if docker image inspect "$name" >/dev/null 2>&1; then
   echo "offline base: $name already present"
   exit 0
 fi
-command -v debootstrap >/dev/null || { echo "offline base: debootstrap missing: apt-get install debootstrap" >&2; exit 1; }
+if ! command -v debootstrap >/dev/null; then
+  [ "$(id -u)" = 0 ] || { echo "offline base: needs root and debootstrap (apt-get install debootstrap)" >&2; exit 1; }
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+fi
 root=$(mktemp -d /var/tmp/qsandbox-base.XXXXXX)
 trap 'rm -rf "$root"' EXIT
 echo "offline base: debootstrap $suite into $root (about a minute)"

@@ -142,9 +142,34 @@ def _read_file(path: str) -> str:
 
 def _read_env(name: str) -> Secret:
     value = os.environ.pop(name, None)  # popped: nothing the launcher starts inherits it
+    _scrub_initial_environ(name)
     if value is None:
         raise UsageError(f"environment variable {name} is not set: export it or choose another source")
     return validate(value, f"environment variable {name}")
+
+
+def _scrub_initial_environ(name: str) -> None:
+    """Overwrite NAME's value in the process's original environment block.
+
+    os.environ.pop stops children inheriting it, but /proc/PID/environ shows the block the process
+    started with, for as long as it runs. Zeroing the bytes in place makes that show nothing.
+    """
+    if sys.platform != "linux":
+        return
+    prefix = name.encode() + b"="
+    with open("/proc/self/stat", "rb") as f:  # proc(5): fields 50 and 51 are env_start, env_end
+        fields = f.read().rsplit(b")", 1)[1].split()  # fields[0] is field 3
+    start, end = int(fields[47]), int(fields[48])
+    # The original block: scan it directly (unsetenv only unlinks the pointer from `environ`).
+    size = end - start
+    block = ctypes.string_at(start, size)
+    pos = 0
+    while pos < size:
+        nul = block.find(b"\0", pos)
+        nul = size if nul < 0 else nul
+        if block.startswith(prefix, pos):
+            ctypes.memset(start + pos + len(prefix), 0, nul - pos - len(prefix))
+        pos = nul + 1
 
 
 def _run_helper(command: str) -> str:

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Make this machine ready for qsandbox, idempotently: a Docker engine that answers, a venv with
+# qsandbox in .venv, and the sandbox image qsandbox:<version>. Used by the README's two commands
+# and by CI (.ci/run). Safe to re-run; each step is skipped when already done.
+#
+# QSANDBOX_BASE_IMAGE overrides the base; otherwise python:3.12-slim if it can be pulled, else an
+# offline base made from the OS packages (scripts/offline-base.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+# 1. A Docker engine. On a fresh Debian machine only the client exists: install and start dockerd.
+if ! docker info >/dev/null 2>&1; then
+  if ! command -v dockerd >/dev/null 2>&1; then
+    [ "$(id -u)" = 0 ] || { say "no Docker engine and not root: install Docker or Podman, then re-run"; exit 1; }
+    say "installing Docker Engine from the Debian packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
+  fi
+  if ! docker info >/dev/null 2>&1; then
+    say "starting dockerd (log: /var/log/qsandbox-dockerd.log)"
+    nohup dockerd >/var/log/qsandbox-dockerd.log 2>&1 &
+    for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+    docker info >/dev/null 2>&1 || { say "dockerd did not come up; see /var/log/qsandbox-dockerd.log"; exit 1; }
+  fi
+fi
+say "engine: $(docker version --format '{{.Server.Version}} (API {{.Server.APIVersion}})')"
+
+# 2. The launcher, in a venv. The extras carry the emulated platform's and the tests' needs.
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+say "installing qsandbox into .venv"
+.venv/bin/pip install -q -e '.[sandbox,platform,test]'
+
+# 3. The image. Rebuilding is cheap when nothing changed (layer cache).
+base=${QSANDBOX_BASE_IMAGE:-}
+if [ -z "$base" ]; then
+  if docker image inspect python:3.12-slim >/dev/null 2>&1 || docker pull -q python:3.12-slim >/dev/null 2>&1; then
+    base=python:3.12-slim
+  else
+    say "python:3.12-slim cannot be pulled (no registry): making the offline base"
+    bash scripts/offline-base.sh qsandbox-base:bookworm
+    base=qsandbox-base:bookworm
+  fi
+fi
+.venv/bin/qsandbox build --base-image "$base" 2> >(grep -E '^(Step|qsandbox|setup)' >&2)

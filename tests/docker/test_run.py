@@ -1,0 +1,193 @@
+"""`qsandbox run` against a real engine and the real qiskit-ibm-runtime client in the image."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, qsandbox
+
+pytestmark = pytest.mark.docker
+SCRIPTS = ROOT / "tests" / "scripts"
+CRN = "crn:v1:bluemix:public:quantum-computing:us-east:a/0123456789abcdef0123456789abcdef:1c1a7c9e-0000-4000-8000-000000000001::"
+
+
+def labelled(client) -> list[str]:
+    from qsandbox import sandbox
+
+    return sandbox.leftovers(client)
+
+
+def test_account_discovery_finds_exactly_the_canary_in_tmpfs(image, canary, leak_search):
+    done = qsandbox("run", "--token-stdin", "--instance", CRN, str(SCRIPTS / "inspect_account.py"), "a", "b c",
+                    input=canary + "\n")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["token_sha256"] == hashlib.sha256(canary.encode()).hexdigest()
+    assert report["instance"] == CRN
+    assert report["channel"] == "ibm_quantum_platform"
+    assert report["account_dir_fs"] == "tmpfs"
+    assert report["token_file_fs"] == "tmpfs"
+    assert report["account_file_mode"] == "0o600"
+    assert report["token_file_matches"] is True
+    assert report["key_in_environment"] is False
+    assert report["key_in_cmdline"] is False
+    assert report["uid"] == 10001
+    assert report["args"] == ["a", "b c"]
+    assert report["cwd"] == "/work"
+    assert "container and secret destroyed (engine confirms)" in done.stderr
+    assert leak_search.all_hits() == []
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_exit_code_is_passed_through(image, canary, leak_search, docker_client, code):
+    done = qsandbox("run", "--token-stdin", str(SCRIPTS / "exit_with.py"), str(code), input=canary + "\n")
+    assert done.returncode == code
+    assert f"about to exit {code}" in done.stdout
+    assert f" exit {code} in " in done.stderr
+    assert labelled(docker_client) == []
+    assert leak_search.all_hits() == []
+
+
+def test_timeout_exits_124_and_destroys(image, canary, leak_search, docker_client):
+    done = qsandbox("run", "--token-stdin", "--timeout", "3", str(SCRIPTS / "sleep_forever.py"), input=canary + "\n")
+    assert done.returncode == 124, done.stderr
+    assert "(timeout)" in done.stderr
+    assert labelled(docker_client) == []
+    assert leak_search.all_hits() == []
+
+
+def _start_running(canary: str, script: str = "sleep_forever.py", *extra: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QISKIT_IBM")}
+    env["QS_TEST_KEY"] = canary
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qsandbox", "run", "--token-env", "QS_TEST_KEY", *extra, str(SCRIPTS / script)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env,
+    )
+    line = proc.stdout.readline()
+    assert line.strip() == "sleeping", proc.stderr.read() if proc.poll() is not None else line
+    return proc
+
+
+def _launcher_leaks(pid: int, canary: str) -> list[str]:
+    found = []
+    for part in ("cmdline", "environ"):
+        if canary.encode() in Path(f"/proc/{pid}/{part}").read_bytes():
+            found.append(part)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("sig", "code", "reason"),
+    [(signal.SIGINT, 130, "interrupt"), (signal.SIGTERM, 143, "terminate"), (signal.SIGHUP, 129, "hangup")],
+)
+def test_signals_abort_cleanly(image, canary, leak_search, docker_client, sig, code, reason):
+    proc = _start_running(canary)
+    assert _launcher_leaks(proc.pid, canary) == []
+    assert len(labelled(docker_client)) == 1
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert f"({reason})" in err
+    assert "container and secret destroyed (engine confirms)" in err
+    assert labelled(docker_client) == []
+    assert leak_search.all_hits() == []
+
+
+def test_sigkill_of_launcher_is_a_dead_man_switch(image, canary, leak_search, docker_client):
+    proc = _start_running(canary)
+    assert len(labelled(docker_client)) == 1
+    proc.kill()
+    proc.communicate()
+    killed = time.monotonic()
+    while labelled(docker_client) and time.monotonic() - killed < 5:
+        time.sleep(0.05)
+    gone_after = time.monotonic() - killed
+    assert labelled(docker_client) == [], "container outlived the launcher by 5 s"
+    assert gone_after < 5
+    assert leak_search.all_hits() == []
+
+
+def test_output_dir_and_read_only_workdir(image, canary, tmp_path, docker_client):
+    out = tmp_path / "out"
+    done = qsandbox("run", "--token-stdin", "--output", str(out), str(SCRIPTS / "write_output.py"), input=canary + "\n")
+    assert done.returncode == 0, done.stderr
+    assert "work dir read-only: Read-only file system" in done.stdout
+    result = out / "result.txt"
+    assert result.read_text() == "hello from the sandbox\n"
+    assert result.stat().st_uid == os.getuid()
+
+
+BAD_KEYS = [
+    ("", "is empty"),
+    ("short", "only 5 characters long"),
+    ("abc def ghijklmnopqrstuvwxyz0123456789", "contains whitespace"),
+    ("abcdefghijklmnop\x07qrstuvwxyz0123456789", "contains control or non-ASCII"),
+    ("k" * 5000, "5000 characters long"),
+]
+
+
+@pytest.mark.parametrize(("key", "message"), BAD_KEYS)
+def test_bad_keys_are_refused_and_start_nothing(image, docker_client, key, message):
+    before = docker_client.api.containers(all=True)
+    done = qsandbox("run", "--token-stdin", str(SCRIPTS / "exit_with.py"), "0", input=key + "\n")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert docker_client.api.containers(all=True) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        ([], {}, "no API key source and no terminal to prompt on"),
+        (["--token-env", "QS_NOT_SET"], {}, "environment variable QS_NOT_SET is not set"),
+        (["--token-file", "/nonexistent/key"], {}, "cannot read the key file /nonexistent/key"),
+        (["--token-command", "false"], {}, "--token-command exited with 1"),
+        (["--token-stdin", "--token-env", "X"], {}, "give one key source, not --token-stdin and --token-env"),
+    ],
+)
+def test_bad_sources_are_refused_and_start_nothing(docker_client, args, env, message):
+    before = docker_client.api.containers(all=True)
+    done = qsandbox("run", *args, str(SCRIPTS / "exit_with.py"), "0", env=env)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert docker_client.api.containers(all=True) == before
+
+
+def test_token_command_and_file_sources(image, canary, tmp_path):
+    keyfile = tmp_path / "key"
+    keyfile.write_text(canary + "\n")
+    want = hashlib.sha256(canary.encode()).hexdigest()
+    for args in (["--token-file", str(keyfile)], ["--token-command", f"cat {keyfile}"]):
+        done = qsandbox("run", *args, str(SCRIPTS / "inspect_account.py"))
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout.strip().splitlines()[-1])["token_sha256"] == want
+
+
+def test_missing_script_is_a_usage_error(docker_client):
+    done = qsandbox("run", "--token-stdin", "/nonexistent/script.py", input="x" * 44 + "\n")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "qsandbox: script not found: /nonexistent/script.py: give the path of a Python file"
+
+
+def test_sweep_removes_leftovers(image, docker_client):
+    from qsandbox.settings import LABEL
+
+    c = docker_client.containers.create(image, command=["probe"], labels={LABEL: "leftover-test"})
+    n = docker_client.networks.create("qsandbox-leftover-test", labels={LABEL: "leftover-test"}, internal=True)
+    done = qsandbox("sweep")
+    assert done.returncode == 0, done.stderr
+    assert f"removed container {c.name} (run leftover-test)" in done.stdout
+    assert "removed network qsandbox-leftover-test (run leftover-test)" in done.stdout
+    assert labelled(docker_client) == []
+    del n
