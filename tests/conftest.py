@@ -137,7 +137,14 @@ class LeakSearch:
     def all_hits(self) -> list[str]:
         hits = self.inspect_hits()
         if os.access(self.DATA_ROOT, os.R_OK):
-            hits += self._file_hits(self.DATA_ROOT)
+            for top in self.DATA_ROOT.iterdir():
+                if top.name in ("overlay2", "vfs", "fuse-overlayfs"):
+                    # Layer stores hold every image file: search only the layers made since start.
+                    for layer in top.iterdir():
+                        if layer.stat().st_mtime >= self.since:
+                            hits += self._file_hits(layer)
+                else:
+                    hits += self._file_hits(top)
         for d in self.HOST_DIRS:
             hits += self._file_hits(d)
         return hits

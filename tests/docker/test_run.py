@@ -191,3 +191,36 @@ def test_sweep_removes_leftovers(image, docker_client):
     assert "removed network qsandbox-leftover-test (run leftover-test)" in done.stdout
     assert labelled(docker_client) == []
     del n
+
+
+def test_hidden_prompt_on_a_terminal(image, canary, leak_search):
+    """A user types the key at the prompt: it is not echoed, and it reaches the script."""
+    import pty
+    import select
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QISKIT_IBM")}
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the launcher, on a terminal
+        os.execvpe(sys.executable, [sys.executable, "-m", "qsandbox", "run", str(SCRIPTS / "inspect_account.py")], env)
+    screen = b""
+
+    def read_until(marker: bytes, limit: float) -> None:
+        nonlocal screen
+        end = time.monotonic() + limit
+        while marker not in screen and time.monotonic() < end:
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    screen += os.read(fd, 4096)
+                except OSError:
+                    break
+
+    read_until(b"(input hidden): ", 30)
+    assert b"IBM Quantum API key (input hidden): " in screen
+    os.write(fd, canary.encode() + b"\r")
+    read_until(b"engine confirms", 90)
+    os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, screen.decode(errors="replace")
+    assert canary.encode() not in screen  # not echoed
+    assert hashlib.sha256(canary.encode()).hexdigest().encode() in screen
+    assert leak_search.all_hits() == []
