@@ -35,6 +35,12 @@ def _cancel(started_at: float, say: Callable[[str], None]) -> None:
             say(f"cancelled session {session_id}")
         except Exception as e:  # noqa: BLE001
             say(f"could not cancel session {session_id}: {type(e).__name__}")
+    # Ask the platform again rather than trusting the cancels.
+    left = service.jobs(pending=True, created_after=since, limit=None)
+    if left:
+        say(f"{len(left)} job(s) of this run still pending: " + " ".join(j.job_id() for j in left))
+    else:
+        say("no Runtime job of this run is left queued or running")
 
 
 def cancel_jobs_since(started_at: float, say: Callable[[str], None]) -> None:

@@ -90,13 +90,17 @@ def doctor(ctx: click.Context) -> None:
               help="End the run after this long (exit 124).")
 @click.option("--memory", default="2g", show_default=True, help="Memory limit (no swap).")
 @click.option("--pids", type=int, default=512, show_default=True, help="Process/thread limit.")
+@click.option("--platform", type=click.Choice(["ibm", "local", "shared"]), default="ibm", show_default=True,
+              help="ibm: the real IBM Quantum Platform. local: an emulated one on an internal network, "
+                   "for this run only. shared: the emulator from `qsandbox platform up`. With local "
+                   "or shared and no key source, a throwaway key is made.")
 @click.option("--no-cancel-on-abort", is_flag=True,
               help="On Ctrl-C/SIGTERM/timeout, leave the script's Runtime jobs running.")
 @click.pass_context
 def run(ctx: click.Context, script: Path, args: tuple[str, ...], token_stdin: bool,
         token_file: str | None, token_env: str | None, token_command: str | None,
         instance: str | None, channel: str, output: Path | None, timeout: float | None,
-        memory: str, pids: int, no_cancel_on_abort: bool) -> None:
+        memory: str, pids: int, platform: str, no_cancel_on_abort: bool) -> None:
     """Run SCRIPT [ARGS]... in a fresh sandbox with the API key in RAM only.
 
     The script sees its directory read-only at /work, finds its account the way
@@ -111,8 +115,10 @@ def run(ctx: click.Context, script: Path, args: tuple[str, ...], token_stdin: bo
     harden_process()
     try:
         source = KeySource(stdin=token_stdin, file=token_file, env=token_env, command=token_command)
-        source.check()
+        if not (platform != "ibm" and source.interactive):
+            source.check()
         settings = RunSettings(
+            platform=platform,
             script=script.resolve(),
             args=args,
             channel=channel,
@@ -142,3 +148,43 @@ def sweep(ctx: click.Context) -> None:
     for line in removed:
         click.echo(f"removed {line}")
     click.echo(f"qsandbox: swept {len(removed)} object(s)", err=True)
+
+
+@main.group()
+def platform() -> None:
+    """A long-lived emulated IBM Quantum Platform, for pipelines with many runs.
+
+    \b
+    qsandbox platform up
+    qsandbox run --platform shared script.py     # any number of times
+    qsandbox platform down
+    """
+
+
+@platform.command("up")
+@click.pass_context
+def platform_up(ctx: click.Context) -> None:
+    """Start the shared emulator (accepts any well-formed key) on its internal network."""
+    from . import engine, image, localplatform
+    from .settings import IMAGE
+
+    try:
+        client = engine.connect()
+        image.check(client)
+        p = localplatform.up(client, IMAGE)
+    except QsandboxError as e:
+        _fail(e, ctx.obj["debug"])
+    click.echo(f"qsandbox: shared platform up on network {p.network}; instance {p.instance}", err=True)
+
+
+@platform.command("down")
+@click.pass_context
+def platform_down(ctx: click.Context) -> None:
+    """Stop the shared emulator and remove its network."""
+    from . import engine, localplatform
+
+    try:
+        found = localplatform.down(engine.connect())
+    except QsandboxError as e:
+        _fail(e, ctx.obj["debug"])
+    click.echo("qsandbox: shared platform down" if found else "qsandbox: no shared platform was running", err=True)

@@ -15,16 +15,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
 import docker
 import docker.errors
 
-from . import engine, handoff, sandbox
+from . import engine, handoff, localplatform, sandbox
 from .credentials import KeySource, Secret
 from .errors import ExitCode, ImageError, SandboxError
-from .settings import RunSettings
+from .settings import CA_FILE, RunSettings
 
 ABORT_GRACE = 30.0  # entry point: interrupt the script (5 s), then cancel jobs (<= 20 s)
 REMOVAL_WAIT = 10.0
@@ -181,7 +181,6 @@ def run(
     settings: RunSettings,
     source: KeySource,
     *,
-    ca_pem: str | None = None,
     out: BinaryIO | None = None,
     err: BinaryIO | None = None,
     prompt: Callable[[], str] | None = None,
@@ -189,7 +188,9 @@ def run(
     """Run settings.script in a fresh sandbox, handing it the key read from `source`."""
     out = out or sys.stdout.buffer
     err = err or sys.stderr.buffer
-    source.check()
+    local = settings.platform in ("local", "shared")
+    if not (local and source.interactive):
+        source.check()
     client = engine.connect()
     _check_image(client, settings.image)
     run_id = sandbox.new_run_id()
@@ -199,12 +200,33 @@ def run(
         _own_output_dir(settings, back=False)
 
     prepared: _Prepared | None = None
+    platform: localplatform.LocalPlatform | None = None
     aborted: str | None = None
     code = int(ExitCode.TOOL)
+    ca_pem: str | None = None
     try:
         with _Signals():
             try:
-                if source.interactive:
+                if local:
+                    # A rehearsal needs no real key: without a source, a throwaway one is made.
+                    secret = localplatform.throwaway_key() if source.interactive else source.read()
+                    if settings.platform == "shared":
+                        platform = localplatform.shared(client)
+                    else:
+                        localplatform.remove_stale_networks(client)
+                        platform = localplatform.start(
+                            client, settings.image, run_id, [localplatform.digest(secret)]
+                        )
+                    ca_pem = platform.ca_pem
+                    settings = replace(
+                        settings,
+                        network=platform.network,
+                        instance=settings.instance or platform.instance,
+                        extra_env=(*settings.extra_env, ("REQUESTS_CA_BUNDLE", str(CA_FILE)),
+                                   ("SSL_CERT_FILE", str(CA_FILE))),
+                    )
+                    prepared = _prepare(client, settings, run_id)
+                elif source.interactive:
                     secret, prepared = _read_key_while_preparing(client, settings, run_id, source, prompt)
                 else:
                     secret = source.read()  # bad input fails here, before anything starts
@@ -238,6 +260,8 @@ def run(
         if prepared is not None:
             prepared.attachment.close()
             _ensure_gone(client, prepared)
+        if platform is not None:
+            localplatform.stop(client, platform)
         _own_output_dir(settings, back=True)
     return RunResult(
         run_id=run_id,

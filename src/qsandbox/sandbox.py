@@ -176,11 +176,16 @@ def destroy(client: docker.DockerClient, container_id: str) -> None:
         log.warning("could not remove container %s: %s", container_id[:12], e.explanation)
 
 
+SHARED_PLATFORM_RUN = "platform"  # the long-lived emulator: `qsandbox platform down` ends it
+
+
 def leftovers(client: docker.DockerClient, run_id: str | None = None) -> list[str]:
-    """Names of labelled objects the engine still has (for one run, or for all)."""
+    """Names of labelled objects the engine still has (for one run, or for all runs)."""
     flt = {"label": f"{LABEL}={run_id}" if run_id else LABEL}
-    found = [f"container {c.name}" for c in client.containers.list(all=True, filters=flt)]
-    found += [f"network {n.name}" for n in client.networks.list(filters=flt)]
+    found = [f"container {c.name}" for c in client.containers.list(all=True, filters=flt)
+             if run_id or c.labels.get(LABEL) != SHARED_PLATFORM_RUN]
+    found += [f"network {n.name}" for n in client.networks.list(filters=flt)
+              if run_id or (n.attrs.get("Labels") or {}).get(LABEL) != SHARED_PLATFORM_RUN]
     return found
 
 
@@ -188,9 +193,13 @@ def sweep(client: docker.DockerClient) -> list[str]:
     """Remove every object carrying the qsandbox label; return what was removed."""
     removed = []
     for c in client.containers.list(all=True, filters={"label": LABEL}):
+        if c.labels.get(LABEL) == SHARED_PLATFORM_RUN:
+            continue
         destroy(client, c.id)
         removed.append(f"container {c.name} (run {c.labels.get(LABEL)})")
     for n in client.networks.list(filters={"label": LABEL}):
+        if (n.attrs.get("Labels") or {}).get(LABEL) == SHARED_PLATFORM_RUN:
+            continue
         try:
             n.remove()
             removed.append(f"network {n.name} (run {n.attrs.get('Labels', {}).get(LABEL)})")

@@ -143,12 +143,17 @@ class RunSettings:
     hardening: Hardening = field(default_factory=Hardening)
     extra_env: tuple[tuple[str, str], ...] = ()
     cancel_on_abort: bool = True
+    # "ibm": the real IBM Quantum Platform; "local": an emulated one for this run only;
+    # "shared": the long-lived emulator from `qsandbox platform up`
+    platform: str = "ibm"
 
     def __post_init__(self) -> None:
         if not self.script.is_file():
             raise UsageError(f"script not found: {self.script}: give the path of a Python file")
         if self.timeout is not None and self.timeout <= 0:
             raise UsageError("--timeout must be a positive number of seconds")
+        if self.platform not in ("ibm", "local", "shared"):
+            raise UsageError(f"unknown platform {self.platform!r}: use ibm, local or shared")
         if self.channel not in ("ibm_quantum_platform", "ibm_cloud"):
             raise UsageError(
                 f"unknown channel {self.channel!r}: use ibm_quantum_platform or ibm_cloud"

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, qsandbox
 
 pytestmark = pytest.mark.docker

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import yaml
-
 from conftest import ROOT
+
 from qsandbox import __version__
 from qsandbox.settings import IMAGE, Hardening
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from qsandbox import handoff
-from qsandbox.settings import Hardening, parse_size
 from qsandbox.errors import UsageError
+from qsandbox.settings import Hardening, parse_size
 
 
 def test_start_roundtrip_and_repr_hides_token():

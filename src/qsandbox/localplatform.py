@@ -1,0 +1,198 @@
+"""`--platform local`: the emulated IBM Quantum Platform on a per-run internal network.
+
+The emulator runs from the sandbox image, with the same hardening, on a network created
+`--internal` (no route out). It carries network aliases for the real host names the client
+derives from https://cloud.ibm.com, so an unchanged script reaches it by those names; it serves
+TLS with a CA it makes at start, and only that CA's certificate leaves it (printed to its stdout,
+read over attach, handed to the sandbox with the key). The emulator never sees the key: only its
+SHA-256 digest, so it accepts exactly that key.
+
+Like the sandbox, the emulator's attached stdin is a dead-man switch: it exits when the launcher
+goes away, and the daemon removes it. The network cannot remove itself; every run first removes
+labelled networks that no container uses any more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+from dataclasses import dataclass
+
+import docker
+import docker.errors
+
+from . import sandbox
+from .credentials import Secret
+from .errors import SandboxError
+from .platform.constants import HOSTNAMES, INSTANCE_CRN
+from .settings import LABEL, Hardening
+
+READY_LINE = b"qsandbox-platform ready"
+START_TIMEOUT = 60.0
+CA_PATH = "/tmp/qsandbox-ca.pem"  # noqa: S108 - inside the emulator, on its tmpfs
+EMULATOR_COMMAND = ["serve", "--port", "443", "--ca-out", CA_PATH, "--print-ca"]
+SHARED = "qsandbox-platform"  # name of the long-lived emulator and of its network
+SHARED_RUN_ID = sandbox.SHARED_PLATFORM_RUN  # its run label; sweep leaves it to `platform down`
+ENTRYPOINT = ["/opt/qsandbox/bin/python", "-m", "qsandbox.platform"]
+
+
+def throwaway_key() -> Secret:
+    """A key for rehearsals: random, shaped like an IBM Cloud API key (44 characters)."""
+    return Secret(secrets.token_urlsafe(33), "a throwaway key made for this run")
+
+
+def digest(secret: Secret) -> str:
+    return hashlib.sha256(secret.reveal().encode()).hexdigest()
+
+
+@dataclass
+class LocalPlatform:
+    network: str
+    emulator_id: str
+    ca_pem: str
+    attachment: sandbox.Attachment | None  # None for the shared emulator: not ours to end
+    instance: str = INSTANCE_CRN
+
+
+def remove_stale_networks(client: docker.DockerClient) -> None:
+    """Labelled networks with no containers left: what a killed launcher could not remove."""
+    for net in client.networks.list(filters={"label": LABEL}):
+        try:
+            net.reload()
+            if not net.attrs.get("Containers"):
+                net.remove()
+        except docker.errors.APIError:
+            pass  # in use by a run starting right now, or already gone
+
+
+def start(client: docker.DockerClient, image: str, run_id: str, key_digests: list[str],
+          hardening: Hardening | None = None) -> LocalPlatform:
+    """Create the network and the emulator; return once it listens, with its CA certificate.
+
+    A per-run emulator exits when this launcher goes away (stdin EOF); the shared one
+    (run_id == SHARED_RUN_ID) lives until `qsandbox platform down`.
+    """
+    hardening = hardening or Hardening()
+    shared = run_id == SHARED_RUN_ID
+    name = SHARED if shared else f"qsandbox-{run_id}"
+    command = EMULATOR_COMMAND if shared else [*EMULATOR_COMMAND, "--exit-on-stdin-eof"]
+    network = client.networks.create(name, driver="bridge", internal=True, labels=sandbox.labels(run_id))
+    try:
+        container = client.containers.create(
+            image,
+            entrypoint=ENTRYPOINT,
+            command=command,
+            name=SHARED if shared else f"qsandbox-{run_id}-platform",
+            hostname="platform",
+            labels=sandbox.labels(run_id),
+            environment={"QSANDBOX_PLATFORM_KEY_SHA256": ",".join(key_digests)},
+            network=name,
+            networking_config={name: client.api.create_endpoint_config(aliases=list(HOSTNAMES))},
+            # Docker 20.10 already defaults this to 0 in a container's own network namespace;
+            # stated so the non-root emulator can bind 443 on every engine.
+            sysctls={"net.ipv4.ip_unprivileged_port_start": "0"},
+            stdin_open=True,
+            **hardening.create_kwargs(),
+        )
+    except BaseException:
+        _remove_network(network)
+        raise
+    try:
+        wrong = hardening.mismatches(client.api.inspect_container(container.id))
+        if wrong:
+            raise SandboxError("the engine did not apply the emulator's hardening: " + "; ".join(wrong))
+        attachment = sandbox.attach(client, container.id)
+        container.start()
+        ca_pem = _read_ca(attachment)
+        if shared:
+            attachment.close()  # the shared emulator outlives this command
+    except BaseException:
+        sandbox.destroy(client, container.id)
+        _remove_network(network)
+        raise
+    return LocalPlatform(network=name, emulator_id=container.id, ca_pem=ca_pem, attachment=attachment)
+
+
+def _read_ca(attachment: sandbox.Attachment) -> str:
+    """Collect stdout until the ready line; what came before it is the CA certificate (PEM)."""
+    out = bytearray()
+    errors = bytearray()
+    done = threading.Event()
+
+    def read() -> None:
+        for stream, data in attachment.frames():
+            (out if stream == 1 else errors).extend(data)
+            if READY_LINE in out:
+                break
+        done.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not done.wait(START_TIMEOUT) or READY_LINE not in out:
+        tail = errors.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise SandboxError(f"the emulated platform did not start: {tail[0]}")
+    pem = bytes(out[: out.index(READY_LINE)]).decode()
+    if "BEGIN CERTIFICATE" not in pem:
+        raise SandboxError("the emulated platform printed no CA certificate")
+    return pem.strip() + "\n"
+
+
+def shared(client: docker.DockerClient) -> LocalPlatform:
+    """The long-lived emulator started by `qsandbox platform up`, with its CA certificate."""
+    try:
+        container = client.containers.get(SHARED)
+    except docker.errors.NotFound:
+        raise SandboxError("no shared platform is running: start it with `qsandbox platform up`") from None
+    code, out = container.exec_run(["cat", CA_PATH], user=str(Hardening().uid))
+    if code != 0 or b"BEGIN CERTIFICATE" not in out:
+        raise SandboxError("the shared platform has no CA certificate: restart it (`qsandbox platform down`, `up`)")
+    return LocalPlatform(network=SHARED, emulator_id=container.id, ca_pem=out.decode(), attachment=None)
+
+
+def up(client: docker.DockerClient, image: str) -> LocalPlatform:
+    """Start the long-lived emulator (open mode: it accepts any well-formed key)."""
+    try:
+        return shared(client)
+    except SandboxError:
+        pass
+    for leftover in client.networks.list(names=[SHARED]):
+        _remove_network(leftover)
+    return start(client, image, SHARED_RUN_ID, [])
+
+
+def down(client: docker.DockerClient) -> bool:
+    """Stop the long-lived emulator and remove its network; False if none was running."""
+    found = False
+    try:
+        sandbox.destroy(client, client.containers.get(SHARED).id)
+        found = True
+    except docker.errors.NotFound:
+        pass
+    for net in client.networks.list(names=[SHARED]):
+        _remove_network(net)
+        found = True
+    return found
+
+
+def stop(client: docker.DockerClient, platform: LocalPlatform) -> None:
+    """End a per-run emulator and its network (the shared one is left running)."""
+    if platform.attachment is None:
+        return
+    platform.attachment.close()
+    sandbox.destroy(client, platform.emulator_id)
+    try:
+        _remove_network(client.networks.get(platform.network))
+    except docker.errors.NotFound:
+        pass
+
+
+def _remove_network(network: docker.models.networks.Network) -> None:
+    for _ in range(50):
+        try:
+            network.remove()
+            return
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError:  # endpoints still detaching after a removal
+            threading.Event().wait(0.1)
+    network.remove()

@@ -1,0 +1,102 @@
+"""``python -m qsandbox.platform serve``: run the emulated platform.
+
+TLS material is made fresh in memory for each start; only the CA certificate is written out
+(``--ca-out``), for the script side to trust. uvicorn loads certificate and key from files, so
+they are written to a private temporary directory (meant to be on a tmpfs) and removed as soon
+as the TLS context is built. ``qsandbox-platform ready`` is printed once the socket listens.
+
+Binding port 443 needs root or CAP_NET_BIND_SERVICE; ``--port`` picks another port when the
+container maps 443 to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import uvicorn
+
+from .app import create_app
+from .constants import HOSTNAMES
+from .tls import make_tls
+
+READY_LINE = "qsandbox-platform ready"
+
+
+class _Server(uvicorn.Server):
+    async def startup(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
+        await super().startup(sockets=sockets)
+        if self.started:
+            print(READY_LINE, flush=True)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def serve(args: argparse.Namespace) -> int:
+    app = create_app()
+    common = {"host": args.host, "port": args.port, "log_level": args.log_level,
+              "access_log": False, "lifespan": "on"}
+    if args.plain:
+        config = uvicorn.Config(app, **common)
+        config.load()
+    else:
+        tls = make_tls(list(HOSTNAMES) + ["localhost"])
+        ca_out = Path(args.ca_out)
+        ca_out.parent.mkdir(parents=True, exist_ok=True)
+        ca_out.write_bytes(tls.ca_cert_pem)
+        if args.print_ca:
+            # The launcher reads this over attach: with the `none` log driver nothing is stored.
+            sys.stdout.write(tls.ca_cert_pem.decode())
+            sys.stdout.flush()
+        workdir = Path(tempfile.mkdtemp(prefix="qsandbox-tls-", dir="/tmp"))
+        try:
+            cert, key = workdir / "server.pem", workdir / "server.key"
+            _write_private(cert, tls.server_cert_pem)
+            _write_private(key, tls.server_key_pem)
+            config = uvicorn.Config(app, ssl_certfile=str(cert), ssl_keyfile=str(key), **common)
+            config.load()  # builds the SSL context; the files are not needed afterwards
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if args.exit_on_stdin_eof:
+        threading.Thread(target=_exit_on_eof, daemon=True).start()
+    _Server(config).run()
+    return 0
+
+
+def _exit_on_eof() -> None:
+    """Dead-man switch: the launcher holds our stdin; when it goes away, so do we."""
+    while os.read(0, 4096):
+        pass
+    os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m qsandbox.platform")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="serve the emulated IBM Quantum Platform")
+    p.add_argument("--port", type=int, default=443)
+    p.add_argument("--host", default="0.0.0.0")  # noqa: S104 - it serves a container network
+    # The CA certificate is public; /tmp is a tmpfs in the container.
+    p.add_argument("--ca-out", default="/tmp/qsandbox-ca.pem",  # noqa: S108
+                   help="where to write the per-run CA certificate (PEM)")
+    p.add_argument("--print-ca", action="store_true",
+                   help="also print the CA certificate (PEM) on stdout before the ready line")
+    p.add_argument("--exit-on-stdin-eof", action="store_true",
+                   help="exit at once when stdin reaches EOF (the launcher went away)")
+    p.add_argument("--plain", action="store_true", help="serve plain HTTP (debugging only)")
+    p.add_argument("--log-level", default="warning")
+    args = parser.parse_args(argv)
+    return serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""API keys and the tokens minted from them.
+
+Keys are only ever handled as SHA-256 digests after the first line of ``check_key``; tokens are
+HS256 JWTs signed with a per-process secret (the client decodes ``exp``/``iat`` without checking
+the signature). A key deleted through IAM Identity is refused from then on, and every token minted
+from it stops working, because each token names its key id and the id is checked on every call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import threading
+import time
+import uuid
+from typing import Any
+
+import jwt
+
+from . import constants
+from .config import PlatformConfig
+
+_SANE_KEY = re.compile(r"^[A-Za-z0-9_\-]{20,128}$")
+_KEY_NAMESPACE = uuid.UUID("0b5f6c1e-2d4a-4f3b-8e7c-9a1d2b3c4d5e")
+_REFRESH_TTL = 30 * 24 * 3600
+
+
+def key_digest(apikey: str) -> str:
+    return hashlib.sha256(apikey.encode()).hexdigest()
+
+
+def key_id(digest: str) -> str:
+    """Stable IAM Identity id of a key, derived from its digest (never from the key)."""
+    return f"ApiKey-{uuid.uuid5(_KEY_NAMESPACE, digest)}"
+
+
+class Credentials:
+    """Which keys are accepted, and minting/verification of IAM tokens."""
+
+    def __init__(self, config: PlatformConfig) -> None:
+        self._config = config
+        self._secret = secrets.token_bytes(32)
+        self._lock = threading.Lock()
+        self._deleted: set[str] = set()  # key ids
+        self._seen: dict[str, dict[str, Any]] = {}  # key id -> details (no key material)
+        for digest in config.key_sha256:
+            self._remember(digest)
+
+    def _remember(self, digest: str) -> dict[str, Any]:
+        kid = key_id(digest)
+        with self._lock:
+            if kid not in self._seen:
+                created = time.strftime("%Y-%m-%dT%H:%M+0000", time.gmtime())
+                self._seen[kid] = {
+                    "id": kid,
+                    "iam_id": f"IBMid-{digest[:10].upper()}",
+                    "created_at": created,
+                }
+            return self._seen[kid]
+
+    def check_key(self, apikey: str) -> str | None:
+        """Return the key's id if the key is accepted, else ``None``."""
+        if not _SANE_KEY.match(apikey or ""):
+            return None
+        digest = key_digest(apikey)
+        if not self._config.open_mode and digest not in self._config.key_sha256:
+            return None
+        kid = key_id(digest)
+        if kid in self._deleted:
+            return None
+        self._remember(digest)
+        return kid
+
+    def _alive(self, kid: str) -> bool:
+        with self._lock:
+            return kid in self._seen and kid not in self._deleted
+
+    def mint(self, kid: str) -> dict[str, Any]:
+        """IAM ``/identity/token`` response body for key ``kid``."""
+        details = self._seen[kid]
+        now = int(time.time())
+        ttl = self._config.token_ttl
+        claims = {
+            "iam_id": details["iam_id"],
+            "id": details["iam_id"],
+            "realmid": "IBMid",
+            "sub": details["iam_id"],
+            "sub_type": "ApiKey",
+            "account": {"bss": constants.ACCOUNT_ID, "valid": True},
+            "iss": "https://iam.cloud.ibm.com/identity",
+            "grant_type": "urn:ibm:params:oauth:grant-type:apikey",
+            "scope": "ibm openid",
+            "client_id": "default",
+            "iat": now,
+            "exp": now + ttl,
+            "qsandbox_key": kid,
+            "qsandbox_typ": "access",
+        }
+        refresh = {"qsandbox_key": kid, "qsandbox_typ": "refresh", "iat": now,
+                   "exp": now + _REFRESH_TTL, "jti": uuid.uuid4().hex}
+        return {
+            "access_token": jwt.encode(claims, self._secret, algorithm="HS256"),
+            "refresh_token": jwt.encode(refresh, self._secret, algorithm="HS256"),
+            "ims_user_id": int(details["iam_id"][6:], 16) % 10**7,
+            "token_type": "Bearer",
+            "expires_in": ttl,
+            "expiration": now + ttl,
+            "scope": "ibm openid",
+        }
+
+    def _decode(self, token: str, typ: str) -> dict[str, Any] | None:
+        try:
+            claims = jwt.decode(
+                token, self._secret, algorithms=["HS256"], options={"require": ["exp", "iat"]}
+            )
+        except jwt.PyJWTError:
+            return None
+        if claims.get("qsandbox_typ") != typ or not self._alive(claims.get("qsandbox_key", "")):
+            return None
+        return claims
+
+    def verify_access(self, token: str) -> dict[str, Any] | None:
+        """Claims of a valid, unexpired access token whose key is not deleted."""
+        return self._decode(token, "access")
+
+    def key_from_refresh(self, token: str) -> str | None:
+        claims = self._decode(token, "refresh")
+        return claims["qsandbox_key"] if claims else None
+
+    def key_details(self, apikey: str) -> dict[str, Any] | None:
+        """IAM Identity ``ApiKey`` body for an accepted key; the key itself is not echoed."""
+        kid = self.check_key(apikey)
+        if kid is None:
+            return None
+        details = self._seen[kid]
+        return {
+            "id": kid,
+            "entity_tag": "1-" + kid[-32:],
+            "crn": f"crn:v1:bluemix:public:iam-identity::a/{constants.ACCOUNT_ID}::apikey:{kid}",
+            "locked": False,
+            "disabled": False,
+            "created_at": details["created_at"],
+            "created_by": details["iam_id"],
+            "modified_at": details["created_at"],
+            "name": "qsandbox",
+            "description": "",
+            "iam_id": details["iam_id"],
+            "account_id": constants.ACCOUNT_ID,
+            "apikey": "",
+        }
+
+    def delete(self, kid: str) -> bool:
+        """Delete a known key; ``False`` if there is no such (live) key."""
+        with self._lock:
+            if kid not in self._seen or kid in self._deleted:
+                return False
+            self._deleted.add(kid)
+            return True

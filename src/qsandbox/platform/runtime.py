@@ -1,0 +1,280 @@
+"""Runtime API (``[region.]quantum.cloud.ibm.com/api/v1``): backends, jobs, sessions, usage.
+
+Every call needs a valid access token (401 otherwise, like the service) and the ``Service-CRN``
+of the instance (403 otherwise). Jobs and sessions are only visible through the instance that
+created them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import PlainTextResponse
+
+from . import constants
+from .backends import Device
+from .errors import platform_error
+from .iam import bearer_claims
+from .programs import PROGRAMS
+from .state import FINAL, QUEUED, RUNNING, Job, Session, Store, iso, new_id
+
+router = APIRouter(prefix="/api/v1")
+
+
+def _platform(request: Request) -> Any:
+    return request.app.state.platform
+
+
+def authorize(request: Request) -> str:
+    """The caller's instance CRN, once token and ``Service-CRN`` check out."""
+    bearer_claims(request)
+    crn = request.headers.get("service-crn", "")
+    if crn != _platform(request).config.instance_crn:
+        raise platform_error(403, "You are not authorized to access this service instance.",
+                             "forbidden")
+    return crn
+
+
+Crn = Annotated[str, Depends(authorize)]
+
+
+def _store(request: Request) -> Store:
+    return _platform(request).store
+
+
+def _device(request: Request, name: str) -> Device:
+    device = _platform(request).devices.get(name)
+    if device is None:
+        raise platform_error(404, f"Backend {name} not found.", "backend_not_found")
+    return device
+
+
+def _job(request: Request, job_id: str, crn: str) -> Job:
+    job = _store(request).job(job_id, crn)
+    if job is None:
+        raise platform_error(404, f"Job {job_id} not found.", "job_not_found")
+    return job
+
+
+def _session(request: Request, session_id: str, crn: str) -> Session:
+    session = _store(request).session(session_id, crn)
+    if session is None:
+        raise platform_error(404, f"Session {session_id} not found.", "session_not_found")
+    return session
+
+
+async def _json_body(request: Request) -> tuple[str, dict[str, Any]]:
+    body = (await request.body()).decode("utf-8", "replace")
+    try:
+        payload = json.loads(body)
+    except json.JSONDecodeError as ex:
+        raise platform_error(400, f"Invalid JSON body: {ex.msg}", "bad_request") from ex
+    if not isinstance(payload, dict):
+        raise platform_error(400, "Expected a JSON object.", "bad_request")
+    return body, payload
+
+
+# -- backends ---------------------------------------------------------------------------------
+
+@router.get("/backends")
+def backends(request: Request, crn: Crn) -> dict[str, Any]:
+    store = _store(request)
+    return {"devices": [d.summary(store.queue_length(d.name)) for d in _platform(request).devices]}
+
+
+@router.get("/backends/{name}/configuration")
+def configuration(name: str, request: Request, crn: Crn) -> dict[str, Any]:
+    return _device(request, name).configuration()
+
+
+@router.get("/backends/{name}/properties")
+def properties(name: str, request: Request, crn: Crn) -> dict[str, Any]:
+    return _device(request, name).properties()
+
+
+@router.get("/backends/{name}/status")
+def status(name: str, request: Request, crn: Crn) -> dict[str, Any]:
+    return _device(request, name).status(_store(request).queue_length(name))
+
+
+@router.get("/instances/usage")
+def usage(request: Request, crn: Crn) -> dict[str, Any]:
+    consumed = sum(j.usage_seconds() for j in _store(request).jobs(crn))
+    return {
+        "instance_id": crn,
+        "plan_id": constants.PLAN_ID,
+        "usage_consumed_seconds": consumed,
+        "usage_limit_reached": False,
+    }
+
+
+# -- jobs -------------------------------------------------------------------------------------
+
+@router.post("/jobs")
+async def submit_job(request: Request, crn: Crn) -> dict[str, Any]:
+    body, payload = await _json_body(request)
+    program_id = payload.get("program_id")
+    if program_id not in PROGRAMS:
+        raise platform_error(404, f"Program {program_id} not found.", "program_not_found")
+    backend = payload.get("backend")
+    if not backend or _platform(request).devices.get(backend) is None:
+        raise platform_error(400, f"Backend {backend} is not available.", "invalid_backend")
+    session_id = payload.get("session_id")
+    if session_id:
+        session = _session(request, session_id, crn)
+        if not session.accepting_jobs:
+            raise platform_error(400, f"Session {session_id} is closed.", "session_closed")
+        if session.backend and session.backend != backend:
+            raise platform_error(400, f"Session {session_id} runs on {session.backend}.",
+                                 "invalid_backend")
+    tags = payload.get("tags") or []
+    job = Job(id=new_id(), program_id=program_id, backend=backend, crn=crn, body=body,
+              params=payload.get("params") or {}, session_id=session_id,
+              tags=[str(t) for t in tags], private=bool(payload.get("private")))
+    _store(request).submit(job, _platform(request).devices.get(backend))
+    return {"id": job.id, "backend": backend, "session_id": session_id}
+
+
+def _parse_time(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as ex:
+        raise platform_error(400, f"Invalid date {value!r}.", "bad_request") from ex
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+@router.get("/jobs")
+def list_jobs(request: Request, crn: Crn) -> dict[str, Any]:
+    q = request.query_params
+    jobs = _store(request).jobs(crn)
+    if (pending := q.get("pending")) is not None:
+        want_pending = pending.lower() == "true"
+        jobs = [j for j in jobs if (j.status in (QUEUED, RUNNING)) == want_pending]
+    if backend := q.get("backend"):
+        jobs = [j for j in jobs if j.backend == backend]
+    if program := q.get("program") or q.get("program_id"):
+        jobs = [j for j in jobs if j.program_id == program]
+    if session_id := q.get("session_id"):
+        jobs = [j for j in jobs if j.session_id == session_id]
+    if tags := q.getlist("tags"):
+        jobs = [j for j in jobs if set(tags) <= set(j.tags)]
+    if after := _parse_time(q.get("created_after")):
+        jobs = [j for j in jobs if j.created >= after]
+    if before := _parse_time(q.get("created_before")):
+        jobs = [j for j in jobs if j.created <= before]
+    ascending = q.get("sort", "").upper() == "ASC" or q.get("descending", "").lower() == "false"
+    jobs.sort(key=lambda j: j.created, reverse=not ascending)
+    try:
+        offset = max(int(q.get("offset") or 0), 0)
+        limit = max(int(q.get("limit") or 200), 0)
+    except ValueError as ex:
+        raise platform_error(400, "limit and offset must be integers.", "bad_request") from ex
+    exclude = q.get("exclude_params", "true").lower() != "false"
+    page = jobs[offset:offset + limit]
+    return {"jobs": [j.to_json(exclude) for j in page], "count": len(jobs),
+            "offset": offset, "limit": limit}
+
+
+@router.get("/jobs/{job_id}")
+def get_job(job_id: str, request: Request, crn: Crn,
+            exclude_params: str = "false") -> dict[str, Any]:
+    return _job(request, job_id, crn).to_json(exclude_params.lower() == "true")
+
+
+@router.get("/jobs/{job_id}/results")
+def job_results(job_id: str, request: Request, crn: Crn) -> Response:
+    job = _job(request, job_id, crn)
+    if job.status == "Completed" and job.result is not None:
+        return Response(job.result, media_type="application/json")
+    if job.status == "Failed":
+        return PlainTextResponse(job.reason or "Job failed.")
+    raise platform_error(404, f"Results of job {job_id} are not available ({job.status}).",
+                         "results_not_found")
+
+
+@router.post("/jobs/{job_id}/cancel", status_code=204)
+def cancel_job(job_id: str, request: Request, crn: Crn) -> Response:
+    job = _job(request, job_id, crn)
+    if not _store(request).cancel(job):
+        raise platform_error(409, f"Job {job_id} is already in a final state ({job.status}).",
+                             "job_final")
+    return Response(status_code=204)
+
+
+@router.put("/jobs/{job_id}/tags", status_code=204)
+async def update_tags(job_id: str, request: Request, crn: Crn) -> Response:
+    job = _job(request, job_id, crn)
+    _, payload = await _json_body(request)
+    job.tags = [str(t) for t in payload.get("tags") or []]
+    return Response(status_code=204)
+
+
+@router.get("/jobs/{job_id}/metrics")
+def job_metrics(job_id: str, request: Request, crn: Crn) -> dict[str, Any]:
+    job = _job(request, job_id, crn)
+    seconds = job.usage_seconds()
+    return {
+        "timestamps": {"created": iso(job.created), "running": iso(job.running_at),
+                       "finished": iso(job.finished_at)},
+        "bss": {"seconds": seconds},
+        "usage": {"quantum_seconds": seconds, "seconds": seconds,
+                  "qpu_charge_time_seconds": seconds,
+                  "status": "final" if job.status in FINAL else "pending"},
+        "qiskit_version": f"qsandbox-emulator/python-{platform.python_version()}",
+    }
+
+
+@router.get("/jobs/{job_id}/logs")
+def job_logs(job_id: str, request: Request, crn: Crn) -> PlainTextResponse:
+    _job(request, job_id, crn)
+    return PlainTextResponse("")
+
+
+@router.get("/jobs/{job_id}/interim_results")
+def job_interim_results(job_id: str, request: Request, crn: Crn) -> PlainTextResponse:
+    _job(request, job_id, crn)
+    return PlainTextResponse("")
+
+
+# -- sessions ---------------------------------------------------------------------------------
+
+@router.post("/sessions")
+async def create_session(request: Request, crn: Crn) -> dict[str, Any]:
+    _, payload = await _json_body(request)
+    mode = payload.get("mode") or "dedicated"
+    if mode not in ("dedicated", "batch"):
+        raise platform_error(400, f"Invalid session mode {mode!r}.", "bad_request")
+    backend = payload.get("backend") or ""
+    if backend:
+        _device(request, backend)
+    session = Session(id=new_id(), backend=backend, crn=crn, mode=mode,
+                      max_ttl=int(payload.get("max_ttl") or 28800))
+    _store(request).add_session(session)
+    return session.to_json([])
+
+
+@router.get("/sessions/{session_id}")
+def session_details(session_id: str, request: Request, crn: Crn) -> dict[str, Any]:
+    session = _session(request, session_id, crn)
+    return session.to_json(_store(request).session_jobs(session_id))
+
+
+@router.patch("/sessions/{session_id}", status_code=204)
+async def update_session(session_id: str, request: Request, crn: Crn) -> Response:
+    session = _session(request, session_id, crn)
+    _, payload = await _json_body(request)
+    if payload.get("accepting_jobs") is False:
+        _store(request).close_session(session, cancel_jobs=False)
+    return Response(status_code=204)
+
+
+@router.delete("/sessions/{session_id}/close", status_code=204)
+def cancel_session(session_id: str, request: Request, crn: Crn) -> Response:
+    _store(request).close_session(_session(request, session_id, crn), cancel_jobs=True)
+    return Response(status_code=204)

@@ -1,0 +1,266 @@
+"""Jobs and sessions, kept in memory, and the worker pool that runs jobs.
+
+Submitting only records the job and queues it, so ``POST /jobs`` returns at once like the real
+service. A job moves Queued -> Running -> Completed/Failed/Cancelled; a job cancelled while
+queued never runs, and a job cancelled while running is killed.
+
+Each job's simulation runs in a forked child process: Aer holds the GIL for the whole
+simulation (seen: a 244 s noisy 12-qubit run froze every other request), so running it in a
+thread would make the whole platform stop answering. Forking after the device's simulator is
+built shares it copy-on-write, and cancelling a running job is a kill.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import multiprocessing
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from .backends import Device
+from .programs import ProgramError, run_program
+
+log = logging.getLogger(__name__)
+
+QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = (
+    "Queued", "Running", "Completed", "Failed", "Cancelled",
+)
+FINAL = (COMPLETED, FAILED, CANCELLED)
+
+REASON_CODE_FAILED = 1517
+"""Reported with a failed job (the client shows "Error code <code>; <reason>")."""
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def iso(ts: dt.datetime | None) -> str | None:
+    return ts.isoformat(timespec="microseconds").replace("+00:00", "Z") if ts else None
+
+
+def new_id() -> str:
+    """Job and session ids look like the real service's (20 lowercase alphanumerics)."""
+    return uuid.uuid4().hex[:20]
+
+
+@dataclass
+class Job:
+    id: str
+    program_id: str
+    backend: str
+    crn: str
+    body: str  # raw POST /jobs JSON, decoded by the worker
+    params: dict[str, Any]
+    session_id: str | None
+    tags: list[str]
+    private: bool
+    created: dt.datetime = field(default_factory=utcnow)
+    status: str = QUEUED
+    reason: str | None = None
+    reason_code: int | None = None
+    running_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    result: str | None = None
+
+    def to_json(self, exclude_params: bool) -> dict[str, Any]:
+        state: dict[str, Any] = {"status": self.status}
+        if self.reason:
+            state["reason"] = self.reason
+        if self.reason_code:
+            state["reason_code"] = self.reason_code
+        body: dict[str, Any] = {
+            "id": self.id,
+            "backend": self.backend,
+            "state": state,
+            "status": self.status,
+            "program": {"id": self.program_id},
+            "created": iso(self.created),
+            "end_time": iso(self.finished_at),
+            "runtime": "",
+            "session_id": self.session_id,
+            "tags": list(self.tags),
+            "private": self.private,
+            "user_id": "qsandbox",
+            "usage": {"seconds": self.usage_seconds(), "quantum_seconds": self.usage_seconds()},
+        }
+        if not exclude_params:
+            body["params"] = self.params
+        return body
+
+    def usage_seconds(self) -> int:
+        if self.running_at and self.finished_at:
+            return max(1, round((self.finished_at - self.running_at).total_seconds()))
+        return 0
+
+
+@dataclass
+class Session:
+    id: str
+    backend: str
+    crn: str
+    mode: str
+    max_ttl: int
+    created: dt.datetime = field(default_factory=utcnow)
+    accepting_jobs: bool = True
+    closed_at: dt.datetime | None = None
+
+    def to_json(self, jobs: list[Job]) -> dict[str, Any]:
+        started = [j.running_at for j in jobs if j.running_at]
+        done = [j.finished_at for j in jobs if j.finished_at]
+        if self.closed_at:
+            state = "closed"
+        elif any(j.status in (QUEUED, RUNNING) for j in jobs):
+            state = "active"
+        else:
+            state = "open" if self.accepting_jobs else "inactive"
+        return {
+            "id": self.id,
+            "backend_name": self.backend,
+            "mode": self.mode,
+            "state": state,
+            "accepting_jobs": self.accepting_jobs,
+            "max_ttl": self.max_ttl,
+            "interactive_ttl": 60,
+            "active_ttl": self.max_ttl,
+            "started_at": iso(self.created),
+            "activated_at": iso(min(started)) if started else None,
+            "last_job_started": iso(max(started)) if started else None,
+            "last_job_completed": iso(max(done)) if done else None,
+            "closed_at": iso(self.closed_at),
+            "elapsed_time": sum(j.usage_seconds() for j in jobs),
+            "timestamps": [],
+        }
+
+
+class Store:
+    """All jobs and sessions, guarded by one lock; jobs run on a small thread pool."""
+
+    def __init__(self, workers: int = 2) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Job] = {}
+        self._sessions: dict[str, Session] = {}
+        self._children: dict[str, multiprocessing.process.BaseProcess] = {}
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qsandbox-job")
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    def submit(self, job: Job, device: Device) -> None:
+        with self._lock:
+            self._jobs[job.id] = job
+        self._pool.submit(self._execute, job, device)
+
+    def _execute(self, job: Job, device: Device) -> None:
+        # The device lock is taken before the job turns Running: a job waiting for its device
+        # is still Queued, so cancelling it means it never runs.
+        with device.lock:
+            with self._lock:
+                if job.status != QUEUED:
+                    return
+                job.status, job.running_at = RUNNING, utcnow()
+            device.simulator()  # built once, before the fork, so children share it
+            result, reason = self._run_in_child(job, device)
+        with self._lock:
+            job.finished_at = utcnow()
+            if job.status == CANCELLED:
+                return
+            if reason is None:
+                job.status, job.result = COMPLETED, result
+            else:
+                job.status, job.reason, job.reason_code = FAILED, reason[:2000], REASON_CODE_FAILED
+
+    def _run_in_child(self, job: Job, device: Device) -> tuple[str | None, str | None]:
+        ctx = multiprocessing.get_context("fork")
+        receiver, sender = ctx.Pipe(duplex=False)
+        child = ctx.Process(target=_child, args=(sender, job.program_id, job.body, device), daemon=True)
+        with self._lock:
+            if job.status != RUNNING:  # cancelled between the two locks
+                return None, None
+            child.start()
+            self._children[job.id] = child
+        sender.close()
+        try:
+            result, reason = receiver.recv()
+        except EOFError:  # killed by cancel(), or the child died
+            result, reason = None, "Job failed during execution: the simulation process died"
+        finally:
+            receiver.close()
+            child.join()
+            with self._lock:
+                self._children.pop(job.id, None)
+        return result, reason
+
+    def job(self, job_id: str, crn: str | None = None) -> Job | None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        return job if job and (crn is None or job.crn == crn) else None
+
+    def jobs(self, crn: str | None = None) -> list[Job]:
+        with self._lock:
+            return [j for j in self._jobs.values() if crn is None or j.crn == crn]
+
+    def cancel(self, job: Job) -> bool:
+        """Cancel a job; ``False`` if it is already final."""
+        with self._lock:
+            if job.status in FINAL:
+                return False
+            job.status, job.reason = CANCELLED, "Cancelled by the user."
+            if job.running_at is None:
+                job.finished_at = utcnow()
+            child = self._children.get(job.id)
+            if child is not None:
+                child.kill()  # a cancelled job stops using the device at once
+            return True
+
+    def queue_length(self, backend: str) -> int:
+        with self._lock:
+            return sum(1 for j in self._jobs.values()
+                       if j.backend == backend and j.status in (QUEUED, RUNNING))
+
+    # -- sessions -----------------------------------------------------------------------------
+
+    def add_session(self, session: Session) -> None:
+        with self._lock:
+            self._sessions[session.id] = session
+
+    def session(self, session_id: str, crn: str) -> Session | None:
+        with self._lock:
+            session = self._sessions.get(session_id)
+        return session if session and session.crn == crn else None
+
+    def session_jobs(self, session_id: str) -> list[Job]:
+        with self._lock:
+            return [j for j in self._jobs.values() if j.session_id == session_id]
+
+    def close_session(self, session: Session, cancel_jobs: bool) -> None:
+        with self._lock:
+            session.accepting_jobs = False
+            if cancel_jobs:
+                session.closed_at = session.closed_at or utcnow()
+        if cancel_jobs:
+            for job in self.session_jobs(session.id):
+                self.cancel(job)
+
+    def shutdown(self) -> None:
+        """Cancel queued jobs and stop the pool (running simulations finish)."""
+        for job in self.jobs():
+            if job.status == QUEUED:
+                self.cancel(job)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _child(sender: Any, program_id: str, body: str, device: Device) -> None:
+    """In the forked child: run the program and send (result, reason) back."""
+    try:
+        out: tuple[str | None, str | None] = (run_program(program_id, body, device), None)
+    except ProgramError as ex:
+        out = (None, str(ex))
+    except Exception as ex:  # noqa: BLE001 - a crashed simulation must fail the job, not hang it
+        log.exception("job crashed")
+        out = (None, f"Job failed during execution: {type(ex).__name__}: {ex}")
+    sender.send(out)
+    sender.close()

@@ -1,0 +1,127 @@
+"""`--platform local`: unchanged example scripts against the emulated platform, real client inside."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, qsandbox
+
+pytestmark = pytest.mark.docker
+EXAMPLES = ROOT / "examples"
+SCRIPTS = ROOT / "tests" / "scripts"
+
+
+def _line(stdout: str, prefix: str) -> str:
+    for line in stdout.splitlines():
+        if line.startswith(prefix):
+            return line[len(prefix):].strip()
+    raise AssertionError(f"no line starting {prefix!r} in:\n{stdout}")
+
+
+def _assert_bell(counts: dict[str, int], shots: int) -> None:
+    assert sum(counts.values()) == shots
+    p00, p11 = counts.get("00", 0) / shots, counts.get("11", 0) / shots
+    assert p00 + p11 > 0.9, counts  # noise leaves a few percent of 01 and 10
+    assert 0.4 < p00 < 0.6 and 0.4 < p11 < 0.6, counts
+
+
+def test_bell_demo_with_a_throwaway_key(image, docker_client):
+    done = qsandbox("run", "--platform", "local", str(EXAMPLES / "bell.py"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    _assert_bell(json.loads(_line(done.stdout, "counts:")), 1000)
+    assert "container and secret destroyed (engine confirms)" in done.stderr
+    from qsandbox import sandbox
+
+    assert sandbox.leftovers(docker_client) == []
+
+
+def test_bell_with_the_users_key_leaves_no_trace(image, canary, leak_search):
+    done = qsandbox("run", "--platform", "local", "--token-stdin", str(EXAMPLES / "bell.py"), input=canary + "\n")
+    assert done.returncode == 0, done.stdout + done.stderr
+    _assert_bell(json.loads(_line(done.stdout, "counts:")), 1000)
+    assert leak_search.all_hits() == []
+
+
+def test_whoami(image):
+    done = qsandbox("run", "--platform", "local", str(EXAMPLES / "whoami.py"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _line(done.stdout, "channel:") == "ibm_quantum_platform"
+    assert _line(done.stdout, "instance:").startswith("crn:v1:bluemix:public:quantum-computing:us-east:")
+    assert "token" not in _line(done.stdout, "account:")
+
+
+def test_estimator(image):
+    done = qsandbox("run", "--platform", "local", str(EXAMPLES / "estimator.py"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    evs = json.loads(_line(done.stdout, "evs:"))
+    assert isinstance(evs, list) and evs
+
+
+def test_executor_sampler(image):
+    done = qsandbox("run", "--platform", "local", str(EXAMPLES / "executor_sampler.py"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    counts = json.loads(_line(done.stdout, "counts:"))
+    _assert_bell(counts, sum(counts.values()))
+
+
+def test_session(image):
+    done = qsandbox("run", "--platform", "local", str(EXAMPLES / "session.py"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _line(done.stdout, "session:")
+
+
+def test_rest_api(image):
+    done = qsandbox("run", "--platform", "local", str(EXAMPLES / "rest_api.py"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _line(done.stdout, "backends:")
+
+
+def test_wrong_key_is_refused_by_the_client(image):
+    done = qsandbox("run", "--platform", "local", str(SCRIPTS / "wrong_key.py"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _line(done.stdout, "refused:").split()[0] in ("InvalidAccountError", "IBMNotAuthorizedError")
+
+
+def test_cancel(image):
+    done = qsandbox("run", "--platform", "local", str(SCRIPTS / "submit_and_cancel.py"), "cancel")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert set(_line(done.stdout, "statuses:").split()) == {"CANCELLED"}
+
+
+def test_local_network_reaches_nothing_outside(image):
+    # A listener on this machine, on every address: the sandbox must not reach it either.
+    with socket.socket() as listener:
+        listener.bind(("0.0.0.0", 0))  # noqa: S104 - the point is to be reachable if anything is
+        listener.listen()
+        port = listener.getsockname()[1]
+        gateway = "172.17.0.1"  # the engine's default bridge on this machine
+        done = qsandbox("run", "--platform", "local", str(SCRIPTS / "reach_out.py"), gateway, str(port))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _line(done.stdout, "default route:") == "False"
+    assert _line(done.stdout, "dns:") == "failed"
+    assert _line(done.stdout, "host listener:").startswith("unreachable")
+
+
+def test_interrupted_run_cancels_its_jobs(image):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QISKIT_IBM")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qsandbox", "run", "--platform", "local", str(SCRIPTS / "submit_and_cancel.py")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env,
+    )
+    submitted = proc.stdout.readline()
+    assert submitted.startswith("submitted:"), proc.stderr.read() if proc.poll() is not None else submitted
+    jobs = submitted.split()[1:]
+    assert proc.stdout.readline().strip() == "sleeping"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 130, err
+    # The entry point reports each job it cancelled, after asking the platform for pending jobs.
+    for job in jobs:
+        assert f"cancelled job {job}" in err, err
+    assert "no Runtime job of this run is left queued or running" in err
