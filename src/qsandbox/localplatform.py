@@ -77,7 +77,11 @@ def start(client: docker.DockerClient, image: str, run_id: str, key_digests: lis
     shared = run_id == SHARED_RUN_ID
     name = SHARED if shared else f"qsandbox-{run_id}"
     command = EMULATOR_COMMAND if shared else [*EMULATOR_COMMAND, "--exit-on-stdin-eof"]
-    network = client.networks.create(name, driver="bridge", internal=True, labels=sandbox.labels(run_id))
+    # internal: no route out. inhibit_ipv4: the bridge gets no address on the host, so the host
+    # itself (any service listening on 0.0.0.0) is not reachable through it either; an
+    # internal network alone still routes to the host through its gateway address.
+    network = client.networks.create(name, driver="bridge", internal=True, labels=sandbox.labels(run_id),
+                                     options={"com.docker.network.bridge.inhibit_ipv4": "true"})
     try:
         container = client.containers.create(
             image,
