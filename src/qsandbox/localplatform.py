@@ -66,42 +66,54 @@ def remove_stale_networks(client: docker.DockerClient) -> None:
             pass  # in use by a run starting right now, or already gone
 
 
+def create_network(client: docker.DockerClient, run_id: str) -> str:
+    """The run's network: the emulator and the sandbox on it, nothing else reachable."""
+    name = SHARED if run_id == SHARED_RUN_ID else f"qsandbox-{run_id}"
+    # internal: no route out. inhibit_ipv4: the bridge gets no address on the host, so the host
+    # itself (any service listening on 0.0.0.0) is not reachable through it either; an
+    # internal network alone still routes to the host through its gateway address.
+    client.networks.create(name, driver="bridge", internal=True, labels=sandbox.labels(run_id),
+                           options={"com.docker.network.bridge.inhibit_ipv4": "true"})
+    return name
+
+
 def start(client: docker.DockerClient, image: str, run_id: str, key_digests: list[str],
           hardening: Hardening | None = None) -> LocalPlatform:
-    """Create the network and the emulator; return once it listens, with its CA certificate.
+    """Network and emulator; returns once it listens, with its CA certificate."""
+    network = create_network(client, run_id)
+    try:
+        return start_emulator(client, image, run_id, network, key_digests, hardening)
+    except BaseException:
+        remove_network(client, network)
+        raise
+
+
+def start_emulator(client: docker.DockerClient, image: str, run_id: str, network: str,
+                   key_digests: list[str], hardening: Hardening | None = None) -> LocalPlatform:
+    """The emulator on `network`; returns once it listens, with its CA certificate.
 
     A per-run emulator exits when this launcher goes away (stdin EOF); the shared one
     (run_id == SHARED_RUN_ID) lives until `qsandbox platform down`.
     """
     hardening = hardening or Hardening()
     shared = run_id == SHARED_RUN_ID
-    name = SHARED if shared else f"qsandbox-{run_id}"
     command = EMULATOR_COMMAND if shared else [*EMULATOR_COMMAND, "--exit-on-stdin-eof"]
-    # internal: no route out. inhibit_ipv4: the bridge gets no address on the host, so the host
-    # itself (any service listening on 0.0.0.0) is not reachable through it either; an
-    # internal network alone still routes to the host through its gateway address.
-    network = client.networks.create(name, driver="bridge", internal=True, labels=sandbox.labels(run_id),
-                                     options={"com.docker.network.bridge.inhibit_ipv4": "true"})
-    try:
-        container = client.containers.create(
-            image,
-            entrypoint=ENTRYPOINT,
-            command=command,
-            name=SHARED if shared else f"qsandbox-{run_id}-platform",
-            hostname="platform",
-            labels=sandbox.labels(run_id),
-            environment={"QSANDBOX_PLATFORM_KEY_SHA256": ",".join(key_digests)},
-            network=name,
-            networking_config={name: client.api.create_endpoint_config(aliases=list(HOSTNAMES))},
-            # Docker 20.10 already defaults this to 0 in a container's own network namespace;
-            # stated so the non-root emulator can bind 443 on every engine.
-            sysctls={"net.ipv4.ip_unprivileged_port_start": "0"},
-            stdin_open=True,
-            **hardening.create_kwargs(),
-        )
-    except BaseException:
-        _remove_network(network)
-        raise
+    container = client.containers.create(
+        image,
+        entrypoint=ENTRYPOINT,
+        command=command,
+        name=SHARED if shared else f"qsandbox-{run_id}-platform",
+        hostname="platform",
+        labels=sandbox.labels(run_id),
+        environment={"QSANDBOX_PLATFORM_KEY_SHA256": ",".join(key_digests)},
+        network=network,
+        networking_config={network: client.api.create_endpoint_config(aliases=list(HOSTNAMES))},
+        # Docker 20.10 already defaults this to 0 in a container's own network namespace;
+        # stated so the non-root emulator can bind 443 on every engine.
+        sysctls={"net.ipv4.ip_unprivileged_port_start": "0"},
+        stdin_open=True,
+        **hardening.create_kwargs(),
+    )
     try:
         wrong = hardening.mismatches(client.api.inspect_container(container.id))
         if wrong:
@@ -113,9 +125,9 @@ def start(client: docker.DockerClient, image: str, run_id: str, key_digests: lis
             attachment.close()  # the shared emulator outlives this command
     except BaseException:
         sandbox.destroy(client, container.id)
-        _remove_network(network)
         raise
-    return LocalPlatform(network=name, emulator_id=container.id, ca_pem=ca_pem, attachment=attachment)
+    return LocalPlatform(network=network, emulator_id=container.id, ca_pem=ca_pem,
+                         attachment=None if shared else attachment)
 
 
 def _read_ca(attachment: sandbox.Attachment) -> str:
@@ -184,8 +196,12 @@ def stop(client: docker.DockerClient, platform: LocalPlatform) -> None:
         return
     platform.attachment.close()
     sandbox.destroy(client, platform.emulator_id)
+    remove_network(client, platform.network)
+
+
+def remove_network(client: docker.DockerClient, name: str) -> None:
     try:
-        _remove_network(client.networks.get(platform.network))
+        _remove_network(client.networks.get(name))
     except docker.errors.NotFound:
         pass
 

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
@@ -24,6 +25,7 @@ import docker.errors
 from . import engine, handoff, localplatform, sandbox
 from .credentials import KeySource, Secret
 from .errors import ExitCode, ImageError, SandboxError
+from .platform.constants import INSTANCE_CRN
 from .settings import CA_FILE, RunSettings
 
 ABORT_GRACE = 30.0  # entry point: interrupt the script (5 s), then cancel jobs (<= 20 s)
@@ -81,6 +83,16 @@ def _prepare(client: docker.DockerClient, settings: RunSettings, run_id: str) ->
         sandbox.destroy(client, container.id)
         raise
     return _Prepared(container.id, attachment, removal)
+
+
+def _on_platform(settings: RunSettings, network: str, instance: str) -> RunSettings:
+    """The sandbox joins the emulator's network and trusts its CA (written by the entry point)."""
+    return replace(
+        settings,
+        network=network,
+        instance=settings.instance or instance,
+        extra_env=(*settings.extra_env, ("REQUESTS_CA_BUNDLE", str(CA_FILE)), ("SSL_CERT_FILE", str(CA_FILE))),
+    )
 
 
 def _check_image(client: docker.DockerClient, image: str) -> None:
@@ -201,6 +213,7 @@ def run(
 
     prepared: _Prepared | None = None
     platform: localplatform.LocalPlatform | None = None
+    network: str | None = None
     aborted: str | None = None
     code = int(ExitCode.TOOL)
     ca_pem: str | None = None
@@ -212,20 +225,23 @@ def run(
                     secret = localplatform.throwaway_key() if source.interactive else source.read()
                     if settings.platform == "shared":
                         platform = localplatform.shared(client)
+                        settings = _on_platform(settings, platform.network, platform.instance)
+                        prepared = _prepare(client, settings, run_id)
                     else:
                         localplatform.remove_stale_networks(client)
-                        platform = localplatform.start(
-                            client, settings.image, run_id, [localplatform.digest(secret)]
-                        )
+                        network = localplatform.create_network(client, run_id)
+                        settings = _on_platform(settings, network, INSTANCE_CRN)
+                        # The emulator starts while the sandbox is made and imports Qiskit.
+                        with ThreadPoolExecutor(1) as pool:
+                            emulator = pool.submit(
+                                localplatform.start_emulator, client, settings.image, run_id,
+                                network, [localplatform.digest(secret)],
+                            )
+                            try:
+                                prepared = _prepare(client, settings, run_id)
+                            finally:
+                                platform = emulator.result()
                     ca_pem = platform.ca_pem
-                    settings = replace(
-                        settings,
-                        network=platform.network,
-                        instance=settings.instance or platform.instance,
-                        extra_env=(*settings.extra_env, ("REQUESTS_CA_BUNDLE", str(CA_FILE)),
-                                   ("SSL_CERT_FILE", str(CA_FILE))),
-                    )
-                    prepared = _prepare(client, settings, run_id)
                 elif source.interactive:
                     secret, prepared = _read_key_while_preparing(client, settings, run_id, source, prompt)
                 else:
@@ -262,6 +278,8 @@ def run(
             _ensure_gone(client, prepared)
         if platform is not None:
             localplatform.stop(client, platform)
+        if network is not None:
+            localplatform.remove_network(client, network)
         _own_output_dir(settings, back=True)
     return RunResult(
         run_id=run_id,
