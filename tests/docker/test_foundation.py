@@ -57,7 +57,8 @@ def test_outdated_image_is_reported(image, docker_client):
     from qsandbox import image as image_mod
     from qsandbox.errors import ImageError
 
-    with pytest.raises(ImageError, match=r"image qsandbox:99\.0\.0 missing; only outdated .*qsandbox:0\.1\.0.*run `qsandbox build`"):
+    outdated = r"image qsandbox:99\.0\.0 missing; only outdated .*qsandbox:0\.1\.0.*run `qsandbox build`"
+    with pytest.raises(ImageError, match=outdated):
         image_mod.check(docker_client, tag="qsandbox:99.0.0")
 
 

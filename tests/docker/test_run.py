@@ -16,7 +16,10 @@ from conftest import ROOT, qsandbox
 
 pytestmark = pytest.mark.docker
 SCRIPTS = ROOT / "tests" / "scripts"
-CRN = "crn:v1:bluemix:public:quantum-computing:us-east:a/0123456789abcdef0123456789abcdef:1c1a7c9e-0000-4000-8000-000000000001::"
+CRN = (
+    "crn:v1:bluemix:public:quantum-computing:us-east:a/0123456789abcdef0123456789abcdef:"
+    "1c1a7c9e-0000-4000-8000-000000000001::"
+)
 
 
 def labelled(client) -> list[str]:
@@ -200,7 +203,8 @@ def test_hidden_prompt_on_a_terminal(image, canary, leak_search):
     env = {k: v for k, v in os.environ.items() if not k.startswith("QISKIT_IBM")}
     pid, fd = pty.fork()
     if pid == 0:  # the child: the launcher, on a terminal
-        os.execvpe(sys.executable, [sys.executable, "-m", "qsandbox", "run", str(SCRIPTS / "inspect_account.py")], env)
+        argv = [sys.executable, "-m", "qsandbox", "run", str(SCRIPTS / "inspect_account.py")]
+        os.execvpe(sys.executable, argv, env)  # noqa: S606 - our own interpreter, no shell
     screen = b""
 
     def read_until(marker: bytes, limit: float) -> None:
