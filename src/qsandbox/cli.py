@@ -94,13 +94,18 @@ def doctor(ctx: click.Context) -> None:
               help="ibm: the real IBM Quantum Platform. local: an emulated one on an internal network, "
                    "for this run only. shared: the emulator from `qsandbox platform up`. With local "
                    "or shared and no key source, a throwaway key is made.")
+@click.option("--strict", is_flag=True,
+              help="Refuse to run when a preflight check warns (host swap, engine debug mode, an engine "
+                   "other users can reach).")
+@click.option("--no-redact", is_flag=True,
+              help="Debugging only: do not mask the key and IAM tokens in the script's output.")
 @click.option("--no-cancel-on-abort", is_flag=True,
               help="On Ctrl-C/SIGTERM/timeout, leave the script's Runtime jobs running.")
 @click.pass_context
 def run(ctx: click.Context, script: Path, args: tuple[str, ...], token_stdin: bool,
         token_file: str | None, token_env: str | None, token_command: str | None,
         instance: str | None, channel: str, output: Path | None, timeout: float | None,
-        memory: str, pids: int, platform: str, no_cancel_on_abort: bool) -> None:
+        memory: str, pids: int, platform: str, strict: bool, no_redact: bool, no_cancel_on_abort: bool) -> None:
     """Run SCRIPT [ARGS]... in a fresh sandbox with the API key in RAM only.
 
     The script sees its directory read-only at /work, finds its account the way
@@ -127,7 +132,12 @@ def run(ctx: click.Context, script: Path, args: tuple[str, ...], token_stdin: bo
             timeout=timeout,
             hardening=Hardening(memory=parse_size(memory), pids=pids),
             cancel_on_abort=not no_cancel_on_abort,
+            redact=not no_redact,
+            strict=strict,
         )
+        if no_redact:
+            click.echo("qsandbox: WARNING: --no-redact: whatever the script prints, the API key included, "
+                       "reaches this terminal, its scrollback and any log of it", err=True)
         result = run_script(settings, source)
     except QsandboxError as e:
         _fail(e, ctx.obj["debug"])
@@ -188,3 +198,24 @@ def platform_down(ctx: click.Context) -> None:
     except QsandboxError as e:
         _fail(e, ctx.obj["debug"])
     click.echo("qsandbox: shared platform down" if found else "qsandbox: no shared platform was running", err=True)
+
+
+@main.command()
+@click.option("--path", "paths", multiple=True, type=click.Choice(["success", "error", "timeout", "sigint",
+              "sigterm", "sighup", "sigkill"]), help="Exit path to audit (repeatable) [default: all].")
+@click.pass_context
+def audit(ctx: click.Context, paths: tuple[str, ...]) -> None:
+    """Send a canary key through real runs and search every place a key could leak.
+
+    Prints each place searched and its number of hits; exits 1 on any hit.
+    """
+    from . import engine
+    from .audit import EXIT_PATHS
+    from .audit import audit as run_audit
+
+    try:
+        hits = run_audit(engine.connect(), paths or EXIT_PATHS, say=click.echo)
+    except QsandboxError as e:
+        _fail(e, ctx.obj["debug"])
+    click.echo(f"qsandbox: audit found {hits} hit(s)", err=True)
+    sys.exit(1 if hits else 0)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import docker
 
-from . import engine, image, sandbox
+from . import engine, image, preflight, sandbox
 from .errors import QsandboxError
 from .settings import IMAGE, Hardening
 
@@ -18,9 +18,10 @@ class Check:
     name: str
     ok: bool
     detail: str
+    warn: bool = False  # not required, but weakens a guarantee
 
     def line(self) -> str:
-        return f"{'ok  ' if self.ok else 'FAIL'} {self.name}: {self.detail}"
+        return f"{'FAIL' if not self.ok else 'warn' if self.warn else 'ok  '} {self.name}: {self.detail}"
 
 
 def probe(client: docker.DockerClient, hardening: Hardening, tag: str = IMAGE) -> dict[str, object]:
@@ -78,6 +79,8 @@ def checks(say: Callable[[Check], None]) -> bool:
         say(Check("engine", False, str(e)))
         return False
     say(Check("engine", True, f"{info.kind} {info.version}, API {info.api_version}"))
+    for f in preflight.findings(info):
+        say(Check(f.name, True, f.warning or f.detail, warn=f.warning is not None))
     try:
         say(Check("image", True, image.check(client)))
     except QsandboxError as e:

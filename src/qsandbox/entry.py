@@ -36,7 +36,7 @@ def _say(text: str) -> None:
 
 def _prewarm() -> None:
     """Import the Qiskit stack while the launcher waits for the user's key."""
-    if os.environ.get("QSANDBOX_PREWARM", "1") == "0":
+    if os.environ.get("QSANDBOX_PREWARM", "0") != "1":
         return
     try:
         import qiskit  # noqa: F401

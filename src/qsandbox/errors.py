@@ -51,3 +51,7 @@ class HardeningMismatch(QsandboxError):
 
 class SandboxError(QsandboxError):
     """Raised when the engine fails while creating, running or destroying a sandbox."""
+
+
+class PreflightRefused(QsandboxError):
+    """Raised under --strict when a preflight check warns (swap, debug engine, shared engine access)."""

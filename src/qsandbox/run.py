@@ -22,10 +22,11 @@ from typing import BinaryIO
 import docker
 import docker.errors
 
-from . import engine, handoff, localplatform, sandbox
+from . import engine, handoff, localplatform, preflight, sandbox
 from .credentials import KeySource, Secret
-from .errors import ExitCode, ImageError, SandboxError
+from .errors import ExitCode, ImageError, PreflightRefused, SandboxError
 from .platform.constants import INSTANCE_CRN
+from .redact import Redactor
 from .settings import CA_FILE, RunSettings
 
 ABORT_GRACE = 30.0  # entry point: interrupt the script (5 s), then cancel jobs (<= 20 s)
@@ -95,6 +96,15 @@ def _on_platform(settings: RunSettings, network: str, instance: str) -> RunSetti
     )
 
 
+def _preflight(client: docker.DockerClient, strict: bool, err: BinaryIO) -> None:
+    warnings = [f.warning for f in preflight.findings(engine.describe(client)) if f.warning]
+    if strict and warnings:
+        raise PreflightRefused(f"refused (--strict): {warnings[0]}")
+    for w in warnings:
+        err.write(f"qsandbox: warning: {w}\n".encode())
+        err.flush()
+
+
 def _check_image(client: docker.DockerClient, image: str) -> None:
     try:
         client.images.get(image)
@@ -105,19 +115,29 @@ def _check_image(client: docker.DockerClient, image: str) -> None:
         ) from None
 
 
-def _pump(attachment: sandbox.Attachment, out: BinaryIO, err: BinaryIO, done: threading.Event) -> None:
-    """Copy the container's output to ours, live, until the stream ends."""
+def _pump(attachment: sandbox.Attachment, out: BinaryIO, err: BinaryIO, done: threading.Event,
+          secrets: list[str] | None) -> None:
+    """Copy the container's output to ours, live and redacted, until the stream ends."""
+    targets = {1: out, 2: err}
+    redactors = {n: Redactor(secrets) for n in targets} if secrets is not None else None
+
+    def write(stream: int, data: bytes) -> None:
+        try:
+            targets[stream].write(data)
+            targets[stream].flush()
+        except (OSError, ValueError):  # our terminal is gone (SIGHUP): keep draining
+            pass
+
     try:
         for stream, data in attachment.frames():
-            target = err if stream == 2 else out
-            try:
-                target.write(data)
-                target.flush()
-            except (OSError, ValueError):  # our terminal is gone (SIGHUP): keep draining
-                pass
+            stream = 2 if stream == 2 else 1
+            write(stream, redactors[stream].feed(data) if redactors else data)
     except OSError:
         pass
     finally:
+        if redactors:
+            for stream, r in redactors.items():
+                write(stream, r.flush())
         done.set()
 
 
@@ -201,9 +221,11 @@ def run(
     out = out or sys.stdout.buffer
     err = err or sys.stderr.buffer
     local = settings.platform in ("local", "shared")
+    settings = replace(settings, prewarm=local or source.interactive)
     if not (local and source.interactive):
         source.check()
     client = engine.connect()
+    _preflight(client, settings.strict, err)
     _check_image(client, settings.image)
     run_id = sandbox.new_run_id()
     began = time.monotonic()
@@ -255,11 +277,13 @@ def run(
                         ca_pem=ca_pem,
                     )
                 )
-                del secret
                 done = threading.Event()
                 threading.Thread(
-                    target=_pump, args=(prepared.attachment, out, err, done), daemon=True
+                    target=_pump,
+                    args=(prepared.attachment, out, err, done, [secret.reveal()] if settings.redact else None),
+                    daemon=True,
                 ).start()
+                del secret
                 prepared.attachment.send(message)
                 del message
                 deadline = None if settings.timeout is None else time.monotonic() + settings.timeout

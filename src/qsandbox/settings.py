@@ -146,6 +146,12 @@ class RunSettings:
     # "ibm": the real IBM Quantum Platform; "local": an emulated one for this run only;
     # "shared": the long-lived emulator from `qsandbox platform up`
     platform: str = "ibm"
+    # Import Qiskit in the sandbox before the key arrives: pays off only while something else is
+    # slower (the user typing the key, the emulator starting); otherwise pure overhead for a
+    # script that does not import Qiskit itself.
+    prewarm: bool = False
+    redact: bool = True  # mask the key and IAM tokens in the script's output
+    strict: bool = False  # refuse to run when a preflight check warns
 
     def __post_init__(self) -> None:
         if not self.script.is_file():
@@ -170,6 +176,7 @@ class RunSettings:
             "QISKIT_IBM_CHANNEL": self.channel,
             "QISKIT_IBM_TOKEN_FILE": str(TOKEN_FILE),  # the *_FILE convention for REST scripts
             "QSANDBOX_CANCEL_ON_ABORT": "1" if self.cancel_on_abort else "0",
+            "QSANDBOX_PREWARM": "1" if self.prewarm else "0",
         }
         if self.instance:
             env["QISKIT_IBM_INSTANCE"] = self.instance

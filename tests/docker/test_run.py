@@ -221,9 +221,28 @@ def test_hidden_prompt_on_a_terminal(image, canary, leak_search):
     assert b"IBM Quantum API key (input hidden): " in screen
     os.write(fd, canary.encode() + b"\r")
     read_until(b"engine confirms", 90)
+    _, status = os.waitpid(pid, 0)  # before closing the terminal, which would send SIGHUP
     os.close(fd)
-    _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, screen.decode(errors="replace")
     assert canary.encode() not in screen  # not echoed
     assert hashlib.sha256(canary.encode()).hexdigest().encode() in screen
     assert leak_search.all_hits() == []
+
+
+def test_a_script_that_prints_its_key_is_redacted(image, canary, leak_search):
+    from qsandbox.redact import forms
+
+    done = qsandbox("run", "--token-stdin", str(SCRIPTS / "print_key.py"), input=canary + "\n")
+    assert done.returncode == 0, done.stderr
+    for form in forms(canary):
+        assert form.decode() not in done.stdout + done.stderr
+    assert "literal: ***" in done.stdout and "slow:***" in done.stdout and "stderr: ***" in done.stderr
+    assert done.stdout.rstrip().endswith("done")
+    assert leak_search.all_hits() == []
+
+
+def test_no_redact_warns_loudly(image, canary):
+    done = qsandbox("run", "--token-stdin", "--no-redact", str(SCRIPTS / "print_key.py"), input=canary + "\n")
+    assert done.returncode == 0
+    assert done.stderr.startswith("qsandbox: WARNING: --no-redact")
+    assert f"literal: {canary}" in done.stdout

@@ -1,0 +1,259 @@
+"""qsandbox against the floor: a bare `docker run --rm` of the same image, same hardening, same script.
+
+    .venv/bin/python bench/bench.py [--runs 10] [--json bench/results/latest.json]
+
+Everything is measured on this machine in one run, and reported as ratios to the floor where a
+floor exists. Prints a table and writes JSON. Needs a running engine and the image (setup.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import pty
+import resource
+import select
+import secrets
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import docker
+
+from qsandbox.settings import IMAGE, Hardening
+
+HERE = Path(__file__).resolve().parent
+SCRIPTS = HERE / "scripts"
+LAUNCHER = [sys.executable, "-m", "qsandbox", "run", "--token-stdin"]
+
+
+def floor_argv(script: str) -> list[str]:
+    """`docker run --rm` with every option the launcher sets (settings.Hardening), by hand."""
+    h = Hardening()
+    argv = ["docker", "run", "--rm", "-i", "--init", "--read-only", "--cap-drop", "ALL",
+            "--security-opt", "no-new-privileges", "--user", f"{h.uid}:{h.uid}", "--ipc", "private",
+            "--memory", str(h.memory), "--memory-swap", str(h.memory), "--cpus", str(h.cpus),
+            "--pids-limit", str(h.pids), "--ulimit", "core=0:0", "--log-driver", "none",
+            "-v", f"{SCRIPTS}:/work:ro", "-w", "/work", "--entrypoint", "/opt/qsandbox/bin/python"]
+    for path, opts in h.tmpfs().items():
+        argv += ["--tmpfs", f"{path}:{opts}"]
+    return [*argv, IMAGE, f"/work/{script}"]
+
+
+def key() -> bytes:
+    return (secrets.token_urlsafe(33) + "\n").encode()
+
+
+def timed(argv: list[str], stdin: bytes | None) -> tuple[float, float, int]:
+    """Wall seconds, the process's own CPU seconds, and its peak RSS in KiB."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if stdin:
+        p.stdin.write(stdin)
+    p.stdin.close()
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(argv[:6])}... exited {p.returncode}")
+    return wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss
+
+
+def first_line(argv: list[str], stdin: bytes | None) -> float:
+    t0 = time.perf_counter()
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    if stdin:
+        p.stdin.write(stdin)
+    p.stdin.close()
+    p.stdout.readline()
+    t = time.perf_counter() - t0
+    p.wait()
+    return t
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def bench_noop(runs: int) -> dict:
+    ours = [timed([*LAUNCHER, str(SCRIPTS / "noop.py")], key()) for _ in range(runs)]
+    floor = [timed(floor_argv("noop.py"), None) for _ in range(runs)]
+    return {
+        "ours_median_s": median([o[0] for o in ours]),
+        "floor_median_s": median([f[0] for f in floor]),
+        "ratio": median([o[0] for o in ours]) / median([f[0] for f in floor]),
+        "launcher_cpu_s_median": median([o[1] for o in ours]),
+        "launcher_peak_rss_mib_max": max(o[2] for o in ours) / 1024,
+        "docker_cli_cpu_s_median": median([f[1] for f in floor]),
+    }
+
+
+def bench_first_line(runs: int) -> dict:
+    ours = [first_line([*LAUNCHER, str(SCRIPTS / "import_runtime.py")], key()) for _ in range(runs)]
+    floor = [first_line(floor_argv("import_runtime.py"), None) for _ in range(runs)]
+    return {"ours_median_s": median(ours), "floor_median_s": median(floor), "ratio": median(ours) / median(floor)}
+
+
+def _destroy_times(client: docker.DockerClient, stop: threading.Event, seen: dict[str, float]) -> None:
+    since = time.time() - 1
+    for ev in client.events(decode=True, since=since, filters={"type": "container", "event": "destroy",
+                                                              "label": "qsandbox.run"}):
+        seen[ev["Actor"]["Attributes"].get("qsandbox.run", "")] = ev["timeNano"] / 1e9
+        if stop.is_set():
+            return
+
+
+def bench_teardown(client: docker.DockerClient, runs: int) -> dict:
+    """Script exit -> destroy event; launcher SIGKILL -> destroy event (engine clock = host clock)."""
+    after_exit, after_kill = [], []
+    for _ in range(runs):
+        seen: dict[str, float] = {}
+        stop = threading.Event()
+        watcher = threading.Thread(target=_destroy_times, args=(client, stop, seen), daemon=True)
+        watcher.start()
+        time.sleep(0.2)
+        p = subprocess.run([*LAUNCHER, str(SCRIPTS / "exit_now.py")], input=key(), capture_output=True, check=True)
+        exited = float(p.stdout.split()[-1])
+        run_id = p.stderr.decode().split("run ")[1].split()[0]
+        deadline = time.time() + 5
+        while run_id not in seen and time.time() < deadline:
+            time.sleep(0.01)
+        after_exit.append(seen[run_id] - exited)
+
+        q = subprocess.Popen([*LAUNCHER, str(SCRIPTS / "sleep.py")], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        q.stdin.write(key())
+        q.stdin.close()
+        q.stdout.readline()
+        ids = [c.labels["qsandbox.run"] for c in client.containers.list(filters={"label": "qsandbox.run"})]
+        killed = time.time()
+        q.kill()
+        q.wait()
+        deadline = time.time() + 10
+        while not all(i in seen for i in ids) and time.time() < deadline:
+            time.sleep(0.01)
+        after_kill.append(max(seen[i] for i in ids) - killed)
+        stop.set()
+    return {"exit_to_gone_median_s": median(after_exit), "sigkill_to_gone_median_s": median(after_kill)}
+
+
+def bench_throughput(total: int = 16, parallel: int = 4) -> dict:
+    def batch(make_argv, stdin) -> float:
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(parallel) as pool:
+            list(pool.map(lambda _: timed(make_argv(), stdin()), range(total)))
+        return time.perf_counter() - t0
+
+    ours = batch(lambda: [*LAUNCHER, str(SCRIPTS / "noop.py")], key)
+    floor = batch(lambda: floor_argv("noop.py"), lambda: None)
+    return {"runs": total, "parallel": parallel, "ours_s": ours, "floor_s": floor,
+            "throughput_ratio": floor / ours}
+
+
+def bench_interactive(runs: int, typing_s: float = 3.0) -> dict:
+    """Enter pressed -> first line, for a script importing qiskit_ibm_runtime; floor: start -> line."""
+    results = []
+    for _ in range(runs):
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execv(sys.executable, [sys.executable, "-m", "qsandbox", "run", str(SCRIPTS / "import_runtime.py")])
+        buf = b""
+        while b"(input hidden): " not in buf:
+            if select.select([fd], [], [], 30)[0]:
+                buf += os.read(fd, 1024)
+        time.sleep(typing_s)  # the user typing; the sandbox gets ready meanwhile
+        t0 = time.perf_counter()
+        os.write(fd, key().rstrip(b"\n") + b"\r")
+        buf = b""
+        while b"ready" not in buf:
+            if select.select([fd], [], [], 60)[0]:
+                buf += os.read(fd, 1024)
+        results.append(time.perf_counter() - t0)
+        try:
+            while os.read(fd, 1024):
+                pass
+        except OSError:
+            pass
+        os.waitpid(pid, 0)
+        os.close(fd)
+    floor = [first_line(floor_argv("import_runtime.py"), None) for _ in range(runs)]
+    return {"enter_to_first_line_median_s": median(results), "floor_start_to_first_line_median_s": median(floor),
+            "ratio": median(results) / median(floor), "typing_s": typing_s}
+
+
+def image_sizes(client: docker.DockerClient) -> dict:
+    """Our image against a plain `pip install qiskit-ibm-runtime` on the same base."""
+    ours = client.images.get(IMAGE)
+    base = next((i for i in ("python:3.12-slim", "qsandbox-base:bookworm") if client.images.list(name=i)), None)
+    plain_tag = "qsandbox-bench-plain:latest"
+    dockerfile = (f"FROM {base}\nRUN python3 -m venv /v && /v/bin/pip install --no-cache-dir "
+                  "qiskit-ibm-runtime==0.51.0\n")
+    import io
+
+    client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=plain_tag, rm=True)
+    plain = client.images.get(plain_tag)
+    return {"base": base, "ours_mb": ours.attrs["Size"] / 1e6, "plain_pip_mb": plain.attrs["Size"] / 1e6,
+            "ratio": ours.attrs["Size"] / plain.attrs["Size"]}
+
+
+def machine() -> dict:
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    info = docker.from_env().version()
+    return {"cpus": os.cpu_count(), "memory_gib": round(mem, 1), "cpu_model": cpu, "kernel": platform.release(),
+            "engine": f"Docker {info.get('Version')} (API {info.get('ApiVersion')})", "python": platform.python_version()}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--json", type=Path, default=HERE / "results" / "latest.json")
+    ap.add_argument("--skip-image", action="store_true", help="skip the image-size comparison build")
+    args = ap.parse_args()
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    client = docker.from_env()
+    out: dict = {"when": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(), "runs": args.runs}
+    steps = [("noop", lambda: bench_noop(args.runs)), ("first_line", lambda: bench_first_line(args.runs)),
+             ("teardown", lambda: bench_teardown(client, max(3, args.runs // 2))),
+             ("throughput", bench_throughput), ("interactive", lambda: bench_interactive(max(3, args.runs // 3)))]
+    if not args.skip_image:
+        steps.append(("image", lambda: image_sizes(client)))
+    for name, step in steps:
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        out[name] = step()
+    rows = [
+        ("no-op run, median (goal: ratio <= 1.10)", out["noop"]["ours_median_s"], out["noop"]["floor_median_s"],
+         out["noop"]["ratio"]),
+        ("first line, imports qiskit_ibm_runtime", out["first_line"]["ours_median_s"],
+         out["first_line"]["floor_median_s"], out["first_line"]["ratio"]),
+        ("16 runs, 4 at a time (goal: floor/ours >= 0.9)", out["throughput"]["ours_s"], out["throughput"]["floor_s"],
+         out["throughput"]["throughput_ratio"]),
+        ("prompt: Enter -> first line (goal: < floor)", out["interactive"]["enter_to_first_line_median_s"],
+         out["interactive"]["floor_start_to_first_line_median_s"], out["interactive"]["ratio"]),
+    ]
+    print(f"{'measure':50} {'qsandbox':>9} {'floor':>9} {'ratio':>7}")
+    for label, ours, floor, ratio in rows:
+        print(f"{label:50} {ours:8.3f}s {floor:8.3f}s {ratio:7.2f}")
+    t = out["teardown"]
+    print(f"{'teardown: script exit -> gone (goal <= 0.3 s)':50} {t['exit_to_gone_median_s']:8.3f}s")
+    print(f"{'teardown: launcher SIGKILL -> gone (goal <= 2 s)':50} {t['sigkill_to_gone_median_s']:8.3f}s")
+    print(f"{'launcher CPU per no-op run (median)':50} {out['noop']['launcher_cpu_s_median']:8.3f}s")
+    print(f"{'launcher peak RSS (max)':50} {out['noop']['launcher_peak_rss_mib_max']:7.1f}MiB")
+    if "image" in out:
+        i = out["image"]
+        print(f"{'image size vs plain pip install qiskit-ibm-runtime':50} {i['ours_mb']:7.0f}MB {i['plain_pip_mb']:7.0f}MB"
+              f" {i['ratio']:7.2f}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"bench: wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

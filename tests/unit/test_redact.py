@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import base64
+import random
+import urllib.parse
+
+import pytest
+
+from conftest import new_canary
+from qsandbox.redact import MASK, Redactor, forms
+
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXBhcnQtb2YtdGhlLWp3dA"
+
+
+def run(redactor: Redactor, chunks: list[bytes]) -> bytes:
+    return b"".join(redactor.feed(c) for c in chunks) + redactor.flush()
+
+
+def leaks(out: bytes, key: str) -> bool:
+    return any(f in out for f in forms(key))
+
+
+@pytest.mark.parametrize("split", ["whole", "bytes", "random"])
+def test_literal_base64_urlencoded_and_jwt_are_masked_across_chunks(split):
+    key = new_canary() + "+/="  # characters that URL-encoding changes
+    text = (
+        f"key={key}\n"
+        f"b64={base64.b64encode(key.encode()).decode()}\n"
+        f"b64-shifted={base64.b64encode(b'xy' + key.encode()).decode()}\n"
+        f"url={urllib.parse.quote(key, safe='')}\n"
+        f"Authorization: Bearer {JWT}\n"
+        "the end\n"
+    ).encode()
+    if split == "whole":
+        chunks = [text]
+    elif split == "bytes":
+        chunks = [text[i : i + 1] for i in range(len(text))]
+    else:
+        rng = random.Random(7)
+        chunks, i = [], 0
+        while i < len(text):
+            n = rng.randint(1, 9)
+            chunks.append(text[i : i + n])
+            i += n
+    out = run(Redactor([key]), chunks)
+    assert not leaks(out, key)
+    assert JWT.encode() not in out and b"eyJzdWIiOiJ4In0" not in out
+    assert out.count(MASK) >= 5
+    assert out.endswith(b"the end\n")
+    assert b"Authorization: Bearer ***" in out
+
+
+def test_ordinary_output_passes_unchanged_and_live():
+    r = Redactor([new_canary()])
+    assert r.feed(b"counts: {\"00\": 512}\n") == b"counts: {\"00\": 512}\n"
+    assert r.feed(b"progress 10%") == b"progress 10%"
+
+
+def test_prefix_of_the_key_is_held_back_until_decided():
+    key = new_canary()
+    r = Redactor([key])
+    assert r.feed(b"x " + key[:10].encode()) == b"x "
+    assert r.feed(b" not the key\n") == key[:10].encode() + b" not the key\n"
