@@ -152,6 +152,7 @@ def _launch(path: str, value: str, script: Path) -> tuple[subprocess.CompletedPr
     assert p.stdin and p.stdout
     p.stdin.write(value.encode() + b"\n")
     p.stdin.close()
+    p.stdin = None  # communicate() must not flush it again
     out = b""
     if path not in ("success", "error", "timeout"):
         while b"sleeping" not in out:
@@ -189,6 +190,8 @@ def audit(client: docker.DockerClient, paths: tuple[str, ...], say: Callable[[st
     with tempfile.TemporaryDirectory(prefix="qsandbox-audit-") as tmp:
         script = Path(tmp, "audit_script.py")
         script.write_text(AUDIT_SCRIPT)
+        os.chmod(tmp, 0o755)  # noqa: S103 - the sandbox user must read it; it holds no secret
+        os.chmod(script, 0o644)
         for path in paths:
             value = canary()
             search = LeakSearch(client, value)

@@ -48,11 +48,17 @@ def _tmpfs_opts(size: int, mode: str, uid: int | None) -> str:
     return opts
 
 
+def sandbox_uid() -> int:
+    """The invoking user's own uid, so their files and --output stay theirs; never root."""
+    uid = os.getuid()
+    return uid if uid != 0 else SANDBOX_UID
+
+
 @dataclass(frozen=True, kw_only=True)
 class Hardening:
     """Every isolation option of a sandbox container, in one place."""
 
-    uid: int = SANDBOX_UID
+    uid: int = field(default_factory=sandbox_uid)
     memory: int = 2 << 30  # numpy + Aer on a few qubits live well within this
     cpus: float = float(os.cpu_count() or 1)
     pids: int = 512  # Aer/OpenMP and BLAS threads count as pids
@@ -113,6 +119,19 @@ class Hardening:
         return [f"{name}: engine has {got!r}, wanted {exp!r}" for name, got, exp in checks if got != exp]
 
 
+def _readable_by(path: Path, uid: int) -> bool:
+    """Could `uid` (with no supplementary groups) read `path`? Checks every directory on the way."""
+    import stat
+
+    def allowed(p: Path, bit_user: int, bit_other: int) -> bool:
+        st = p.stat()
+        return bool(st.st_mode & (bit_user if st.st_uid == uid else bit_other))
+
+    if not allowed(path, stat.S_IRUSR, stat.S_IROTH):
+        return False
+    return all(allowed(d, stat.S_IXUSR, stat.S_IXOTH) for d in path.parents)
+
+
 def _upper(caps: list[str] | None) -> list[str]:
     return sorted(c.upper().removeprefix("CAP_") for c in caps or [])
 
@@ -156,6 +175,11 @@ class RunSettings:
     def __post_init__(self) -> None:
         if not self.script.is_file():
             raise UsageError(f"script not found: {self.script}: give the path of a Python file")
+        if not _readable_by(self.script, self.hardening.uid):
+            raise UsageError(
+                f"{self.script} is not readable by the sandbox user (uid {self.hardening.uid}): "
+                "make it and its directories world-readable (chmod o+r FILE, o+x DIRS) or run as its owner"
+            )
         if self.timeout is not None and self.timeout <= 0:
             raise UsageError("--timeout must be a positive number of seconds")
         if self.platform not in ("ibm", "local", "shared"):

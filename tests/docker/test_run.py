@@ -246,3 +246,24 @@ def test_no_redact_warns_loudly(image, canary):
     assert done.returncode == 0
     assert done.stderr.startswith("qsandbox: WARNING: --no-redact")
     assert f"literal: {canary}" in done.stdout
+
+
+def test_audit_every_exit_path_finds_nothing(image):
+    done = qsandbox("audit", timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for path in ("success", "error", "timeout", "sigint", "sigterm", "sighup", "sigkill"):
+        assert f"exit path {path}: " in done.stdout
+    assert "0 hit(s) in engine data root" in done.stdout
+    assert done.stderr.strip().endswith("qsandbox: audit found 0 hit(s)")
+
+
+def test_audit_search_does_find_a_planted_canary(docker_client, canary, tmp_path):
+    """The search must be able to fail: plant the base64 form in a host temp file."""
+    import base64
+
+    from qsandbox.audit import LeakSearch
+
+    search = LeakSearch(docker_client, canary, project=tmp_path)
+    (tmp_path / "planted.txt").write_bytes(b"x" + base64.b64encode(b"ab" + canary.encode()) + b"y")
+    hits = [hit for place in search.all() for hit in place.hits]
+    assert any(hit.endswith("planted.txt") for hit in hits)

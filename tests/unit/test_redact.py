@@ -5,8 +5,8 @@ import random
 import urllib.parse
 
 import pytest
-
 from conftest import new_canary
+
 from qsandbox.redact import MASK, Redactor, forms
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXBhcnQtb2YtdGhlLWp3dA"
