@@ -28,6 +28,21 @@ from .settings import CA_FILE, QISKIT_DIR, TOKEN_FILE, WORKDIR
 
 GRACE = 5.0  # seconds between SIGINT and SIGKILL of the script on abort
 ABORT_EXIT = {"interrupt": 130, "terminate": 143, "hangup": 129, "timeout": 124}
+OOM_EXIT = 247  # errors.ExitCode.OOM: the memory limit killed the script
+
+
+def _oom_kills() -> int:
+    """How many times the container's memory cgroup killed a process (cgroup v2, then v1)."""
+    for path in ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"):
+        try:
+            with open(path, encoding="ascii") as f:
+                for line in f:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+        except (OSError, ValueError):
+            continue
+    return 0
 
 
 def _say(text: str) -> None:
@@ -188,6 +203,9 @@ def run(script: str, args: list[str]) -> int:
     kind, reason = events.get()
     if kind == "exit":
         code = status[0]
+        if code == -signal.SIGKILL and _oom_kills():
+            _say("the script ran out of memory and was killed: raise the limit with --memory")
+            return OOM_EXIT
         return code if code >= 0 else 128 - code
     if kind == "eof":
         # Dead-man switch: the launcher is gone. Nothing may outlive it.

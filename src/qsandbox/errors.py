@@ -15,6 +15,7 @@ class ExitCode(enum.IntEnum):
     OK = 0
     FAILURE = 1
     USAGE = 2  # bad input: no key source, malformed key, bad option
+    OOM = 247  # the script hit the memory limit (set by the entry point inside the sandbox)
     TIMEOUT = 124  # --timeout elapsed (the `timeout` command's convention)
     TOOL = 125  # qsandbox or the engine failed (the `docker run` convention)
     SIGHUP = 129

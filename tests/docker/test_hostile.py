@@ -1,0 +1,95 @@
+"""Hostile scripts, each run for real in the sandbox, asserting the exact containment."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, qsandbox
+
+pytestmark = pytest.mark.docker
+HOSTILE = ROOT / "tests" / "hostile"
+
+
+def run(canary: str, script: str, *args: str, options: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    return qsandbox("run", "--token-stdin", *options, str(HOSTILE / script), *args, input=canary + "\n")
+
+
+def test_fork_bomb_hits_the_pids_limit(image, canary):
+    done = run(canary, "fork_bomb.py", options=("--pids", "64"))
+    assert done.returncode == 0, done.stderr
+    line = done.stdout.strip().splitlines()[-1]
+    assert line.startswith("fork refused after ") and "Resource temporarily unavailable" in line
+    assert int(line.split()[3]) < 64
+
+
+def test_memory_bomb_is_reported_as_out_of_memory(image, canary):
+    done = run(canary, "memory_bomb.py", options=("--memory", "256m"))
+    assert done.returncode == 247, done.stderr
+    assert "ran out of memory" in done.stderr
+    assert " exit 247 " in done.stderr
+
+
+@pytest.mark.parametrize(("path", "limit"), [("/tmp", 256 << 20), ("~/.qiskit", 64 << 10), ("/run/qsandbox", 64 << 10)])
+def test_filling_a_tmpfs_stops_at_its_size(image, canary, path, limit):
+    done = run(canary, "fill_tmpfs.py", path)
+    assert done.returncode == 0, done.stderr
+    line = done.stdout.strip()
+    assert line.endswith("No space left on device"), line
+    assert int(line.split()[2]) <= limit
+
+
+def test_host_files_are_out_of_reach_and_only_output_is_writable(image, canary, tmp_path):
+    marker = f"/tmp/qsandbox-marker-{secrets.token_hex(4)}"
+    with open(marker, "w") as f:
+        f.write("host secret")
+    try:
+        done = run(canary, "escape_fs.py", marker, options=("--output", str(tmp_path)))
+    finally:
+        os.unlink(marker)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert f"read {marker}: No such file or directory" in out
+    assert "read /etc/shadow: Permission denied" in out
+    assert "read /var/run/docker.sock: No such file or directory" in out
+    for target in ("/work/x", "/x", "/home/sandbox/x", "/usr/lib/x"):
+        assert f"write {target}: Read-only file system" in out
+    assert "write /output/ok: OK" in out
+
+
+def test_privilege_tricks_fail(image, canary):
+    done = run(canary, "privileges.py")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    for name in ("setuid 0", "setgroups 0", "raw socket", "chown to root", "mknod"):
+        assert f"{name}: Operation not permitted" in out, out
+    assert "exec from /tmp: Permission denied" in out  # noexec
+    assert "su gives uid 0: False" in out
+    assert "CapEff: 0000000000000000 NoNewPrivs: 1" in out
+
+
+def test_a_sandbox_cannot_read_another_live_sandboxs_key(image, canary):
+    other = subprocess.Popen(
+        [sys.executable, "-m", "qsandbox", "run", "--token-stdin", str(ROOT / "tests/scripts/sleep_forever.py")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    other.stdin.write(canary + "\n")
+    other.stdin.close()
+    other.stdin = None
+    try:
+        assert other.stdout.readline().strip() == "sleeping"
+        mine = secrets.token_urlsafe(33)
+        done = run(mine, "find_other_key.py", hashlib.sha256(canary.encode()).hexdigest())
+        assert done.returncode == 0, done.stderr
+        assert "other key found: False" in done.stdout
+        assert int(done.stdout.split()[2]) > 10  # it did look
+        # The search itself works: given its own key's hash, it finds it.
+        done = run(mine, "find_other_key.py", hashlib.sha256(mine.encode()).hexdigest())
+        assert "other key found: True" in done.stdout
+    finally:
+        other.terminate()
+        other.communicate(timeout=60)
