@@ -79,16 +79,22 @@ def _write_private(path: str, data: str) -> None:
         f.write(data)
 
 
-def write_account(start: handoff.Start) -> None:
-    """The saved-account file, exactly as QiskitRuntimeService.save_account writes it, in tmpfs."""
-    from qiskit_ibm_runtime.accounts import Account
-
-    account = Account.create_account(
-        channel=start.channel, token=start.token, instance=start.instance
-    ).to_saved_format()
-    account["is_default_account"] = True
+def saved_account(start: handoff.Start) -> dict[str, dict[str, object]]:
+    """What `QiskitRuntimeService.save_account(channel=, token=, instance=, set_as_default=True)`
+    stores, built by hand: importing qiskit_ibm_runtime for it costs 2 s on every run.
+    tests/unit/test_entry.py checks it against the installed client's own `to_saved_format()`.
+    """
+    account: dict[str, object] = {"channel": start.channel, "token": start.token}
+    if start.instance:
+        account["instance"] = start.instance
+    account.update(url="https://cloud.ibm.com", verify=True, private_endpoint=False, is_default_account=True)
     name = "default-ibm-cloud" if start.channel == "ibm_cloud" else "default-ibm-quantum-platform"
-    _write_private(str(QISKIT_DIR / "qiskit-ibm.json"), json.dumps({name: account}, indent=4))
+    return {name: account}
+
+
+def write_account(start: handoff.Start) -> None:
+    """The saved-account file in the ~/.qiskit tmpfs, and the raw key in the /run/qsandbox tmpfs."""
+    _write_private(str(QISKIT_DIR / "qiskit-ibm.json"), json.dumps(saved_account(start), sort_keys=True, indent=4))
     _write_private(str(TOKEN_FILE), start.token)
     if start.ca_pem:
         _write_private(str(CA_FILE), start.ca_pem)
@@ -235,4 +241,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # no interpreter teardown: the container is removed the moment we return
