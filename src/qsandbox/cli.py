@@ -94,6 +94,12 @@ def doctor(ctx: click.Context) -> None:
               help="ibm: the real IBM Quantum Platform. local: an emulated one on an internal network, "
                    "for this run only. shared: the emulator from `qsandbox platform up`. With local "
                    "or shared and no key source, a throwaway key is made.")
+@click.option("--token-mode", type=click.Choice(["api-key", "short-lived"]), default="api-key", show_default=True,
+              help="short-lived: exchange the key for an IAM access token outside the sandbox; only that "
+                   "token (valid for at most an hour, refreshed while the run lasts) enters it.")
+@click.option("--revoke-after", is_flag=True,
+              help="When the run ends, however it ends (short of SIGKILL), delete the API key through "
+                   "IBM Cloud IAM, as IBM advises after using a key on an untrusted machine.")
 @click.option("--strict", is_flag=True,
               help="Refuse to run when a preflight check warns (host swap, engine debug mode, an engine "
                    "other users can reach).")
@@ -105,7 +111,8 @@ def doctor(ctx: click.Context) -> None:
 def run(ctx: click.Context, script: Path, args: tuple[str, ...], token_stdin: bool,
         token_file: str | None, token_env: str | None, token_command: str | None,
         instance: str | None, channel: str, output: Path | None, timeout: float | None,
-        memory: str, pids: int, platform: str, strict: bool, no_redact: bool, no_cancel_on_abort: bool) -> None:
+        memory: str, pids: int, platform: str, token_mode: str, revoke_after: bool, strict: bool, no_redact: bool,
+        no_cancel_on_abort: bool) -> None:
     """Run SCRIPT [ARGS]... in a fresh sandbox with the API key in RAM only.
 
     The script sees its directory read-only at /work, finds its account the way
@@ -134,6 +141,8 @@ def run(ctx: click.Context, script: Path, args: tuple[str, ...], token_stdin: bo
             cancel_on_abort=not no_cancel_on_abort,
             redact=not no_redact,
             strict=strict,
+            revoke_after=revoke_after,
+            token_mode=token_mode,
         )
         if no_redact:
             click.echo("qsandbox: WARNING: --no-redact: whatever the script prints, the API key included, "
@@ -219,3 +228,35 @@ def audit(ctx: click.Context, paths: tuple[str, ...]) -> None:
         _fail(e, ctx.obj["debug"])
     click.echo(f"qsandbox: audit found {hits} hit(s)", err=True)
     sys.exit(1 if hits else 0)
+
+
+@main.command(epilog=KEY_ORDER)
+@click.option("--token-stdin", is_flag=True, help="Read the key from the first line of stdin.")
+@click.option("--token-file", metavar="PATH", help="Read the key from a file.")
+@click.option("--token-env", metavar="NAME", help="Read the key from this environment variable.")
+@click.option("--token-command", metavar="CMD", help="Run a credential helper that prints the key.")
+@click.option("--platform", type=click.Choice(["ibm", "shared"]), default="ibm", show_default=True,
+              help="ibm: IBM Cloud IAM. shared: the emulator from `qsandbox platform up`.")
+@click.pass_context
+def revoke(ctx: click.Context, token_stdin: bool, token_file: str | None, token_env: str | None,
+           token_command: str | None, platform: str) -> None:
+    """Delete an API key through IBM Cloud IAM (for a key that has leaked, or after use)."""
+    from . import engine, image, localplatform
+    from .credentials import KeySource, harden_process
+    from .revoke import revoke as revoke_key
+    from .settings import IMAGE
+
+    harden_process()
+    try:
+        secret = KeySource(stdin=token_stdin, file=token_file, env=token_env, command=token_command).read()
+        client = engine.connect()
+        image.check(client)
+        network, ca_pem = None, None
+        if platform == "shared":
+            shared = localplatform.shared(client)
+            network, ca_pem = shared.network, shared.ca_pem
+        result = revoke_key(client, IMAGE, secret, network=network, ca_pem=ca_pem)
+    except QsandboxError as e:
+        _fail(e, ctx.obj["debug"])
+    click.echo(result.line(), err=True)
+    sys.exit(0 if result.ok else int(ExitCode.TOOL))

@@ -12,6 +12,8 @@ from . import engine, image, preflight, sandbox
 from .errors import QsandboxError
 from .settings import IMAGE, Hardening
 
+ENTRYPOINT = ["/opt/qsandbox/bin/python", "-m", "qsandbox.entry"]
+
 
 @dataclass(frozen=True)
 class Check:
@@ -26,28 +28,8 @@ class Check:
 
 def probe(client: docker.DockerClient, hardening: Hardening, tag: str = IMAGE) -> dict[str, object]:
     """Start a container with the run's hardening and return what it reports from the inside."""
-    run_id = sandbox.new_run_id()
-    container = client.containers.create(
-        tag,
-        command=["probe"],
-        labels=sandbox.labels(run_id),
-        network_mode="none",
-        stdin_open=True,
-        **hardening.create_kwargs(),
-    )
-    try:
-        wrong = hardening.mismatches(client.api.inspect_container(container.id))
-        if wrong:
-            raise QsandboxError("engine did not apply: " + "; ".join(wrong))
-        removal = sandbox.Removal(client, container.id)
-        att = sandbox.attach(client, container.id)
-        container.start()
-        att.raw.shutdown(1)  # the probe reads nothing
-        out = b"".join(data for stream, data in att.frames() if stream == 1)
-        att.close()
-        removal.exit_code()
-    finally:
-        sandbox.destroy(client, container.id)
+    out = sandbox.run_helper(client, tag, entrypoint=ENTRYPOINT, command=["probe"], stdin=b"",
+                             hardening=hardening)
     return json.loads(out)
 
 

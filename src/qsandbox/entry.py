@@ -135,7 +135,7 @@ def _run_script(script: str, args: list[str]) -> NoReturn:
     os._exit(code)
 
 
-def _watch_stdin(events: queue.Queue[tuple[str, str]]) -> None:
+def _watch_stdin(events: queue.Queue[tuple[str, str]], tokens: object | None) -> None:
     while True:
         try:
             line = _read_line(0)
@@ -151,6 +151,8 @@ def _watch_stdin(events: queue.Queue[tuple[str, str]]) -> None:
             continue
         if isinstance(msg, handoff.Abort):
             events.put(("abort", msg.reason))
+        elif isinstance(msg, handoff.AccessToken) and tokens is not None:
+            tokens.update(msg)  # type: ignore[attr-defined]
 
 
 def _kill_group(pid: int, first: signal.Signals, grace: float, done: threading.Event) -> None:
@@ -182,6 +184,18 @@ def run(script: str, args: list[str]) -> int:
     write_account(msg)
     started_at = time.time()
     del msg, line
+    tokens = None
+    if os.environ.get("QSANDBOX_TOKEN_MODE") == "short-lived":
+        # The saved key is a placeholder; the next message is the minted access token.
+        first = _read_line(0)
+        token = handoff.decode(first) if first else None
+        if not isinstance(token, handoff.AccessToken):
+            _say("short-lived mode: no access token arrived; nothing was run")
+            return 125
+        from .tokenserver import TokenServer
+
+        tokens = TokenServer(token)
+        del first, token
 
     sys.stdout.flush()
     sys.stderr.flush()
@@ -203,8 +217,10 @@ def run(script: str, args: list[str]) -> int:
     for sig, reason in ((signal.SIGTERM, "terminate"), (signal.SIGINT, "interrupt"), (signal.SIGHUP, "hangup")):
         signal.signal(sig, lambda *_a, r=reason: events.put(("abort", r)))
 
+    if tokens is not None:
+        tokens.start()
     threading.Thread(target=reap, daemon=True).start()
-    threading.Thread(target=_watch_stdin, args=(events,), daemon=True).start()
+    threading.Thread(target=_watch_stdin, args=(events, tokens), daemon=True).start()
 
     kind, reason = events.get()
     if kind == "exit":

@@ -6,6 +6,7 @@ The key travels only here: never in Env, Cmd, labels, an archive upload, or a lo
 Launcher -> entry point:
   {"type": "start", "token": KEY, "channel": ..., "instance": ..., "ca_pem": PEM or null}
   {"type": "abort", "reason": "interrupt" | "terminate" | "hangup" | "timeout"}
+  {"type": "access_token", "access_token": JWT, "expiration": UNIX_TIME}   (short-lived mode)
 EOF of stdin (the launcher died or closed the stream) means: kill the script and exit.
 """
 
@@ -39,6 +40,21 @@ class Abort:
     reason: str
 
 
+@dataclass(frozen=True)
+class AccessToken:
+    """Short-lived mode: the IAM access token the sandbox serves to its own client."""
+
+    access_token: str
+    expiration: int
+
+    def __repr__(self) -> str:
+        return f"AccessToken(expiration={self.expiration}, access_token=<hidden>)"
+
+
+def encode_access_token(token: AccessToken) -> bytes:
+    return _line({"type": "access_token", "access_token": token.access_token, "expiration": token.expiration})
+
+
 def encode_start(start: Start) -> bytes:
     body = {
         "type": "start",
@@ -63,7 +79,7 @@ def _line(body: dict[str, Any]) -> bytes:
     return data
 
 
-def decode(line: bytes) -> Start | Abort:
+def decode(line: bytes) -> Start | Abort | AccessToken:
     if len(line) > MAX_MESSAGE:
         raise HandoffError("hand-off message too large")
     try:
@@ -82,4 +98,6 @@ def decode(line: bytes) -> Start | Abort:
         )
     if kind == "abort" and body.get("reason") in ABORT_REASONS:
         return Abort(reason=body["reason"])
+    if kind == "access_token" and isinstance(body.get("access_token"), str) and isinstance(body.get("expiration"), int):
+        return AccessToken(access_token=body["access_token"], expiration=body["expiration"])
     raise HandoffError(f"unknown hand-off message type {kind!r}")

@@ -24,9 +24,10 @@ import docker.errors
 
 from . import engine, handoff, localplatform, preflight, sandbox
 from .credentials import KeySource, Secret
-from .errors import ExitCode, ImageError, PreflightRefused, SandboxError
+from .errors import ExitCode, ImageError, PreflightRefused, QsandboxError, SandboxError
 from .platform.constants import INSTANCE_CRN
 from .redact import Redactor
+from .revoke import Revocation, mint, revoke
 from .settings import CA_FILE, RunSettings
 
 ABORT_GRACE = 30.0  # entry point: interrupt the script (5 s), then cancel jobs (<= 20 s)
@@ -103,6 +104,28 @@ def _preflight(client: docker.DockerClient, strict: bool, err: BinaryIO) -> None
     for w in warnings:
         err.write(f"qsandbox: warning: {w}\n".encode())
         err.flush()
+
+
+class _Refresher(threading.Thread):
+    """Short-lived mode: mint a fresh access token before the current one expires, and send it in."""
+
+    def __init__(self, client: docker.DockerClient, settings: RunSettings, secret: Secret,
+                 ca_pem: str | None, prepared: _Prepared, expiration: int) -> None:
+        super().__init__(daemon=True)
+        self.client, self.settings, self.secret, self.ca_pem = client, settings, secret, ca_pem
+        self.prepared, self.expiration = prepared, expiration
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(max(5.0, (self.expiration - time.time()) * 0.8)):
+            try:
+                minted = mint(self.client, self.settings.image, self.secret, network=self.settings.network,
+                              ca_pem=self.ca_pem)
+                self.expiration = int(minted["expiration"])  # type: ignore[call-overload]
+                self.prepared.attachment.send(handoff.encode_access_token(
+                    handoff.AccessToken(str(minted["access_token"]), self.expiration)))
+            except (QsandboxError, OSError):
+                continue  # try again; the current token is still valid for a while
 
 
 def _check_image(client: docker.DockerClient, image: str) -> None:
@@ -239,6 +262,9 @@ def run(
     aborted: str | None = None
     code = int(ExitCode.TOOL)
     ca_pem: str | None = None
+    to_revoke: Secret | None = None
+    refresher: _Refresher | None = None
+    revocation: Revocation | None = None
     try:
         with _Signals():
             try:
@@ -269,20 +295,32 @@ def run(
                 else:
                     secret = source.read()  # bad input fails here, before anything starts
                     prepared = _prepare(client, settings, run_id)
+                short_lived = settings.token_mode == "short-lived"  # noqa: S105 - a mode name
+                minted = (mint(client, settings.image, secret, network=settings.network, ca_pem=ca_pem)
+                          if short_lived else None)
                 message = handoff.encode_start(
                     handoff.Start(
-                        token=secret.reveal(),
+                        # short-lived: a meaningless placeholder; the sandbox never sees the key
+                        token=localplatform.throwaway_key().reveal() if short_lived else secret.reveal(),
                         channel=settings.channel,
                         instance=settings.instance,
                         ca_pem=ca_pem,
                     )
                 )
+                if minted is not None:
+                    message += handoff.encode_access_token(
+                        handoff.AccessToken(str(minted["access_token"]), int(minted["expiration"])))
+                    refresher = _Refresher(client, settings, secret, ca_pem, prepared, int(minted["expiration"]))
                 done = threading.Event()
                 threading.Thread(
                     target=_pump,
                     args=(prepared.attachment, out, err, done, [secret.reveal()] if settings.redact else None),
                     daemon=True,
                 ).start()
+                if settings.revoke_after:
+                    to_revoke = secret
+                if refresher is not None:
+                    refresher.start()
                 del secret
                 prepared.attachment.send(message)
                 del message
@@ -297,14 +335,22 @@ def run(
                 if prepared is not None:
                     _abort(client, prepared, a.reason)
     finally:
+        if refresher is not None:
+            refresher.stop.set()
         if prepared is not None:
             prepared.attachment.close()
             _ensure_gone(client, prepared)
+        if to_revoke is not None:  # after the sandbox, before the emulator it may need
+            revocation = revoke(client, settings.image, to_revoke, network=settings.network, ca_pem=ca_pem)
+            err.write(revocation.line().encode() + b"\n")
+            err.flush()
         if platform is not None:
             localplatform.stop(client, platform)
         if network is not None:
             localplatform.remove_network(client, network)
         _own_output_dir(settings, back=True)
+    if revocation is not None and not revocation.ok and code == 0:
+        code = int(ExitCode.TOOL)  # the user asked for a dead key; say loudly it is not
     return RunResult(
         run_id=run_id,
         exit_code=code,

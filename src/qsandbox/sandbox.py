@@ -206,3 +206,36 @@ def sweep(client: docker.DockerClient) -> list[str]:
         except docker.errors.NotFound:
             pass
     return removed
+
+
+def run_helper(client: docker.DockerClient, image: str, *, entrypoint: list[str], command: list[str],
+               stdin: bytes, hardening: Any, network: str = "none") -> bytes:
+    """Run a short-lived helper container with the sandbox hardening; return its stdout.
+
+    Used for the doctor's probe and the key broker. Input goes over the attached stdin (never Env
+    or Cmd), output comes back over attach (log driver none), and the daemon removes it.
+    """
+    run_id = new_run_id()
+    container = client.containers.create(
+        image, entrypoint=entrypoint, command=command, labels=labels(run_id),
+        **({"network_mode": network} if network in ("none", "bridge") else {"network": network}),
+        stdin_open=True,
+        **hardening.create_kwargs(),
+    )
+    try:
+        wrong = hardening.mismatches(client.api.inspect_container(container.id))
+        if wrong:
+            raise HardeningMismatch("the engine did not apply the helper's hardening: " + "; ".join(wrong))
+        removal = Removal(client, container.id)
+        att = attach(client, container.id)
+        try:
+            start(container)
+            att.send(stdin)
+            att.raw.shutdown(socket.SHUT_WR)
+            out = b"".join(data for stream, data in att.frames() if stream == 1)
+        finally:
+            att.close()
+        removal.exit_code()
+    finally:
+        destroy(client, container.id)
+    return out

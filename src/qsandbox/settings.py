@@ -29,6 +29,7 @@ TOKEN_FILE = SECRET_DIR / "token"
 CA_FILE = SECRET_DIR / "ca.pem"
 WORKDIR = PurePosixPath("/work")  # the script's directory, read-only
 OUTPUT_DIR = PurePosixPath("/output")
+TOKEN_SERVER_PORT = 8765  # short-lived mode: the sandbox's own IAM token endpoint, on loopback
 
 _SIZE = re.compile(r"^(\d+)([kmg]?)$", re.IGNORECASE)
 
@@ -171,6 +172,10 @@ class RunSettings:
     prewarm: bool = False
     redact: bool = True  # mask the key and IAM tokens in the script's output
     strict: bool = False  # refuse to run when a preflight check warns
+    revoke_after: bool = False  # delete the API key through IAM Identity when the run ends
+    # "api-key": the key goes into the sandbox's tmpfs. "short-lived": only an IAM access token
+    # minted outside does; the client inside gets it from a local token endpoint.
+    token_mode: str = "api-key"  # noqa: S105 - a mode name, not a secret
 
     def __post_init__(self) -> None:
         if not self.script.is_file():
@@ -182,6 +187,8 @@ class RunSettings:
             )
         if self.timeout is not None and self.timeout <= 0:
             raise UsageError("--timeout must be a positive number of seconds")
+        if self.token_mode not in ("api-key", "short-lived"):
+            raise UsageError(f"unknown token mode {self.token_mode!r}: use api-key or short-lived")
         if self.platform not in ("ibm", "local", "shared"):
             raise UsageError(f"unknown platform {self.platform!r}: use ibm, local or shared")
         if self.channel not in ("ibm_quantum_platform", "ibm_cloud"):
@@ -204,5 +211,8 @@ class RunSettings:
         }
         if self.instance:
             env["QISKIT_IBM_INSTANCE"] = self.instance
+        if self.token_mode == "short-lived":  # noqa: S105 - a mode name
+            env["QSANDBOX_TOKEN_MODE"] = "short-lived"  # noqa: S105 - a mode name
+            env["IAM_URL"] = f"http://127.0.0.1:{TOKEN_SERVER_PORT}"  # honoured for every IAM call
         env.update(dict(self.extra_env))
         return env

@@ -126,3 +126,27 @@ def test_interrupted_run_cancels_its_jobs(image):
     for job in jobs:
         assert f"cancelled job {job}" in err, err
     assert "no Runtime job of this run is left queued or running" in err
+
+
+def test_short_lived_mode_keeps_the_api_key_out_of_the_sandbox(image, canary, leak_search):
+    import hashlib
+
+    done = qsandbox("run", "--platform", "local", "--token-mode", "short-lived", "--token-stdin",
+                    str(SCRIPTS / "search_for_key.py"), hashlib.sha256(canary.encode()).hexdigest(),
+                    input=canary + "\n")
+    assert done.returncode == 0, done.stdout + done.stderr
+    line = _line(done.stdout, "searched ")
+    assert line.endswith("key found: []"), line
+    assert int(line.split()[0]) > 10 and int(line.split()[3]) > 10  # files, MiB of memory
+    _assert_bell(json.loads(_line(done.stdout, "counts:")), 1000)
+    assert leak_search.all_hits() == []
+
+
+def test_short_lived_search_can_find_a_key_it_holds(image, canary):
+    """The same search, in api-key mode, does find the key: the test above could fail."""
+    import hashlib
+
+    done = qsandbox("run", "--platform", "local", "--token-stdin", str(SCRIPTS / "search_for_key.py"),
+                    hashlib.sha256(canary.encode()).hexdigest(), input=canary + "\n")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "/run/qsandbox/token" in _line(done.stdout, "searched ")

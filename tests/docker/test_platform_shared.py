@@ -77,3 +77,29 @@ def test_run_without_platform_up_is_one_line_error(image):
     done = qsandbox("run", "--platform", "shared", str(SCRIPTS / "exit_with.py"), "0")
     assert done.returncode == 125
     assert done.stderr.strip() == "qsandbox: no shared platform is running: start it with `qsandbox platform up`"
+
+
+def test_revoke_after_kills_the_key_for_every_later_run(shared_platform, canary, leak_search):
+    done = qsandbox("run", "--platform", "shared", "--token-stdin", "--revoke-after",
+                    str(SCRIPTS / "use_account.py"), input=canary + "\n")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("accepted:")
+    assert "qsandbox: API key revoked (id " in done.stderr
+    again = qsandbox("run", "--platform", "shared", "--token-stdin", str(SCRIPTS / "use_account.py"),
+                     input=canary + "\n")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() in ("refused: InvalidAccountError", "refused: IBMNotAuthorizedError")
+    # and `qsandbox revoke` on the dead key says exactly what failed
+    done = qsandbox("revoke", "--platform", "shared", "--token-stdin", input=canary + "\n")
+    assert done.returncode == 125
+    assert "qsandbox: REVOKING THE API KEY FAILED: IAM answered 400" in done.stderr
+    assert leak_search.all_hits() == []
+
+
+def test_revoke_command_on_its_own(shared_platform, canary):
+    done = qsandbox("revoke", "--platform", "shared", "--token-stdin", input=canary + "\n")
+    assert done.returncode == 0, done.stderr
+    assert "API key revoked" in done.stderr
+    again = qsandbox("run", "--platform", "shared", "--token-stdin", str(SCRIPTS / "use_account.py"),
+                     input=canary + "\n")
+    assert again.stdout.startswith("refused:"), again.stdout + again.stderr
