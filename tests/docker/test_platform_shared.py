@@ -103,3 +103,23 @@ def test_revoke_command_on_its_own(shared_platform, canary):
     again = qsandbox("run", "--platform", "shared", "--token-stdin", str(SCRIPTS / "use_account.py"),
                      input=canary + "\n")
     assert again.stdout.startswith("refused:"), again.stdout + again.stderr
+
+
+def test_revoke_after_also_on_an_interrupted_run(shared_platform, canary):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QISKIT_IBM")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qsandbox", "run", "--platform", "shared", "--token-stdin", "--revoke-after",
+         str(ROOT / "tests/scripts/sleep_forever.py")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    proc.stdin.write(canary + "\n")
+    proc.stdin.close()
+    proc.stdin = None
+    assert proc.stdout.readline().strip() == "sleeping"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 143, err
+    assert "API key revoked" in err
+    again = qsandbox("run", "--platform", "shared", "--token-stdin", str(SCRIPTS / "use_account.py"),
+                     input=canary + "\n")
+    assert again.stdout.startswith("refused:"), again.stdout + again.stderr
