@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -18,6 +19,18 @@ The API key is never a command-line value. Sources, in order:
   --token-command CMD   a credential helper's standard output
   (none, on a terminal) a hidden prompt
 """
+
+
+def key_source_options(f: Callable[..., None]) -> Callable[..., None]:
+    """The four key-source options, in their documented order (see KEY_ORDER)."""
+    for option in reversed([
+        click.option("--token-stdin", is_flag=True, help="Read the key from the first line of stdin."),
+        click.option("--token-file", metavar="PATH", help="Read the key from a file."),
+        click.option("--token-env", metavar="NAME", help="Read the key from this environment variable."),
+        click.option("--token-command", metavar="CMD", help="Run a credential helper that prints the key."),
+    ]):
+        f = option(f)
+    return f
 
 
 def _fail(e: QsandboxError, debug: bool) -> None:
@@ -76,10 +89,7 @@ def doctor(ctx: click.Context) -> None:
 @main.command(context_settings={"ignore_unknown_options": True}, epilog=KEY_ORDER)
 @click.argument("script", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-@click.option("--token-stdin", is_flag=True, help="Read the key from the first line of stdin.")
-@click.option("--token-file", metavar="PATH", help="Read the key from a file.")
-@click.option("--token-env", metavar="NAME", help="Read the key from this environment variable.")
-@click.option("--token-command", metavar="CMD", help="Run a credential helper that prints the key.")
+@key_source_options
 @click.option("--instance", envvar="QISKIT_IBM_INSTANCE", default=None,
               help="Instance CRN or name [env: QISKIT_IBM_INSTANCE].")
 @click.option("--channel", envvar="QISKIT_IBM_CHANNEL", default="ibm_quantum_platform",
@@ -231,10 +241,7 @@ def audit(ctx: click.Context, paths: tuple[str, ...]) -> None:
 
 
 @main.command(epilog=KEY_ORDER)
-@click.option("--token-stdin", is_flag=True, help="Read the key from the first line of stdin.")
-@click.option("--token-file", metavar="PATH", help="Read the key from a file.")
-@click.option("--token-env", metavar="NAME", help="Read the key from this environment variable.")
-@click.option("--token-command", metavar="CMD", help="Run a credential helper that prints the key.")
+@key_source_options
 @click.option("--platform", type=click.Choice(["ibm", "shared"]), default="ibm", show_default=True,
               help="ibm: IBM Cloud IAM. shared: the emulator from `qsandbox platform up`.")
 @click.pass_context

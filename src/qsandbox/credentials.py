@@ -6,7 +6,7 @@ Sources, in this order (the first one given wins; giving two is an error):
 2. ``--token-file PATH``: a CI secret file, or ``/dev/fd/N``;
 3. ``--token-env NAME``: that environment variable, which is then removed from the launcher's
    environment so nothing it starts inherits it;
-4. ``--token-command CMD``: a credential helper; its first line of stdout is the key;
+4. ``--token-command CMD``: a credential helper; its stdout (one line) is the key;
 5. otherwise, on a terminal: a hidden prompt. No source and no terminal: UsageError (exit 2).
 
 The key is never a command-line value (shell history, ``ps``), and it is held in memory only.
