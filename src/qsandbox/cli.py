@@ -191,8 +191,10 @@ def platform() -> None:
 
 
 @platform.command("up")
+@click.option("--token-ttl", type=click.IntRange(min=60), default=None, metavar="SECONDS",
+              help="Lifetime of the IAM access tokens it issues [default: 3600], e.g. to rehearse refresh.")
 @click.pass_context
-def platform_up(ctx: click.Context) -> None:
+def platform_up(ctx: click.Context, token_ttl: int | None) -> None:
     """Start the shared emulator (accepts any well-formed key) on its internal network."""
     from . import engine, image, localplatform
     from .settings import IMAGE
@@ -200,7 +202,7 @@ def platform_up(ctx: click.Context) -> None:
     try:
         client = engine.connect()
         image.check(client)
-        p = localplatform.up(client, IMAGE)
+        p = localplatform.up(client, IMAGE, token_ttl=token_ttl)
     except QsandboxError as e:
         _fail(e, ctx.obj["debug"])
     click.echo(f"qsandbox: shared platform up on network {p.network}; instance {p.instance}", err=True)

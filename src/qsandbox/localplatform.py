@@ -78,18 +78,19 @@ def create_network(client: docker.DockerClient, run_id: str) -> str:
 
 
 def start(client: docker.DockerClient, image: str, run_id: str, key_digests: list[str],
-          hardening: Hardening | None = None) -> LocalPlatform:
+          hardening: Hardening | None = None, token_ttl: int | None = None) -> LocalPlatform:
     """Network and emulator; returns once it listens, with its CA certificate."""
     network = create_network(client, run_id)
     try:
-        return start_emulator(client, image, run_id, network, key_digests, hardening)
+        return start_emulator(client, image, run_id, network, key_digests, hardening, token_ttl)
     except BaseException:
         remove_network(client, network)
         raise
 
 
 def start_emulator(client: docker.DockerClient, image: str, run_id: str, network: str,
-                   key_digests: list[str], hardening: Hardening | None = None) -> LocalPlatform:
+                   key_digests: list[str], hardening: Hardening | None = None,
+                   token_ttl: int | None = None) -> LocalPlatform:
     """The emulator on `network`; returns once it listens, with its CA certificate.
 
     A per-run emulator exits when this launcher goes away (stdin EOF); the shared one
@@ -105,7 +106,8 @@ def start_emulator(client: docker.DockerClient, image: str, run_id: str, network
         name=SHARED if shared else f"qsandbox-{run_id}-platform",
         hostname="platform",
         labels=sandbox.labels(run_id),
-        environment={"QSANDBOX_PLATFORM_KEY_SHA256": ",".join(key_digests)},
+        environment={"QSANDBOX_PLATFORM_KEY_SHA256": ",".join(key_digests),
+                     **({"QSANDBOX_PLATFORM_TOKEN_TTL": str(token_ttl)} if token_ttl else {})},
         network=network,
         networking_config={network: client.api.create_endpoint_config(aliases=list(HOSTNAMES))},
         # Docker 20.10 already defaults this to 0 in a container's own network namespace;
@@ -165,7 +167,7 @@ def shared(client: docker.DockerClient) -> LocalPlatform:
     return LocalPlatform(network=SHARED, emulator_id=container.id, ca_pem=out.decode(), attachment=None)
 
 
-def up(client: docker.DockerClient, image: str) -> LocalPlatform:
+def up(client: docker.DockerClient, image: str, token_ttl: int | None = None) -> LocalPlatform:
     """Start the long-lived emulator (open mode: it accepts any well-formed key)."""
     try:
         return shared(client)
@@ -173,7 +175,7 @@ def up(client: docker.DockerClient, image: str) -> LocalPlatform:
         pass
     for leftover in client.networks.list(names=[SHARED]):
         _remove_network(leftover)
-    return start(client, image, SHARED_RUN_ID, [])
+    return start(client, image, SHARED_RUN_ID, [], token_ttl=token_ttl)
 
 
 def down(client: docker.DockerClient) -> bool:

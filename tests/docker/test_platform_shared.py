@@ -123,3 +123,17 @@ def test_revoke_after_also_on_an_interrupted_run(shared_platform, canary):
     again = qsandbox("run", "--platform", "shared", "--token-stdin", str(SCRIPTS / "use_account.py"),
                      input=canary + "\n")
     assert again.stdout.startswith("refused:"), again.stdout + again.stderr
+
+
+def test_short_lived_token_is_refreshed_while_the_run_lasts(image, canary, docker_client):
+    qsandbox("platform", "down")
+    done = qsandbox("platform", "up", "--token-ttl", "60")
+    assert done.returncode == 0, done.stderr
+    try:
+        done = qsandbox("run", "--platform", "shared", "--token-mode", "short-lived", "--token-stdin",
+                        str(SCRIPTS / "outlive_token.py"), "70", input=canary + "\n", timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.splitlines()[0] == "first: 3"
+        assert done.stdout.splitlines()[1] == "after: 3 True"  # the 60 s token had expired by then
+    finally:
+        assert qsandbox("platform", "down").returncode == 0
