@@ -25,6 +25,7 @@ from pathlib import Path
 
 import docker
 
+from . import sandbox
 from .settings import LABEL
 
 # Exit paths a run can take, and what each expects of the launcher.
@@ -178,7 +179,7 @@ def _wait_gone(client: docker.DockerClient, limit: float = 10.0) -> list[str]:
     end = time.monotonic() + limit
     while True:
         left = [c.name for c in client.containers.list(all=True, filters={"label": LABEL})
-                if c.labels.get(LABEL) != "platform"]
+                if not sandbox.is_shared_platform(c.labels)]
         if not left or time.monotonic() > end:
             return left
         time.sleep(0.1)

@@ -10,9 +10,9 @@ import docker
 
 from . import engine, image, preflight, sandbox
 from .errors import QsandboxError
-from .settings import IMAGE, Hardening
+from .settings import IMAGE, Hardening, module_entrypoint
 
-ENTRYPOINT = ["/opt/qsandbox/bin/python", "-m", "qsandbox.entry"]
+ENTRYPOINT = module_entrypoint("qsandbox.entry")
 
 
 @dataclass(frozen=True)

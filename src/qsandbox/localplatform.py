@@ -26,7 +26,7 @@ from . import sandbox
 from .credentials import Secret
 from .errors import SandboxError
 from .platform.constants import HOSTNAMES, INSTANCE_CRN
-from .settings import LABEL, Hardening
+from .settings import LABEL, Hardening, module_entrypoint
 
 READY_LINE = b"qsandbox-platform ready"
 START_TIMEOUT = 60.0
@@ -34,7 +34,7 @@ CA_PATH = "/tmp/qsandbox-ca.pem"  # noqa: S108 - inside the emulator, on its tmp
 EMULATOR_COMMAND = ["serve", "--port", "443", "--ca-out", CA_PATH, "--print-ca"]
 SHARED = "qsandbox-platform"  # name of the long-lived emulator and of its network
 SHARED_RUN_ID = sandbox.SHARED_PLATFORM_RUN  # its run label; sweep leaves it to `platform down`
-ENTRYPOINT = ["/opt/qsandbox/bin/python", "-m", "qsandbox.platform"]
+ENTRYPOINT = module_entrypoint("qsandbox.platform")
 
 
 def throwaway_key() -> Secret:

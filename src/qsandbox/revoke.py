@@ -18,9 +18,9 @@ import docker
 from . import sandbox
 from .credentials import Secret
 from .errors import SandboxError
-from .settings import Hardening
+from .settings import Hardening, module_entrypoint
 
-BROKER = ["/opt/qsandbox/bin/python", "-m", "qsandbox.broker"]
+BROKER = module_entrypoint("qsandbox.broker")
 
 
 @dataclass(frozen=True)

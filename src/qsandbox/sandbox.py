@@ -179,13 +179,18 @@ def destroy(client: docker.DockerClient, container_id: str) -> None:
 SHARED_PLATFORM_RUN = "platform"  # the long-lived emulator: `qsandbox platform down` ends it
 
 
+def is_shared_platform(labels_: dict[str, str] | None) -> bool:
+    """Objects of the shared emulator are not leftovers: `platform down` ends them, not `sweep`."""
+    return (labels_ or {}).get(LABEL) == SHARED_PLATFORM_RUN
+
+
 def leftovers(client: docker.DockerClient, run_id: str | None = None) -> list[str]:
     """Names of labelled objects the engine still has (for one run, or for all runs)."""
     flt = {"label": f"{LABEL}={run_id}" if run_id else LABEL}
     found = [f"container {c.name}" for c in client.containers.list(all=True, filters=flt)
-             if run_id or c.labels.get(LABEL) != SHARED_PLATFORM_RUN]
+             if run_id or not is_shared_platform(c.labels)]
     found += [f"network {n.name}" for n in client.networks.list(filters=flt)
-              if run_id or (n.attrs.get("Labels") or {}).get(LABEL) != SHARED_PLATFORM_RUN]
+              if run_id or not is_shared_platform(n.attrs.get("Labels"))]
     return found
 
 
@@ -193,12 +198,12 @@ def sweep(client: docker.DockerClient) -> list[str]:
     """Remove every object carrying the qsandbox label; return what was removed."""
     removed = []
     for c in client.containers.list(all=True, filters={"label": LABEL}):
-        if c.labels.get(LABEL) == SHARED_PLATFORM_RUN:
+        if is_shared_platform(c.labels):
             continue
         destroy(client, c.id)
         removed.append(f"container {c.name} (run {c.labels.get(LABEL)})")
     for n in client.networks.list(filters={"label": LABEL}):
-        if (n.attrs.get("Labels") or {}).get(LABEL) == SHARED_PLATFORM_RUN:
+        if is_shared_platform(n.attrs.get("Labels")):
             continue
         try:
             n.remove()

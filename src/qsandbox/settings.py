@@ -29,6 +29,12 @@ TOKEN_FILE = SECRET_DIR / "token"
 CA_FILE = SECRET_DIR / "ca.pem"
 WORKDIR = PurePosixPath("/work")  # the script's directory, read-only
 OUTPUT_DIR = PurePosixPath("/output")
+VENV_PYTHON = "/opt/qsandbox/bin/python"  # the image's interpreter (Dockerfile)
+
+
+def module_entrypoint(module: str) -> list[str]:
+    """Entrypoint that runs one of qsandbox's in-image modules (entry, platform, broker)."""
+    return [VENV_PYTHON, "-m", module]
 TOKEN_SERVER_PORT = 8765  # short-lived mode: the sandbox's own IAM token endpoint, on loopback
 
 _SIZE = re.compile(r"^(\d+)([kmg]?)$", re.IGNORECASE)
