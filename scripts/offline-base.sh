@@ -28,6 +28,9 @@ if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
   cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
 fi
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+# mktemp made the root 0700, and the archive carries that mode for "/": Docker ignores it, but
+# Podman applies it, and then no non-root user can exec anything in the image.
+chmod 0755 "$root"
 echo "offline base: importing as $name"
 tar -C "$root" -c . | docker import -c 'ENV LANG=C.UTF-8' -c 'CMD ["python3"]' - "$name" >/dev/null
 echo "offline base: $name ready"

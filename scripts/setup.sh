@@ -20,9 +20,7 @@ if ! docker info >/dev/null 2>&1; then
   fi
   if ! docker info >/dev/null 2>&1; then
     say "starting dockerd (log: /var/log/qsandbox-dockerd.log)"
-    nohup dockerd >/var/log/qsandbox-dockerd.log 2>&1 &
-    for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
-    docker info >/dev/null 2>&1 || { say "dockerd did not come up; see /var/log/qsandbox-dockerd.log"; exit 1; }
+    bash scripts/dockerd.sh start
   fi
 fi
 say "engine: $(docker version --format '{{.Server.Version}} (API {{.Server.APIVersion}})')"

@@ -16,6 +16,11 @@ from qsandbox.audit import canary as new_canary
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that restart the engine go last: every other test keeps an undisturbed engine."""
+    items.sort(key=lambda item: item.get_closest_marker("engine_restart") is not None)
+
+
 @pytest.fixture
 def canary() -> str:
     return new_canary()

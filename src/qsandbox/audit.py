@@ -26,10 +26,13 @@ from pathlib import Path
 import docker
 
 from . import sandbox
+from .errors import QsandboxError, UsageError
 from .settings import LABEL
 
-# Exit paths a run can take, and what each expects of the launcher.
+# Exit paths a run can take. engine-restart runs a command the caller gives (it needs to know how
+# its engine is managed, and it disturbs every other user of the engine), so it is opt-in.
 EXIT_PATHS = ("success", "error", "timeout", "sigint", "sigterm", "sighup", "sigkill")
+ENGINE_RESTART = "engine-restart"
 _SIGNALS = {"sigint": signal.SIGINT, "sigterm": signal.SIGTERM, "sighup": signal.SIGHUP, "sigkill": signal.SIGKILL}
 _SKIP_DIRS = {".git", ".venv", "proc", "__pycache__", "node_modules"}
 _LAYER_STORES = {"overlay2", "vfs", "fuse-overlayfs", "aufs"}
@@ -142,7 +145,8 @@ class LeakSearch:
         return [self.engine_objects(), self.data_root(), *self.host_dirs()]
 
 
-def _launch(path: str, value: str, script: Path) -> tuple[subprocess.CompletedProcess[bytes], Place]:
+def _launch(path: str, value: str, script: Path,
+            restart_engine: str | None = None) -> tuple[subprocess.CompletedProcess[bytes], Place]:
     """Run the audit script through the real launcher along one exit path."""
     argv = [sys.executable, "-m", "qsandbox", "run", "--token-stdin"]
     if path == "timeout":
@@ -171,6 +175,13 @@ def _launch(path: str, value: str, script: Path) -> tuple[subprocess.CompletedPr
             pass
     if path in _SIGNALS:
         p.send_signal(_SIGNALS[path])
+    if path == ENGINE_RESTART and restart_engine:
+        restarted = subprocess.run(restart_engine, shell=True, capture_output=True, timeout=300)  # noqa: S602
+        if restarted.returncode != 0:
+            p.kill()
+            p.communicate(timeout=120)
+            raise QsandboxError(f"the engine restart command exited {restarted.returncode}: "
+                                f"{restarted.stderr.decode(errors='replace').strip()[-200:]}")
     rest, err = p.communicate(timeout=120)
     return subprocess.CompletedProcess(argv, p.returncode, out + rest, err), proc_place
 
@@ -185,8 +196,16 @@ def _wait_gone(client: docker.DockerClient, limit: float = 10.0) -> list[str]:
         time.sleep(0.1)
 
 
-def audit(client: docker.DockerClient, paths: tuple[str, ...], say: Callable[[str], None]) -> int:
-    """Run each exit path with a fresh canary, search everywhere; return the number of hits."""
+def audit(client: docker.DockerClient, paths: tuple[str, ...], say: Callable[[str], None],
+          restart_engine: str | None = None) -> int:
+    """Run each exit path with a fresh canary, search everywhere; return the number of hits.
+
+    `restart_engine` is a shell command that restarts the engine; the engine-restart path runs it
+    while the script sleeps holding the key.
+    """
+    if ENGINE_RESTART in paths and not restart_engine:
+        raise UsageError("the engine-restart path needs --engine-restart COMMAND, the command that restarts "
+                         "your engine (e.g. 'systemctl restart docker')")
     total = 0
     with tempfile.TemporaryDirectory(prefix="qsandbox-audit-") as tmp:
         script = Path(tmp, "audit_script.py")
@@ -196,7 +215,7 @@ def audit(client: docker.DockerClient, paths: tuple[str, ...], say: Callable[[st
         for path in paths:
             value = canary()
             search = LeakSearch(client, value)
-            done, proc_place = _launch(path, value, script)
+            done, proc_place = _launch(path, value, script, restart_engine)
             output = Place("the run's stdout and stderr (redacted)", searched=1)
             if any(n in done.stdout + done.stderr for n in search.needles):
                 output.hits.append("output")

@@ -113,6 +113,9 @@ def doctor(ctx: click.Context) -> None:
 @click.option("--strict", is_flag=True,
               help="Refuse to run when a preflight check warns (host swap, engine debug mode, an engine "
                    "other users can reach).")
+@click.option("--allow-no-limits", is_flag=True,
+              help="Accept an engine that cannot apply memory, pids and CPU limits (rootless Docker or "
+                   "Podman on cgroup v1). Refused while host swap is on. Has no effect where limits work.")
 @click.option("--no-redact", is_flag=True,
               help="Debugging only: do not mask the key and IAM tokens in the script's output.")
 @click.option("--no-cancel-on-abort", is_flag=True,
@@ -121,8 +124,8 @@ def doctor(ctx: click.Context) -> None:
 def run(ctx: click.Context, script: Path, args: tuple[str, ...], token_stdin: bool,
         token_file: str | None, token_env: str | None, token_command: str | None,
         instance: str | None, channel: str, output: Path | None, timeout: float | None,
-        memory: str, pids: int, platform: str, token_mode: str, revoke_after: bool, strict: bool, no_redact: bool,
-        no_cancel_on_abort: bool) -> None:
+        memory: str, pids: int, platform: str, token_mode: str, revoke_after: bool, strict: bool,
+        allow_no_limits: bool, no_redact: bool, no_cancel_on_abort: bool) -> None:
     """Run SCRIPT [ARGS]... in a fresh sandbox with the API key in RAM only.
 
     The script sees its directory read-only at /work, finds its account the way
@@ -151,6 +154,7 @@ def run(ctx: click.Context, script: Path, args: tuple[str, ...], token_stdin: bo
             cancel_on_abort=not no_cancel_on_abort,
             redact=not no_redact,
             strict=strict,
+            allow_no_limits=allow_no_limits,
             revoke_after=revoke_after,
             token_mode=token_mode,
         )
@@ -223,19 +227,25 @@ def platform_down(ctx: click.Context) -> None:
 
 @main.command()
 @click.option("--path", "paths", multiple=True, type=click.Choice(["success", "error", "timeout", "sigint",
-              "sigterm", "sighup", "sigkill"]), help="Exit path to audit (repeatable) [default: all].")
+              "sigterm", "sighup", "sigkill", "engine-restart"]),
+              help="Exit path to audit (repeatable) [default: all; engine-restart only with --engine-restart].")
+@click.option("--engine-restart", "restart_engine", metavar="COMMAND",
+              help="Shell command that restarts the engine (e.g. 'systemctl restart docker'), run mid-run "
+                   "for the engine-restart path. It disturbs every container on the engine.")
 @click.pass_context
-def audit(ctx: click.Context, paths: tuple[str, ...]) -> None:
+def audit(ctx: click.Context, paths: tuple[str, ...], restart_engine: str | None) -> None:
     """Send a canary key through real runs and search every place a key could leak.
 
     Prints each place searched and its number of hits; exits 1 on any hit.
     """
     from . import engine
-    from .audit import EXIT_PATHS
+    from .audit import ENGINE_RESTART, EXIT_PATHS
     from .audit import audit as run_audit
 
+    if not paths:
+        paths = (*EXIT_PATHS, ENGINE_RESTART) if restart_engine else EXIT_PATHS
     try:
-        hits = run_audit(engine.connect(), paths or EXIT_PATHS, say=click.echo)
+        hits = run_audit(engine.connect(), paths, say=click.echo, restart_engine=restart_engine)
     except QsandboxError as e:
         _fail(e, ctx.obj["debug"])
     click.echo(f"qsandbox: audit found {hits} hit(s)", err=True)

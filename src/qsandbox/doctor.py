@@ -68,7 +68,7 @@ def checks(say: Callable[[Check], None]) -> bool:
     except QsandboxError as e:
         say(Check("image", False, str(e)))
         return False
-    hardening = Hardening()
+    hardening = Hardening().for_engine(info)
     try:
         seen = probe(client, hardening)
     except QsandboxError as e:
@@ -84,6 +84,10 @@ def checks(say: Callable[[Check], None]) -> bool:
         Check("no-new-privileges", bool(seen["no_new_privs"]), f"NoNewPrivs={int(bool(seen['no_new_privs']))}"),
         Check("read-only root", bool(seen["root_read_only"]), "writing / fails with EROFS"
               if seen["root_read_only"] else "/ is writable"),
+        Check("no core dumps", seen.get("core_limit") == [0, 0], f"RLIMIT_CORE {seen.get('core_limit')}"),
+        Check("resource limits", True, "memory (swap included), pids and CPU limits applied" if hardening.limits
+              else f"{info.kind} on cgroup v1 cannot apply memory, pids or CPU limits; runs need "
+                   "--allow-no-limits (refused while host swap is on)", warn=not hardening.limits),
     ]
     for key, label in (("qiskit_dir", "account tmpfs"), ("secret_dir", "key tmpfs")):
         problems = _tmpfs_ok(seen[key], hardening)  # type: ignore[arg-type]

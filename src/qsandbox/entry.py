@@ -9,7 +9,8 @@ saved-account file into the ~/.qiskit tmpfs and the raw key into the /run/qsandb
 the child runs the script in-process (the imports are already warm), the parent watches stdin.
 EOF on stdin means the launcher is gone (killed, or its connection dropped): the parent kills the
 script's process group and exits, and the daemon removes the container (auto-remove). This is the
-dead-man switch; no helper container holds the Docker socket.
+dead-man switch; no helper container holds the Docker socket. Silence on stdin for
+handoff.HEARTBEAT_TIMEOUT does the same: that is how a sandbox learns the engine itself died.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import resource
 import signal
 import sys
 import threading
@@ -135,7 +137,7 @@ def _run_script(script: str, args: list[str]) -> NoReturn:
     os._exit(code)
 
 
-def _watch_stdin(events: queue.Queue[tuple[str, str]], tokens: object | None) -> None:
+def _watch_stdin(events: queue.Queue[tuple[str, str]], tokens: object | None, heard: list[float]) -> None:
     while True:
         try:
             line = _read_line(0)
@@ -144,6 +146,7 @@ def _watch_stdin(events: queue.Queue[tuple[str, str]], tokens: object | None) ->
         if line is None:
             events.put(("eof", ""))
             return
+        heard[0] = time.monotonic()
         try:
             msg = handoff.decode(line)
         except handoff.HandoffError as e:
@@ -153,6 +156,16 @@ def _watch_stdin(events: queue.Queue[tuple[str, str]], tokens: object | None) ->
             events.put(("abort", msg.reason))
         elif isinstance(msg, handoff.AccessToken) and tokens is not None:
             tokens.update(msg)  # type: ignore[attr-defined]
+
+
+def _watch_silence(events: queue.Queue[tuple[str, str]], heard: list[float], timeout: float) -> None:
+    """Second dead-man switch: no message (heartbeat or other) for `timeout` seconds."""
+    while True:
+        left = heard[0] + timeout - time.monotonic()
+        if left <= 0:
+            events.put(("silent", ""))
+            return
+        time.sleep(min(left, 1.0))
 
 
 def _kill_group(pid: int, first: signal.Signals, grace: float, done: threading.Event) -> None:
@@ -220,7 +233,9 @@ def run(script: str, args: list[str]) -> int:
     if tokens is not None:
         tokens.start()
     threading.Thread(target=reap, daemon=True).start()
-    threading.Thread(target=_watch_stdin, args=(events, tokens), daemon=True).start()
+    heard = [time.monotonic()]
+    threading.Thread(target=_watch_stdin, args=(events, tokens, heard), daemon=True).start()
+    threading.Thread(target=_watch_silence, args=(events, heard, handoff.HEARTBEAT_TIMEOUT), daemon=True).start()
 
     kind, reason = events.get()
     if kind == "exit":
@@ -229,8 +244,11 @@ def run(script: str, args: list[str]) -> int:
             _say("the script ran out of memory and was killed: raise the limit with --memory")
             return OOM_EXIT
         return code if code >= 0 else 128 - code
-    if kind == "eof":
-        # Dead-man switch: the launcher is gone. Nothing may outlive it.
+    if kind in ("eof", "silent"):
+        # Dead-man switch: the launcher is gone, or the engine between us. Nothing may outlive it.
+        if kind == "silent":
+            _say(f"no word from the launcher for {handoff.HEARTBEAT_TIMEOUT:.0f} s (it, or the engine, is gone): "
+                 "the script was stopped")
         _kill_group(pid, signal.SIGKILL, 0, exited)
         exited.wait(2)
         return 137
@@ -246,6 +264,9 @@ def run(script: str, args: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # No core dump may hold the key, whatever the engine applied (Podman does not report ulimits):
+    # a hard limit of 0 cannot be raised again without CAP_SYS_RESOURCE, which the sandbox lacks.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if argv[:1] == ["probe"]:
         from .probe import main as probe_main
 

@@ -7,7 +7,11 @@ Launcher -> entry point:
   {"type": "start", "token": KEY, "channel": ..., "instance": ..., "ca_pem": PEM or null}
   {"type": "abort", "reason": "interrupt" | "terminate" | "hangup" | "timeout"}
   {"type": "access_token", "access_token": JWT, "expiration": UNIX_TIME}   (short-lived mode)
+  {"type": "alive"}   every HEARTBEAT_INTERVAL seconds once the script runs
 EOF of stdin (the launcher died or closed the stream) means: kill the script and exit.
+So does silence for HEARTBEAT_TIMEOUT seconds: EOF never arrives when the engine itself dies
+(the stdin pipe is held by the runtime's shim, and the engine is not there to close it), and a
+sandbox must not keep the key for as long as the engine stays down.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from typing import Any
 
 MAX_MESSAGE = 64 * 1024  # a start message with a CA certificate is a few KiB
 ABORT_REASONS = ("interrupt", "terminate", "hangup", "timeout")
+HEARTBEAT_INTERVAL = 2.0
+HEARTBEAT_TIMEOUT = 20.0  # ten missed heartbeats: the launcher, or the engine between us, is gone
 
 
 class HandoffError(ValueError):
@@ -51,6 +57,14 @@ class AccessToken:
         return f"AccessToken(expiration={self.expiration}, access_token=<hidden>)"
 
 
+@dataclass(frozen=True)
+class Alive:
+    """The launcher's heartbeat."""
+
+
+ALIVE = b'{"type":"alive"}\n'
+
+
 def encode_access_token(token: AccessToken) -> bytes:
     return _line({"type": "access_token", "access_token": token.access_token, "expiration": token.expiration})
 
@@ -79,7 +93,7 @@ def _line(body: dict[str, Any]) -> bytes:
     return data
 
 
-def decode(line: bytes) -> Start | Abort | AccessToken:
+def decode(line: bytes) -> Start | Abort | AccessToken | Alive:
     if len(line) > MAX_MESSAGE:
         raise HandoffError("hand-off message too large")
     try:
@@ -96,6 +110,8 @@ def decode(line: bytes) -> Start | Abort | AccessToken:
             instance=body.get("instance"),
             ca_pem=body.get("ca_pem"),
         )
+    if kind == "alive":
+        return Alive()
     if kind == "abort" and body.get("reason") in ABORT_REASONS:
         return Abort(reason=body["reason"])
     if kind == "access_token" and isinstance(body.get("access_token"), str) and isinstance(body.get("expiration"), int):

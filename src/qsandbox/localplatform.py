@@ -96,7 +96,7 @@ def start_emulator(client: docker.DockerClient, image: str, run_id: str, network
     A per-run emulator exits when this launcher goes away (stdin EOF); the shared one
     (run_id == SHARED_RUN_ID) lives until `qsandbox platform down`.
     """
-    hardening = hardening or Hardening()
+    hardening = hardening or sandbox.hardening_for(client)
     shared = run_id == SHARED_RUN_ID
     command = EMULATOR_COMMAND if shared else [*EMULATOR_COMMAND, "--exit-on-stdin-eof"]
     container = client.containers.create(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import resource
 import stat
 
 from .settings import QISKIT_DIR, SECRET_DIR
@@ -61,6 +62,7 @@ def report() -> dict[str, object]:
         root_ro = e.errno == errno.EROFS
     return {
         "uid": os.getuid(),
+        "core_limit": list(resource.getrlimit(resource.RLIMIT_CORE)),
         "gid": os.getgid(),
         "cap_eff": int(_status_field("CapEff") or "0", 16),
         "cap_bnd": int(_status_field("CapBnd") or "0", 16),

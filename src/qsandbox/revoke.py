@@ -18,7 +18,7 @@ import docker
 from . import sandbox
 from .credentials import Secret
 from .errors import SandboxError
-from .settings import Hardening, module_entrypoint
+from .settings import module_entrypoint
 
 BROKER = module_entrypoint("qsandbox.broker")
 
@@ -40,7 +40,7 @@ def _broker(client: docker.DockerClient, image: str, op: str, secret: Secret, ne
     request = json.dumps({"op": op, "token": secret.reveal(), "ca_pem": ca_pem}).encode() + b"\n"
     try:
         out = sandbox.run_helper(client, image, entrypoint=BROKER, command=[], stdin=request,
-                                 hardening=Hardening(), network=network or "bridge")
+                                 hardening=sandbox.hardening_for(client), network=network or "bridge")
         return json.loads(out.decode().strip().splitlines()[-1])
     except (docker.errors.DockerException, ValueError, IndexError) as e:
         return {"ok": False, "error": f"the key broker failed: {e}"}

@@ -24,7 +24,7 @@ import docker.errors
 
 from . import engine, handoff, localplatform, preflight, sandbox
 from .credentials import KeySource, Secret
-from .errors import ExitCode, ImageError, PreflightRefused, QsandboxError, SandboxError
+from .errors import EngineUnavailable, ExitCode, ImageError, PreflightRefused, QsandboxError, SandboxError
 from .platform.constants import INSTANCE_CRN
 from .redact import Redactor
 from .revoke import Revocation, mint, revoke
@@ -32,6 +32,7 @@ from .settings import CA_FILE, RunSettings
 
 ABORT_GRACE = 30.0  # entry point: interrupt the script (5 s), then cancel jobs (<= 20 s)
 REMOVAL_WAIT = 10.0
+ENGINE_RETURN_WAIT = 60.0  # after losing the engine mid-run: how long to wait for it to confirm removal
 SIGNAL_REASONS = {signal.SIGINT: "interrupt", signal.SIGTERM: "terminate", signal.SIGHUP: "hangup"}
 REASON_EXIT = {
     "interrupt": ExitCode.SIGINT,
@@ -97,13 +98,28 @@ def _on_platform(settings: RunSettings, network: str, instance: str) -> RunSetti
     )
 
 
-def _preflight(client: docker.DockerClient, strict: bool, err: BinaryIO) -> None:
-    warnings = [f.warning for f in preflight.findings(engine.describe(client)) if f.warning]
-    if strict and warnings:
+def _preflight(client: docker.DockerClient, settings: RunSettings, err: BinaryIO) -> RunSettings:
+    """Warn (or refuse, --strict) about the host; fit the hardening to the engine, or refuse."""
+    info = engine.describe(client)
+    found = preflight.findings(info)
+    warnings = [f.warning for f in found if f.warning]
+    if settings.strict and warnings:
         raise PreflightRefused(f"refused (--strict): {warnings[0]}")
+    hardening = settings.hardening.for_engine(info)
+    if not hardening.limits:
+        if not settings.allow_no_limits:
+            raise PreflightRefused(
+                f"{info.kind} on cgroup v1 cannot apply memory, pids or CPU limits, so nothing was started: "
+                "re-run with --allow-no-limits to go without them, or use an engine on cgroup v2")
+        if any(f.name == "host swap" and f.warning for f in found):
+            raise PreflightRefused(
+                "--allow-no-limits is refused while host swap is on: without a memory limit the key's "
+                "tmpfs pages could be swapped to disk; turn swap off (swapoff -a)")
+        warnings.append(f"{info.kind} on cgroup v1: no memory, pids or CPU limits (--allow-no-limits)")
     for w in warnings:
         err.write(f"qsandbox: warning: {w}\n".encode())
         err.flush()
+    return replace(settings, hardening=hardening)
 
 
 class _Refresher(threading.Thread):
@@ -126,6 +142,25 @@ class _Refresher(threading.Thread):
                     handoff.AccessToken(str(minted["access_token"]), self.expiration)))
             except (QsandboxError, OSError):
                 continue  # try again; the current token is still valid for a while
+
+
+class _Heartbeat(threading.Thread):
+    """Tell the entry point every few seconds that the launcher, and the engine between us, live.
+
+    EOF ends the sandbox when the launcher dies; silence ends it when the engine dies (no EOF then).
+    """
+
+    def __init__(self, attachment: sandbox.Attachment) -> None:
+        super().__init__(daemon=True)
+        self.attachment = attachment
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(handoff.HEARTBEAT_INTERVAL):
+            try:
+                self.attachment.send(handoff.ALIVE)
+            except OSError:
+                return
 
 
 def _check_image(client: docker.DockerClient, image: str) -> None:
@@ -248,7 +283,7 @@ def run(
     if not (local and source.interactive):
         source.check()
     client = engine.connect()
-    _preflight(client, settings.strict, err)
+    settings = _preflight(client, settings, err)
     _check_image(client, settings.image)
     run_id = sandbox.new_run_id()
     began = time.monotonic()
@@ -264,7 +299,31 @@ def run(
     ca_pem: str | None = None
     to_revoke: Secret | None = None
     refresher: _Refresher | None = None
+    heartbeat: _Heartbeat | None = None
     revocation: Revocation | None = None
+    lost = False  # the engine stopped answering mid-run (restarted, crashed)
+
+    left: list[str] = []
+
+    def teardown() -> None:
+        """Every engine-side clean-up, then the engine's confirmation; safe to repeat after an engine restart."""
+        nonlocal left
+        nonlocal to_revoke, revocation, platform, network
+        if prepared is not None:
+            _ensure_gone(client, prepared)
+        if to_revoke is not None:  # after the sandbox, before the emulator it may need
+            revocation = revoke(client, settings.image, to_revoke, network=settings.network, ca_pem=ca_pem)
+            to_revoke = None
+            err.write(revocation.line().encode() + b"\n")
+            err.flush()
+        if platform is not None:
+            localplatform.stop(client, platform)
+            platform = None
+        if network is not None:
+            localplatform.remove_network(client, network)
+            network = None
+        left = sandbox.leftovers(client, run_id)
+
     try:
         with _Signals():
             try:
@@ -324,6 +383,8 @@ def run(
                 del secret
                 prepared.attachment.send(message)
                 del message
+                heartbeat = _Heartbeat(prepared.attachment)
+                heartbeat.start()
                 deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
                 while not done.wait(0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))):
                     if deadline is not None and time.monotonic() >= deadline:
@@ -334,30 +395,67 @@ def run(
                 code = int(REASON_EXIT[a.reason])
                 if prepared is not None:
                     _abort(client, prepared, a.reason)
+            except Exception as e:
+                if not engine.went_away(client, e):
+                    raise
+                lost = True
     finally:
-        if refresher is not None:
-            refresher.stop.set()
+        for thread in (refresher, heartbeat):
+            if thread is not None:
+                thread.stop.set()
         if prepared is not None:
             prepared.attachment.close()
-            _ensure_gone(client, prepared)
-        if to_revoke is not None:  # after the sandbox, before the emulator it may need
-            revocation = revoke(client, settings.image, to_revoke, network=settings.network, ca_pem=ca_pem)
-            err.write(revocation.line().encode() + b"\n")
-            err.flush()
-        if platform is not None:
-            localplatform.stop(client, platform)
-        if network is not None:
-            localplatform.remove_network(client, network)
-        _own_output_dir(settings, back=True)
+        try:
+            if not lost:
+                try:
+                    teardown()
+                except Exception as e:
+                    if not engine.went_away(client, e):
+                        raise
+                    lost = True
+            if lost:
+                aborted, code = "the engine went away mid-run", int(ExitCode.TOOL)
+                _await_engine(client, teardown, err, revoke_pending=lambda: to_revoke is not None)
+        finally:
+            _own_output_dir(settings, back=True)
     if revocation is not None and not revocation.ok and code == 0:
         code = int(ExitCode.TOOL)  # the user asked for a dead key; say loudly it is not
     return RunResult(
         run_id=run_id,
         exit_code=code,
         duration=time.monotonic() - began,
-        leftovers=sandbox.leftovers(client, run_id),
+        leftovers=left,
         aborted=aborted,
     )
+
+
+def _await_engine(client: docker.DockerClient, teardown: Callable[[], None], err: BinaryIO,
+                  revoke_pending: Callable[[], bool]) -> None:
+    """The engine stopped answering mid-run: wait for it to come back, then finish the clean-up.
+
+    An engine shutting down still answers for a moment, so the clean-up itself is retried until it
+    goes through or the time is up.
+    """
+    err.write(f"qsandbox: lost the container engine mid-run; waiting up to {ENGINE_RETURN_WAIT:.0f} s for it "
+              f"(the sandbox stops itself {handoff.HEARTBEAT_TIMEOUT:.0f} s after losing touch)\n".encode())
+    err.flush()
+    end = time.monotonic() + ENGINE_RETURN_WAIT
+    while True:
+        if engine.wait_back(client, end - time.monotonic()):
+            try:
+                teardown()
+                break
+            except Exception as e:
+                if not engine.went_away(client, e):
+                    raise
+        if time.monotonic() >= end:
+            also = " and `qsandbox revoke` (--revoke-after could not run)" if revoke_pending() else ""
+            raise EngineUnavailable(
+                f"the container engine did not come back within {ENGINE_RETURN_WAIT:.0f} s: the sandbox "
+                f"stopped itself and its key was in RAM only; run `qsandbox sweep`{also} once the engine is back")
+        time.sleep(0.5)
+    err.write(b"qsandbox: the engine is back and confirms the clean-up\n")
+    err.flush()
 
 
 def _exit_code(prepared: _Prepared) -> int:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import secrets
 import socket
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import docker
@@ -22,7 +23,7 @@ from docker.utils.socket import frames_iter
 
 from . import __version__
 from .errors import HardeningMismatch, SandboxError
-from .settings import LABEL, OUTPUT_DIR, VERSION_LABEL, WORKDIR, RunSettings
+from .settings import LABEL, OUTPUT_DIR, VERSION_LABEL, WORKDIR, Hardening, RunSettings
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +106,11 @@ class Attachment:
 
     sock: Any  # the SocketIO from attach_socket (it owns the file descriptor)
     raw: socket.socket
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def send(self, data: bytes) -> None:
-        self.raw.sendall(data)
+        with self._lock:  # heartbeat, token refresher and abort share the stream: whole lines only
+            self.raw.sendall(data)
 
     def frames(self) -> Iterator[tuple[int, bytes]]:
         """(stream, bytes) pairs, stream 1 = stdout, 2 = stderr, until the container exits."""
@@ -211,6 +214,13 @@ def sweep(client: docker.DockerClient) -> list[str]:
         except docker.errors.NotFound:
             pass
     return removed
+
+
+def hardening_for(client: docker.DockerClient) -> Hardening:
+    """The default hardening as this engine carries it out (helpers: probe, broker, emulator)."""
+    from . import engine
+
+    return Hardening().for_engine(engine.describe(client))
 
 
 def run_helper(client: docker.DockerClient, image: str, *, entrypoint: list[str], command: list[str],

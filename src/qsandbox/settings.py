@@ -48,11 +48,19 @@ def parse_size(text: str) -> int:
     return int(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2).lower()]
 
 
-def _tmpfs_opts(size: int, mode: str, uid: int | None) -> str:
+def _tmpfs_opts(size: int, mode: str, owner: str | None) -> str:
     opts = f"rw,noexec,nosuid,nodev,size={size},mode={mode}"
-    if uid is not None:
-        opts += f",uid={uid},gid={uid}"
-    return opts
+    return f"{opts},{owner}" if owner else opts
+
+
+# Podman speaks the Docker API in its own words; these are the differences its readback may show.
+# With cap_drop ALL it lists its default set as dropped (the probe sees CapEff/CapBnd 0).
+PODMAN_DEFAULT_CAPS = frozenset({
+    "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
+    "NET_RAW", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
+})
+PODMAN_TMPFS_ADDED = frozenset({"rprivate", "tmpcopyup"})  # options it adds to every tmpfs
+PODMAN_READ_ONLY_TMPFS = frozenset({"/run", "/var/tmp"})  # noqa: S108 - its --read-only-tmpfs (nosuid,nodev)
 
 
 def sandbox_uid() -> int:
@@ -71,12 +79,23 @@ class Hardening:
     pids: int = 512  # Aer/OpenMP and BLAS threads count as pids
     tmp_size: int = 256 << 20
     secret_size: int = 64 << 10  # an account file and a key: a few hundred bytes
+    # What the engine can do (for_engine): Podman sets a tmpfs's owner with "U" (chown to the
+    # container's user) instead of uid=/gid=; a rootless engine on cgroup v1 cannot apply limits.
+    podman: bool = False
+    limits: bool = True
+
+    def for_engine(self, info: Any) -> Hardening:
+        """This spec as the given engine (engine.EngineInfo) can carry it out."""
+        from dataclasses import replace
+
+        return replace(self, podman=info.podman, limits=info.can_limit)
 
     def tmpfs(self) -> dict[str, str]:
+        owner = "U" if self.podman else f"uid={self.uid},gid={self.uid}"
         return {
             "/tmp": _tmpfs_opts(self.tmp_size, "1777", None),  # noqa: S108 - the container's own /tmp
-            str(QISKIT_DIR): _tmpfs_opts(self.secret_size, "0700", self.uid),
-            str(SECRET_DIR): _tmpfs_opts(self.secret_size, "0700", self.uid),
+            str(QISKIT_DIR): _tmpfs_opts(self.secret_size, "0700", owner),
+            str(SECRET_DIR): _tmpfs_opts(self.secret_size, "0700", owner),
         }
 
     def create_kwargs(self) -> dict[str, Any]:
@@ -90,10 +109,12 @@ class Hardening:
             "security_opt": ["no-new-privileges"],
             "privileged": False,
             "tmpfs": self.tmpfs(),
-            "mem_limit": self.memory,
-            "memswap_limit": self.memory,  # equal: the cgroup cannot swap, so tmpfs pages stay in RAM
-            "nano_cpus": int(self.cpus * 1e9),
-            "pids_limit": self.pids,
+            **({
+                "mem_limit": self.memory,
+                "memswap_limit": self.memory,  # equal: the cgroup cannot swap, so tmpfs pages stay in RAM
+                "nano_cpus": int(self.cpus * 1e9),
+                "pids_limit": self.pids,
+            } if self.limits else {}),
             "ulimits": [Ulimit(name="core", soft=0, hard=0)],
             "log_config": {"type": "none", "config": {}},  # output goes over attach, never to disk
             "auto_remove": True,  # the daemon removes it, even if the launcher is killed
@@ -106,24 +127,48 @@ class Hardening:
         host = attrs.get("HostConfig") or {}
         config = attrs.get("Config") or {}
         want = self.create_kwargs()
+        dropped = _upper(host.get("CapDrop"))
+        tmpfs = host.get("Tmpfs")
+        ipc = host.get("IpcMode")
+        core = _core(host.get("Ulimits"))
+        if self.podman:  # read back in Podman's words (see PODMAN_*); each is equivalent, not weaker
+            dropped = ["ALL"] if PODMAN_DEFAULT_CAPS <= set(dropped) else dropped
+            tmpfs = _podman_tmpfs(tmpfs or {})
+            ipc = "private" if ipc == "shareable" else ipc  # its own namespace either way
+            core = (0, 0) if core is None else core  # not reported; the entry point sets it too, the probe checks
         checks: list[tuple[str, Any, Any]] = [
             ("user", config.get("User"), want["user"]),
             ("read-only root", host.get("ReadonlyRootfs"), True),
             ("privileged", bool(host.get("Privileged")), False),
-            ("dropped capabilities", _upper(host.get("CapDrop")), ["ALL"]),
+            ("dropped capabilities", dropped, ["ALL"]),
             ("added capabilities", host.get("CapAdd") or [], []),
             ("no-new-privileges", _has_nnp(host.get("SecurityOpt")), True),
-            ("tmpfs mounts", host.get("Tmpfs"), want["tmpfs"]),
-            ("memory limit", host.get("Memory"), self.memory),
-            ("memory+swap limit", host.get("MemorySwap"), self.memory),
-            ("cpu limit", host.get("NanoCpus"), want["nano_cpus"]),
-            ("pids limit", host.get("PidsLimit"), self.pids),
-            ("core ulimit", _core(host.get("Ulimits")), (0, 0)),
+            ("tmpfs mounts", tmpfs, want["tmpfs"]),
+            ("core ulimit", core, (0, 0)),
             ("log driver", (host.get("LogConfig") or {}).get("Type"), "none"),
             ("auto-remove", host.get("AutoRemove"), True),
-            ("ipc mode", host.get("IpcMode"), "private"),
+            ("ipc mode", ipc, "private"),
         ]
+        if self.limits:
+            checks += [
+                ("memory limit", host.get("Memory"), self.memory),
+                ("memory+swap limit", host.get("MemorySwap"), self.memory),
+                ("cpu limit", host.get("NanoCpus"), want["nano_cpus"]),
+                ("pids limit", host.get("PidsLimit"), self.pids),
+            ]
         return [f"{name}: engine has {got!r}, wanted {exp!r}" for name, got, exp in checks if got != exp]
+
+
+def _podman_tmpfs(mounts: dict[str, str]) -> dict[str, str]:
+    """Podman's tmpfs readback minus what it adds by itself: its read-only-tmpfs mounts (/run,
+    /var/tmp: nosuid,nodev, empty) and its default options; anything else stays and mismatches."""
+    out = {}
+    for path, opts in mounts.items():
+        given = opts.split(",")
+        if path in PODMAN_READ_ONLY_TMPFS and {"nosuid", "nodev"} <= set(given):
+            continue
+        out[path] = ",".join(o for o in given if o not in PODMAN_TMPFS_ADDED)
+    return out
 
 
 def _readable_by(path: Path, uid: int) -> bool:
@@ -178,6 +223,7 @@ class RunSettings:
     prewarm: bool = False
     redact: bool = True  # mask the key and IAM tokens in the script's output
     strict: bool = False  # refuse to run when a preflight check warns
+    allow_no_limits: bool = False  # accept an engine that cannot apply memory/pids/CPU limits
     revoke_after: bool = False  # delete the API key through IAM Identity when the run ends
     # "api-key": the key goes into the sandbox's tmpfs. "short-lived": only an IAM access token
     # minted outside does; the client inside gets it from a local token endpoint.

@@ -14,7 +14,8 @@ def test_doctor_is_all_green(image):
     lines = done.stdout.strip().splitlines()
     names = [line.split(":")[0].split(maxsplit=1)[1] for line in lines]
     assert names == ["engine", "host swap", "engine debug", "engine access", "image", "non-root", "capabilities",
-                     "no-new-privileges", "read-only root", "account tmpfs", "key tmpfs"]
+                     "no-new-privileges", "read-only root", "no core dumps", "resource limits", "account tmpfs",
+                     "key tmpfs"]
     preflight = ("host swap", "engine debug", "engine access")
     assert all(line.startswith("ok") or (line.startswith("warn") and name in preflight)
                for line, name in zip(lines, names, strict=True)), done.stdout
@@ -29,6 +30,7 @@ def test_probe_reports_hardening_from_inside(image, docker_client):
     assert seen["cap_eff"] == 0 and seen["cap_bnd"] == 0
     assert seen["no_new_privs"] is True
     assert seen["root_read_only"] is True
+    assert seen["core_limit"] == [0, 0]
     for key in ("qiskit_dir", "secret_dir"):
         info = seen[key]
         assert info["mount"]["fstype"] == "tmpfs"
