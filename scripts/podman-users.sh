@@ -22,13 +22,14 @@ fi
 # slirp4netns (rootless networking) opens /dev/net/tun as the user; Debian's default is root-only here.
 chmod 0666 /dev/net/tun
 
-if [ ! -x "$VENV/bin/qsandbox" ] || [ src -nt "$VENV/.stamp" ] || [ pyproject.toml -nt "$VENV/.stamp" ]; then
+if [ ! -f "$VENV/.stamp" ] || [ -n "$(find src pyproject.toml -newer "$VENV/.stamp" -print -quit)" ]; then
   say "installing qsandbox into $VENV"
   /usr/bin/python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q .
   touch "$VENV/.stamp"
 fi
 
+want=$(docker image inspect --format '{{.Id}}' "$IMAGE" | sed 's/^sha256://')
 for u in "${USERS[@]}"; do
   id "$u" >/dev/null 2>&1 || useradd -m -s /bin/bash "$u"
   uid=$(id -u "$u")
@@ -38,6 +39,18 @@ for u in "${USERS[@]}"; do
   install -d -m 0700 -o "$u" -g "$u" "$run" "$run/podman"
   as_user() { runuser -u "$u" -- env HOME="/home/$u" XDG_RUNTIME_DIR="$run" "$@"; }
   sock="$run/podman/podman.sock"
+  # Podman 4.3 falls back to the vfs driver here (a full copy of the image per container, 20 s a
+  # run); the kernel supports rootless overlay, so ask for it.
+  conf="/home/$u/.config/containers/storage.conf"
+  if [ ! -f "$conf" ]; then
+    install -d -o "$u" -g "$u" "/home/$u/.config" "/home/$u/.config/containers"
+    printf '[storage]\ndriver = "overlay"\n' >"$conf"
+    chown "$u:" "$conf"
+  fi
+  if [ "$(as_user podman info --format '{{.Store.GraphDriverName}}' 2>/dev/null)" != overlay ]; then
+    pkill -u "$u" -f "podman system service" || true
+    as_user podman system reset -f >/dev/null 2>&1
+  fi
   if ! as_user curl -sf --unix-socket "$sock" http://d/_ping >/dev/null 2>&1; then
     say "starting $u's rootless Podman API at $sock"
     as_user nohup podman system service --time=0 "unix://$sock" >"/var/log/qsandbox-podman-$u.log" 2>&1 &
@@ -45,9 +58,10 @@ for u in "${USERS[@]}"; do
     as_user curl -sf --unix-socket "$sock" http://d/_ping >/dev/null 2>&1 ||
       { say "$u's Podman API did not come up; see /var/log/qsandbox-podman-$u.log"; exit 1; }
   fi
-  if ! as_user podman image exists "$IMAGE"; then
+  if [ "$(as_user podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null)" != "$want" ]; then
     say "loading $IMAGE into $u's storage"
     docker save "$IMAGE" | as_user podman load -q >/dev/null
+    as_user podman image prune -f >/dev/null  # the image this one replaces
   fi
   echo "$u $uid unix://$sock"
 done

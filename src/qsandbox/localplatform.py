@@ -99,8 +99,10 @@ def start_emulator(client: docker.DockerClient, image: str, run_id: str, network
     hardening = hardening or sandbox.hardening_for(client)
     shared = run_id == SHARED_RUN_ID
     command = EMULATOR_COMMAND if shared else [*EMULATOR_COMMAND, "--exit-on-stdin-eof"]
-    container = client.containers.create(
+    container = sandbox.create_container(
+        client,
         image,
+        hardening,
         entrypoint=ENTRYPOINT,
         command=command,
         name=SHARED if shared else f"qsandbox-{run_id}-platform",
@@ -114,7 +116,6 @@ def start_emulator(client: docker.DockerClient, image: str, run_id: str, network
         # stated so the non-root emulator can bind 443 on every engine.
         sysctls={"net.ipv4.ip_unprivileged_port_start": "0"},
         stdin_open=True,
-        **hardening.create_kwargs(),
     )
     try:
         wrong = hardening.mismatches(client.api.inspect_container(container.id))

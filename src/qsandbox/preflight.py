@@ -38,7 +38,7 @@ def engine_logging(info: EngineInfo) -> Finding:
     if info.debug:
         return Finding("engine debug", "the engine runs in debug mode, which logs API requests: turn it off",
                        "on")
-    return Finding("engine debug", None, f"off; default log driver {info.log_driver}, runs use none")
+    return Finding("engine debug", None, f"off; default log driver {info.log_driver or 'unknown'}, runs use none")
 
 
 def engine_access(info: EngineInfo, docker_host: str | None, uid: int) -> Finding:

@@ -63,12 +63,29 @@ def mismatches(settings: RunSettings, attrs: dict[str, Any]) -> list[str]:
     return found
 
 
+def create_container(client: docker.DockerClient, image: str, hardening: Hardening, **kwargs: Any) -> Container:
+    """`client.containers.create(image, **kwargs, **hardening.create_kwargs())`, plus what the SDK
+    cannot say: on rootless Podman, UsernsMode keep-id, so the sandbox's uid (the invoking user's)
+    is that user on the host too and the script's directory and --output keep working. The SDK
+    accepts only "host" for userns_mode, so its own argument builder is used and then amended.
+    """
+    from docker.models.containers import _create_container_args
+
+    args = _create_container_args({"image": image, "version": client.api._version,  # noqa: SLF001
+                                   **kwargs, **hardening.create_kwargs()})
+    if hardening.podman and hardening.rootless:
+        args["host_config"]["UsernsMode"] = "keep-id"
+    created = client.api.create_container(**args)
+    return client.containers.prepare_model({"Id": created["Id"]})  # no inspect: the caller reads back
+
+
 def create(client: docker.DockerClient, settings: RunSettings, run_id: str) -> Container:
     """Create the sandbox container (not started) and verify its hardening from the engine."""
-    kwargs = settings.hardening.create_kwargs()
     try:
-        container = client.containers.create(
+        container = create_container(
+            client,
             settings.image,
+            settings.hardening,
             command=["run", settings.script_in_container, *settings.args],
             name=f"qsandbox-{run_id}",
             hostname="qsandbox",
@@ -80,7 +97,6 @@ def create(client: docker.DockerClient, settings: RunSettings, run_id: str) -> C
             # stdin_open without detach makes the SDK set AttachStdin and StdinOnce: the stream
             # reaches EOF in the container when the attached launcher goes away.
             stdin_open=True,
-            **kwargs,
         )
     except docker.errors.ImageNotFound as e:
         raise SandboxError(f"image {settings.image} not found: run `qsandbox build`") from e
@@ -231,11 +247,10 @@ def run_helper(client: docker.DockerClient, image: str, *, entrypoint: list[str]
     or Cmd), output comes back over attach (log driver none), and the daemon removes it.
     """
     run_id = new_run_id()
-    container = client.containers.create(
-        image, entrypoint=entrypoint, command=command, labels=labels(run_id),
+    container = create_container(
+        client, image, hardening, entrypoint=entrypoint, command=command, labels=labels(run_id),
         **({"network_mode": network} if network in ("none", "bridge") else {"network": network}),
         stdin_open=True,
-        **hardening.create_kwargs(),
     )
     try:
         wrong = hardening.mismatches(client.api.inspect_container(container.id))

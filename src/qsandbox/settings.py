@@ -82,13 +82,14 @@ class Hardening:
     # What the engine can do (for_engine): Podman sets a tmpfs's owner with "U" (chown to the
     # container's user) instead of uid=/gid=; a rootless engine on cgroup v1 cannot apply limits.
     podman: bool = False
+    rootless: bool = False
     limits: bool = True
 
     def for_engine(self, info: Any) -> Hardening:
         """This spec as the given engine (engine.EngineInfo) can carry it out."""
         from dataclasses import replace
 
-        return replace(self, podman=info.podman, limits=info.can_limit)
+        return replace(self, podman=info.podman, rootless=info.rootless, limits=info.can_limit)
 
     def tmpfs(self) -> dict[str, str]:
         owner = "U" if self.podman else f"uid={self.uid},gid={self.uid}"

@@ -1,0 +1,140 @@
+"""Two OS users on one machine, each with their own rootless Podman, run overlapping sandboxes:
+neither can see the other's key, by any means an ordinary user has. On a shared rootful engine the
+opposite holds, and the last test shows it: whoever reaches the engine reads a running key.
+
+scripts/podman-users.sh makes the users (qsbx-alice, qsbx-bob), their Podman API services and
+images, and a venv at /opt/qsandbox-users they run qsandbox from. Needs root; CI runs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from qsandbox.audit import LeakSearch
+
+HOSTILE = ROOT / "tests" / "hostile"
+SCRIPTS = ROOT / "tests" / "scripts"
+USERS_VENV = Path("/opt/qsandbox-users/bin")
+
+pytestmark = pytest.mark.docker
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    uid: int
+    docker_host: str
+
+    def argv(self, *args: str) -> list[str]:
+        """Run a command as this user, with their engine, as their login shell would."""
+        return ["runuser", "-u", self.name, "--", "env", f"HOME=/home/{self.name}",
+                f"XDG_RUNTIME_DIR=/run/user/{self.uid}", f"DOCKER_HOST={self.docker_host}", *args]
+
+    def start_run(self, key: str, script: Path, *args: str) -> subprocess.Popen[str]:
+        p = subprocess.Popen(
+            self.argv(str(USERS_VENV / "qsandbox"), "run", "--allow-no-limits", "--token-stdin", str(script), *args),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        assert p.stdin is not None
+        p.stdin.write(key + "\n")
+        p.stdin.close()
+        p.stdin = None  # communicate() must not flush it again
+        return p
+
+    def search(self, key: str, since: float) -> str:
+        """other_user_search.py as this user, on the host; the key goes in as its SHA-256 only."""
+        done = subprocess.run(
+            self.argv(str(USERS_VENV / "python"), str(HOSTILE / "other_user_search.py"), _sha(key), str(since)),
+            capture_output=True, text=True, timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+
+def _sha(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def users(image) -> list[User]:
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs as root: these tests must run there")
+        pytest.skip("needs root (creates OS users)")
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "podman-users.sh")], capture_output=True, text=True,
+                          timeout=1200)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = [User(n, int(u), h) for n, u, h in (line.split() for line in done.stdout.splitlines())]
+    assert len(found) == 2
+    return found
+
+
+def test_two_users_with_rootless_podman_cannot_see_each_others_key(users, docker_client):
+    alice, bob = users
+    keys = {alice.name: secrets.token_urlsafe(33), bob.name: secrets.token_urlsafe(33)}
+    began = time.time() - 1
+    search = {u: LeakSearch(docker_client, k, project=Path("/home")) for u, k in keys.items()}
+    runs = {u.name: u.start_run(keys[u.name], SCRIPTS / "sleep_forever.py") for u in users}
+    try:
+        for p in runs.values():  # both sandboxes now hold their keys at the same time
+            assert p.stdout.readline().strip() == "sleeping", p.stderr.read() if p.poll() is not None else ""
+
+        for me, other in ((alice, bob), (bob, alice)):
+            seen = me.search(keys[other.name], began)
+            assert "key found: False" in seen, seen
+            assert "(1 reachable)" in seen, seen  # only their own engine answers them
+            assert int(seen.split()[2]) > 100, seen  # it did look
+            # A third sandbox, inside: the other's key is not there either.
+            inside = subprocess.run(
+                me.argv(str(USERS_VENV / "qsandbox"), "run", "--allow-no-limits", "--token-stdin",
+                        str(HOSTILE / "find_other_key.py"), _sha(keys[other.name])),
+                input=secrets.token_urlsafe(33) + "\n", capture_output=True, text=True, timeout=120)
+            assert inside.returncode == 0, inside.stderr
+            assert "other key found: False" in inside.stdout
+
+        # The search can fail: the key's owner finds it (through her engine, or in /proc: with
+        # keep-id the sandbox runs as her own uid, inside a user namespace she owns).
+        mine = alice.search(keys[alice.name], began)
+        assert "key found: True" in mine, mine
+    finally:
+        for p in runs.values():  # to the launcher itself: runuser would SIGKILL it 2 s after SIGTERM
+            launcher = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+            os.kill(int(launcher[0]), signal.SIGTERM) if launcher else p.terminate()
+        ended = {name: p.communicate(timeout=120) for name, p in runs.items()}
+    for name, p in runs.items():
+        err = ended[name][1]
+        assert p.returncode == 143, err
+        assert err.rstrip().endswith("container and secret destroyed (engine confirms)"), err
+    for name, s in search.items():
+        hits = [f"{place.name}: {hit}" for place in s.all() for hit in place.hits]
+        assert hits == [], f"{name}'s key left a trace: {hits}"
+
+
+def test_on_a_shared_rootful_engine_whoever_reaches_it_reads_a_running_key(image, canary):
+    """What the README says of the docker group, shown: the same search, as root, on dockerd."""
+    began = time.time() - 1
+    p = subprocess.Popen([sys.executable, "-m", "qsandbox", "run", "--token-stdin", str(SCRIPTS / "sleep_forever.py")],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p.stdin.write(canary + "\n")
+    p.stdin.close()
+    p.stdin = None
+    try:
+        assert p.stdout.readline().strip() == "sleeping"
+        seen = subprocess.run([sys.executable, str(HOSTILE / "other_user_search.py"), _sha(canary), str(began)],
+                              capture_output=True, text=True, timeout=300)
+        # Through the engine's API alone: all a docker-group member needs.
+        assert "through engines: ['/var/run/docker.sock: qsandbox-" in seen.stdout, seen.stdout + seen.stderr
+    finally:
+        p.terminate()
+        p.communicate(timeout=120)
