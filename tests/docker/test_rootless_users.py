@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,8 +24,12 @@ from conftest import ROOT
 
 from qsandbox.audit import LeakSearch
 
-HOSTILE = ROOT / "tests" / "hostile"
-SCRIPTS = ROOT / "tests" / "scripts"
+# The users must be able to read the scripts wherever the checkout lives (CI's may be under /root):
+# the fixture copies them to a world-readable directory.
+SHARED = Path("/var/tmp/qsandbox-users-tests")
+HOSTILE = SCRIPTS = SHARED
+TEST_FILES = [ROOT / "tests" / "scripts" / "sleep_forever.py", ROOT / "tests" / "hostile" / "find_other_key.py",
+              ROOT / "tests" / "hostile" / "other_user_search.py"]
 USERS_VENV = Path("/opt/qsandbox-users/bin")
 
 pytestmark = pytest.mark.docker
@@ -75,6 +80,11 @@ def users(image) -> list[User]:
     done = subprocess.run(["bash", str(ROOT / "scripts" / "podman-users.sh")], capture_output=True, text=True,
                           timeout=1200)
     assert done.returncode == 0, done.stderr[-2000:]
+    shutil.rmtree(SHARED, ignore_errors=True)
+    SHARED.mkdir(mode=0o755)
+    for f in TEST_FILES:
+        shutil.copy(f, SHARED / f.name)
+        (SHARED / f.name).chmod(0o644)
     found = [User(n, int(u), h) for n, u, h in (line.split() for line in done.stdout.splitlines())]
     assert len(found) == 2
     return found
@@ -124,14 +134,14 @@ def test_two_users_with_rootless_podman_cannot_see_each_others_key(users, docker
 def test_on_a_shared_rootful_engine_whoever_reaches_it_reads_a_running_key(image, canary):
     """What the README says of the docker group, shown: the same search, as root, on dockerd."""
     began = time.time() - 1
-    p = subprocess.Popen([sys.executable, "-m", "qsandbox", "run", "--token-stdin", str(SCRIPTS / "sleep_forever.py")],
+    p = subprocess.Popen([sys.executable, "-m", "qsandbox", "run", "--token-stdin", str(TEST_FILES[0])],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     p.stdin.write(canary + "\n")
     p.stdin.close()
     p.stdin = None
     try:
         assert p.stdout.readline().strip() == "sleeping"
-        seen = subprocess.run([sys.executable, str(HOSTILE / "other_user_search.py"), _sha(canary), str(began)],
+        seen = subprocess.run([sys.executable, str(TEST_FILES[2]), _sha(canary), str(began)],
                               capture_output=True, text=True, timeout=300)
         # Through the engine's API alone: all a docker-group member needs.
         assert "through engines: ['/var/run/docker.sock: qsandbox-" in seen.stdout, seen.stdout + seen.stderr
