@@ -105,6 +105,10 @@ def _preflight(client: docker.DockerClient, settings: RunSettings, err: BinaryIO
     warnings = [f.warning for f in found if f.warning]
     if settings.strict and warnings:
         raise PreflightRefused(f"refused (--strict): {warnings[0]}")
+    if info.podman and settings.platform != "ibm":
+        # Its isolation rests on a Docker bridge option (inhibit_ipv4) that Podman does not have.
+        raise PreflightRefused(f"--platform {settings.platform} needs Docker Engine: on {info.kind} "
+                               "use --platform ibm")
     hardening = settings.hardening.for_engine(info)
     if not hardening.limits:
         if not settings.allow_no_limits:

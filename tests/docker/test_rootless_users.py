@@ -29,7 +29,7 @@ from qsandbox.audit import LeakSearch
 SHARED = Path("/var/tmp/qsandbox-users-tests")
 HOSTILE = SCRIPTS = SHARED
 TEST_FILES = [ROOT / "tests" / "scripts" / "sleep_forever.py", ROOT / "tests" / "hostile" / "find_other_key.py",
-              ROOT / "tests" / "hostile" / "other_user_search.py"]
+              ROOT / "tests" / "hostile" / "other_user_search.py", ROOT / "tests" / "scripts" / "write_output.py"]
 USERS_VENV = Path("/opt/qsandbox-users/bin")
 
 pytestmark = pytest.mark.docker
@@ -148,3 +148,36 @@ def test_on_a_shared_rootful_engine_whoever_reaches_it_reads_a_running_key(image
     finally:
         p.terminate()
         p.communicate(timeout=120)
+
+
+def test_rootless_podman_doctor_limits_refusal_and_output(users):
+    """One user's own engine: doctor is green, a run without limits is refused unless allowed,
+    and --output stays the user's (keep-id)."""
+    alice = users[0]
+    doctor = subprocess.run(alice.argv(str(USERS_VENV / "qsandbox"), "doctor"), capture_output=True, text=True,
+                            timeout=120)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert "ok   engine: rootless Podman" in doctor.stdout
+    assert "ok   engine access: rootless Podman: only you can reach it" in doctor.stdout
+    for check in (f"non-root: uid {alice.uid}", "capabilities: effective 0x0, bounding 0x0", "no core dumps",
+                  "key tmpfs", "account tmpfs", "read-only root", "no-new-privileges"):
+        assert f"ok   {check}" in doctor.stdout, doctor.stdout
+    cgroup_v1 = "cannot apply memory" in doctor.stdout
+
+    out = Path(f"/home/{alice.name}/out-{secrets.token_hex(4)}")
+    subprocess.run(alice.argv("mkdir", str(out)), check=True)
+    try:
+        argv = [str(USERS_VENV / "qsandbox"), "run", "--token-stdin", "--output", str(out),
+                str(SHARED / "write_output.py")]
+        refused = subprocess.run(alice.argv(*argv), input=secrets.token_urlsafe(33) + "\n", capture_output=True,
+                                 text=True, timeout=120)
+        if cgroup_v1:
+            assert refused.returncode == 125, refused.stderr
+            assert "re-run with --allow-no-limits" in refused.stderr and not list(out.iterdir())
+        done = subprocess.run(alice.argv(*argv[:2], "--allow-no-limits", *argv[2:]),
+                              input=secrets.token_urlsafe(33) + "\n", capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        written = list(out.iterdir())
+        assert written and all(f.stat().st_uid == alice.uid for f in written), [(f, f.stat().st_uid) for f in written]
+    finally:
+        shutil.rmtree(out, ignore_errors=True)

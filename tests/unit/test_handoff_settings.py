@@ -31,7 +31,7 @@ def _attrs(h: Hardening) -> dict:
         "HostConfig": {
             "ReadonlyRootfs": True, "Privileged": False, "CapDrop": ["ALL"], "CapAdd": None,
             "SecurityOpt": ["no-new-privileges"], "Tmpfs": kw["tmpfs"], "Memory": h.memory,
-            "MemorySwap": h.memory, "NanoCpus": kw["nano_cpus"], "PidsLimit": h.pids,
+            "MemorySwap": h.memory, "NanoCpus": int(h.cpus * 1e9), "PidsLimit": h.pids,
             "Ulimits": [{"Name": "core", "Soft": 0, "Hard": 0}], "LogConfig": {"Type": "none"},
             "AutoRemove": True, "IpcMode": "private",
         },
@@ -64,6 +64,52 @@ def test_hardening_readback_catches_each_difference(key, value, name):
     attrs["HostConfig"][key] = value
     found = h.mismatches(attrs)
     assert len(found) == 1 and found[0].startswith(name + ":")
+
+
+def _podman_attrs(h: Hardening) -> dict:
+    """What rootless Podman 4.3 on cgroup v1 reported for the sandbox (seen on this project's CI)."""
+    from qsandbox.settings import PODMAN_DEFAULT_CAPS
+
+    attrs = _attrs(h)
+    host = attrs["HostConfig"]
+    host.update(CapDrop=sorted(PODMAN_DEFAULT_CAPS), Ulimits=[], IpcMode="shareable", Memory=0, MemorySwap=0,
+                NanoCpus=0, PidsLimit=0)
+    host["Tmpfs"] = {path: opts + ",rprivate,tmpcopyup" for path, opts in h.tmpfs().items()}
+    added = "rw,rprivate,nosuid,nodev,tmpcopyup"  # its --read-only-tmpfs mounts
+    host["Tmpfs"].update({"/run": added, "/var/tmp": added})
+    return attrs
+
+
+def test_podman_readback_in_its_own_words_is_accepted():
+    h = Hardening(podman=True, rootless=True, limits=False)
+    assert ",U" in h.tmpfs()["/run/qsandbox"] and "uid=" not in h.tmpfs()["/run/qsandbox"]
+    assert "mem_limit" not in h.create_kwargs()
+    assert h.mismatches(_podman_attrs(h)) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "name"),
+    [
+        (lambda host: host.update(CapDrop=["CHOWN"]), "dropped capabilities"),
+        (lambda host: host["Tmpfs"].update({"/var/lib/x": "rw,nosuid,nodev"}), "tmpfs mounts"),
+        (lambda host: host["Tmpfs"].update({"/run": "rw,rprivate"}), "tmpfs mounts"),  # not nosuid,nodev
+        (lambda host: host["Tmpfs"].update({"/run/qsandbox": "rw,size=65536,mode=0700,U,rprivate"}), "tmpfs mounts"),
+        (lambda host: host.update(IpcMode="host"), "ipc mode"),
+        (lambda host: host.update(Ulimits=[{"Name": "core", "Soft": -1, "Hard": -1}]), "core ulimit"),
+    ],
+)
+def test_podman_readback_still_catches_a_weaker_setting(change, name):
+    h = Hardening(podman=True, rootless=True, limits=False)
+    attrs = _podman_attrs(h)
+    change(attrs["HostConfig"])
+    found = h.mismatches(attrs)
+    assert len(found) == 1 and found[0].startswith(name + ":"), found
+
+
+def test_limits_are_checked_whenever_the_engine_can_apply_them():
+    h = Hardening(podman=True, rootless=True, limits=True)
+    assert {m.split(":")[0] for m in h.mismatches(_podman_attrs(h))} == {
+        "memory limit", "memory+swap limit", "cpu limit", "pids limit"}
 
 
 def test_secret_tmpfs_options():
