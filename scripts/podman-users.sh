@@ -22,11 +22,13 @@ fi
 # slirp4netns (rootless networking) opens /dev/net/tun as the user; Debian's default is root-only here.
 chmod 0666 /dev/net/tun
 
-if [ ! -f "$VENV/.stamp" ] || [ -n "$(find src pyproject.toml -newer "$VENV/.stamp" -print -quit)" ]; then
+# Reinstalled whenever the source differs from what was installed (any checkout, any mtime).
+sum=$(tar -c --sort=name --mtime=@0 --owner=0 --group=0 --exclude=__pycache__ --exclude="*.egg-info" src pyproject.toml | sha256sum)
+if [ "$(cat "$VENV/.source-sum" 2>/dev/null)" != "$sum" ]; then
   say "installing qsandbox into $VENV"
   /usr/bin/python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q .
-  touch "$VENV/.stamp"
+  "$VENV/bin/pip" install -q . 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+  echo "$sum" >"$VENV/.source-sum"
 fi
 
 want=$(docker image inspect --format '{{.Id}}' "$IMAGE" | sed 's/^sha256://')
