@@ -19,6 +19,7 @@ import json
 import os
 import queue
 import resource
+import select
 import signal
 import sys
 import threading
@@ -168,6 +169,75 @@ def _watch_silence(events: queue.Queue[tuple[str, str]], heard: list[float], tim
         time.sleep(min(left, 1.0))
 
 
+class _Output:
+    """The script's stdout and stderr pass through pipes, so that the IAM tokens its client obtains
+    (reported by tokenwatch on a third pipe) are masked before the output leaves the sandbox. The
+    launcher masks the key and anything JWT-shaped again on its side.
+    """
+
+    def __init__(self) -> None:
+        self.out, self.err, self.tok = os.pipe(), os.pipe(), os.pipe()
+        self.thread: threading.Thread | None = None
+
+    def child(self) -> None:
+        os.dup2(self.out[1], 1)
+        os.dup2(self.err[1], 2)
+        for fd in (*self.out, *self.err, self.tok[0]):
+            os.close(fd)
+        from .tokenwatch import install
+
+        install(self.tok[1])
+
+    def start(self) -> None:
+        for fd in (self.out[1], self.err[1], self.tok[1]):
+            os.close(fd)
+        os.set_blocking(self.tok[0], False)
+        self.thread = threading.Thread(target=self._copy, daemon=True)
+        self.thread.start()
+
+    def finish(self, timeout: float) -> None:
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+    def _copy(self) -> None:
+        from .redact import Redactor
+
+        streams = {self.out[0]: (1, Redactor([])), self.err[0]: (2, Redactor([]))}
+        pending = b""
+        tok_open = True
+        while streams:
+            ready, _, _ = select.select([*streams, *([self.tok[0]] if tok_open else [])], [], [])
+            # Tokens first, on every wake: one reported before the script printed it is known now.
+            while tok_open:
+                try:
+                    chunk = os.read(self.tok[0], 65536)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    tok_open = False
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    for _, r in streams.values():
+                        r.add(line.decode(errors="replace"))
+            for fd in ready:
+                if fd not in streams:
+                    continue
+                target, r = streams[fd]
+                data = os.read(fd, 65536)
+                _write_all(target, r.feed(data) if data else r.flush())
+                if not data:
+                    del streams[fd]
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        try:
+            data = data[os.write(fd, data):]
+        except OSError:
+            return  # the launcher is gone; the dead-man switch ends the rest
+
+
 def _kill_group(pid: int, first: signal.Signals, grace: float, done: threading.Event) -> None:
     try:
         os.killpg(pid, first)
@@ -212,10 +282,27 @@ def run(script: str, args: list[str]) -> int:
 
     sys.stdout.flush()
     sys.stderr.flush()
+    output = _Output() if os.environ.get("QSANDBOX_REDACT", "1") == "1" else None
     pid = os.fork()
     if pid == 0:
+        if output is not None:
+            output.child()
         _run_script(os.path.join(str(WORKDIR), script) if not os.path.isabs(script) else script, args)
+    if output is not None:
+        output.start()
+    try:
+        return _supervise(pid, tokens, started_at)
+    finally:
+        if output is not None:
+            try:  # whatever the script left running would die with the container anyway
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            output.finish(2.0)  # the rest of its output, masked
 
+
+def _supervise(pid: int, tokens: object | None, started_at: float) -> int:
+    """In the parent: wait for the script's exit, an abort, EOF or silence; return the exit code."""
     events: queue.Queue[tuple[str, str]] = queue.Queue()
     exited = threading.Event()
     status: list[int] = []

@@ -36,12 +36,19 @@ class Redactor:
     """Feed chunks in, get redacted chunks out; `flush()` at the end of the stream."""
 
     def __init__(self, secrets: list[str]) -> None:
-        self._needles = sorted({f for s in secrets if s for f in forms(s)}, key=len, reverse=True)
-        self._pattern = (
-            re.compile(b"|".join(re.escape(n) for n in self._needles) + b"|" + _JWT.pattern)
-            if self._needles else _JWT
-        )
+        self._needles: list[bytes] = []
+        self._pattern = _JWT
         self._held = b""
+        for secret in secrets:
+            self.add(secret)
+
+    def add(self, secret: str) -> None:
+        """Mask `secret` too, from the next chunk on (a token the script's client just obtained)."""
+        new = set(forms(secret)) - set(self._needles) if secret else set()
+        if not new:
+            return
+        self._needles = sorted({*self._needles, *new}, key=len, reverse=True)
+        self._pattern = re.compile(b"|".join(re.escape(n) for n in self._needles) + b"|" + _JWT.pattern)
 
     def feed(self, chunk: bytes) -> bytes:
         data = self._pattern.sub(MASK, self._held + chunk)

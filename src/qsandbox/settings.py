@@ -261,6 +261,7 @@ class RunSettings:
             "QISKIT_IBM_TOKEN_FILE": str(TOKEN_FILE),  # the *_FILE convention for REST scripts
             "QSANDBOX_CANCEL_ON_ABORT": "1" if self.cancel_on_abort else "0",
             "QSANDBOX_PREWARM": "1" if self.prewarm else "0",
+            "QSANDBOX_REDACT": "1" if self.redact else "0",  # the entry point masks IAM tokens the client obtains
         }
         if self.instance:
             env["QISKIT_IBM_INSTANCE"] = self.instance

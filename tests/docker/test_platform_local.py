@@ -150,3 +150,21 @@ def test_short_lived_search_can_find_a_key_it_holds(image, canary):
                     hashlib.sha256(canary.encode()).hexdigest(), input=canary + "\n")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "/run/qsandbox/token" in _line(done.stdout, "searched ")
+
+
+@pytest.mark.parametrize("redact", [True, False])
+def test_iam_tokens_the_client_obtains_are_masked_opaque_refresh_token_included(image, redact):
+    """The emulator's refresh tokens are opaque, as IAM's are: only knowing them can mask them."""
+    done = qsandbox("run", "--platform", "local", *([] if redact else ["--no-redact"]),
+                    str(SCRIPTS / "print_tokens.py"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _line(done.stdout, "refresh length:") == "128 jwt-shaped: False"
+    refresh = _line(done.stdout, "refresh:")
+    if not redact:  # the test can fail: unmasked, the token is right there
+        assert len(refresh) == 128 and _line(done.stdout, "slow:") == refresh
+        return
+    assert refresh == "***"
+    assert _line(done.stdout, "slow:") == "***"
+    assert "***" in _line(done.stdout, "refresh b64:")
+    assert _line(done.stderr, "access:") == "***"
+    assert done.stdout.rstrip().endswith("done")
