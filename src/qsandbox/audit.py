@@ -33,6 +33,10 @@ from .settings import LABEL
 # its engine is managed, and it disturbs every other user of the engine), so it is opt-in.
 EXIT_PATHS = ("success", "error", "timeout", "sigint", "sigterm", "sighup", "sigkill")
 ENGINE_RESTART = "engine-restart"
+# What the launcher must exit with on each path (SIGKILL: the signal itself); anything else means
+# the path was not really taken, and its zero hits prove nothing.
+EXPECTED_EXIT = {"success": 0, "error": 3, "timeout": 124, "sigint": 130, "sigterm": 143, "sighup": 129,
+                 "sigkill": -signal.SIGKILL, ENGINE_RESTART: 125}
 _SIGNALS = {"sigint": signal.SIGINT, "sigterm": signal.SIGTERM, "sighup": signal.SIGHUP, "sigkill": signal.SIGKILL}
 _SKIP_DIRS = {".git", ".venv", "proc", "__pycache__", "node_modules"}
 _LAYER_STORES = {"overlay2", "vfs", "fuse-overlayfs", "aufs"}
@@ -145,10 +149,10 @@ class LeakSearch:
         return [self.engine_objects(), self.data_root(), *self.host_dirs()]
 
 
-def _launch(path: str, value: str, script: Path,
-            restart_engine: str | None = None) -> tuple[subprocess.CompletedProcess[bytes], Place]:
+def _launch(path: str, value: str, script: Path, restart_engine: str | None = None,
+            run_options: tuple[str, ...] = ()) -> tuple[subprocess.CompletedProcess[bytes], Place]:
     """Run the audit script through the real launcher along one exit path."""
-    argv = [sys.executable, "-m", "qsandbox", "run", "--token-stdin"]
+    argv = [sys.executable, "-m", "qsandbox", "run", "--token-stdin", *run_options]
     if path == "timeout":
         argv += ["--timeout", "3"]
     argv += [str(script), path]
@@ -196,17 +200,23 @@ def _wait_gone(client: docker.DockerClient, limit: float = 10.0) -> list[str]:
         time.sleep(0.1)
 
 
+@dataclass
+class Outcome:
+    hits: int = 0
+    broken: list[str] = field(default_factory=list)  # paths not taken as asked: their search proves nothing
+
+
 def audit(client: docker.DockerClient, paths: tuple[str, ...], say: Callable[[str], None],
-          restart_engine: str | None = None) -> int:
-    """Run each exit path with a fresh canary, search everywhere; return the number of hits.
+          restart_engine: str | None = None, run_options: tuple[str, ...] = ()) -> Outcome:
+    """Run each exit path with a fresh canary and search everywhere.
 
     `restart_engine` is a shell command that restarts the engine; the engine-restart path runs it
-    while the script sleeps holding the key.
+    while the script sleeps holding the key. `run_options` go to every `qsandbox run`.
     """
     if ENGINE_RESTART in paths and not restart_engine:
         raise UsageError("the engine-restart path needs --engine-restart COMMAND, the command that restarts "
                          "your engine (e.g. 'systemctl restart docker')")
-    total = 0
+    outcome = Outcome()
     with tempfile.TemporaryDirectory(prefix="qsandbox-audit-") as tmp:
         script = Path(tmp, "audit_script.py")
         script.write_text(AUDIT_SCRIPT)
@@ -215,16 +225,23 @@ def audit(client: docker.DockerClient, paths: tuple[str, ...], say: Callable[[st
         for path in paths:
             value = canary()
             search = LeakSearch(client, value)
-            done, proc_place = _launch(path, value, script, restart_engine)
+            done, proc_place = _launch(path, value, script, restart_engine, run_options)
             output = Place("the run's stdout and stderr (redacted)", searched=1)
             if any(n in done.stdout + done.stderr for n in search.needles):
                 output.hits.append("output")
             left = Place("labelled containers after the run", searched=1, hits=_wait_gone(client))
             places = [proc_place, output, left, *search.all()]
             hits = sum(len(p.hits) for p in places)
-            total += hits
+            outcome.hits += hits
+            taken = done.returncode == EXPECTED_EXIT[path] and b"key: ***" in done.stdout
+            if not taken:
+                outcome.broken.append(path)
+                tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+                say(f"exit path {path}: NOT TAKEN: launcher exit {done.returncode} (expected "
+                    f"{EXPECTED_EXIT[path]}), key {'seen' if b'key: ***' in done.stdout else 'never seen'} "
+                    f"by the script; {tail[0]}")
             say(f"exit path {path}: launcher exit {done.returncode}, {hits} hit(s)")
             for p in places:
                 detail = f" ({', '.join(p.hits[:3])})" if p.hits else ""
                 say(f"  {len(p.hits)} hit(s) in {p.name}: {p.searched} searched{detail}")
-    return total
+    return outcome

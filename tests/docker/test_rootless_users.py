@@ -181,3 +181,23 @@ def test_rootless_podman_doctor_limits_refusal_and_output(users):
         assert written and all(f.stat().st_uid == alice.uid for f in written), [(f, f.stat().st_uid) for f in written]
     finally:
         shutil.rmtree(out, ignore_errors=True)
+
+
+def test_audit_on_rootless_podman_and_a_path_not_taken_fails_it(users):
+    """The audit on a user's own engine finds nothing; a path that never ran cannot pass it."""
+    bob = users[1]
+    audit = [str(USERS_VENV / "qsandbox"), "audit"]
+    done = subprocess.run(bob.argv(*audit, "--allow-no-limits", "--path", "success", "--path", "sigkill"),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "exit path sigkill: launcher exit -9, 0 hit(s)" in done.stdout
+    assert f"0 hit(s) in engine data root /home/{bob.name}/" in done.stdout  # his own storage, searched
+    assert done.stderr.strip().endswith("qsandbox: audit found 0 hit(s)")
+    info = subprocess.run(bob.argv(str(USERS_VENV / "python"), "-c",
+                                   "import docker; print(docker.from_env().info()['CgroupVersion'])"),
+                          capture_output=True, text=True, timeout=60).stdout.strip()
+    if info == "1":  # without the flag nothing can start here: the audit must not call that a pass
+        done = subprocess.run(bob.argv(*audit, "--path", "success"), capture_output=True, text=True, timeout=300)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "exit path success: NOT TAKEN: launcher exit 125 (expected 0), key never seen" in done.stdout
+        assert done.stderr.strip().endswith("exit path(s) not taken: success")
