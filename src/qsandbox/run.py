@@ -154,10 +154,25 @@ class _Heartbeat(threading.Thread):
     EOF ends the sandbox when the launcher dies; silence ends it when the engine dies (no EOF then).
     """
 
-    def __init__(self, attachment: sandbox.Attachment) -> None:
+    def __init__(self, attachment: sandbox.Attachment, err: BinaryIO) -> None:
         super().__init__(daemon=True)
-        self.attachment = attachment
+        self.attachment, self.err = attachment, err
         self.stop = threading.Event()
+        # Called in the main thread: Ctrl-Z stops the heartbeat too, so say what that means.
+        self._old_tstp = signal.signal(signal.SIGTSTP, self._on_suspend)
+
+    def _on_suspend(self, *_: object) -> None:
+        self.err.write(f"qsandbox: suspended; the sandbox stops the script if the launcher stays stopped for "
+                       f"{handoff.HEARTBEAT_TIMEOUT:.0f} s: `fg` before that to go on\n".encode())
+        self.err.flush()
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)  # stops here until SIGCONT
+        signal.signal(signal.SIGTSTP, self._on_suspend)
+
+    def end(self) -> None:
+        """Stop beating and give Ctrl-Z back its old meaning (main thread)."""
+        self.stop.set()
+        signal.signal(signal.SIGTSTP, self._old_tstp)
 
     def run(self) -> None:
         while not self.stop.wait(handoff.HEARTBEAT_INTERVAL):
@@ -387,7 +402,7 @@ def run(
                 del secret
                 prepared.attachment.send(message)
                 del message
-                heartbeat = _Heartbeat(prepared.attachment)
+                heartbeat = _Heartbeat(prepared.attachment, err)
                 heartbeat.start()
                 deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
                 while not done.wait(0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))):
@@ -404,9 +419,10 @@ def run(
                     raise
                 lost = True
     finally:
-        for thread in (refresher, heartbeat):
-            if thread is not None:
-                thread.stop.set()
+        if refresher is not None:
+            refresher.stop.set()
+        if heartbeat is not None:
+            heartbeat.end()
         if prepared is not None:
             prepared.attachment.close()
         try:

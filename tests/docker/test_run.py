@@ -267,3 +267,27 @@ def test_audit_search_does_find_a_planted_canary(docker_client, canary, tmp_path
     (tmp_path / "planted.txt").write_bytes(b"x" + base64.b64encode(b"ab" + canary.encode()) + b"y")
     hits = [hit for place in search.all() for hit in place.hits]
     assert any(hit.endswith("planted.txt") for hit in hits)
+
+
+def test_ctrl_z_says_what_suspending_means_and_a_short_suspension_is_survived(image, canary):
+    p = subprocess.Popen([sys.executable, "-m", "qsandbox", "run", "--token-stdin", str(SCRIPTS / "sleep_forever.py")],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p.stdin.write(canary + "\n")
+    p.stdin.close()
+    p.stdin = None
+    try:
+        assert p.stdout.readline().strip() == "sleeping"
+        p.send_signal(signal.SIGTSTP)
+        assert "qsandbox: suspended; the sandbox stops the script if the launcher stays stopped for 20 s" in (
+            p.stderr.readline())
+        time.sleep(0.5)
+        assert Path(f"/proc/{p.pid}/stat").read_text().split(") ")[1][0] == "T"  # really stopped
+        time.sleep(4)  # two missed heartbeats: well within the 20 s
+        p.send_signal(signal.SIGCONT)
+        time.sleep(3)  # beating again; the sandbox must still be there to take the abort below
+    finally:
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err
+    assert "no word from the launcher" not in err
+    assert err.rstrip().endswith("container and secret destroyed (engine confirms)")
