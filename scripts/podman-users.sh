@@ -55,7 +55,11 @@ for u in "${USERS[@]}"; do
   fi
   if ! as_user curl -sf --unix-socket "$sock" http://d/_ping >/dev/null 2>&1; then
     say "starting $u's rootless Podman API at $sock"
+    # From the user's home: the service's working directory is its children's (conmon, runc), and a
+    # checkout deleted later would make every container fail to start ("write child: broken pipe").
+    cd "/home/$u"
     as_user nohup podman system service --time=0 "unix://$sock" >"/var/log/qsandbox-podman-$u.log" 2>&1 &
+    cd "$OLDPWD"
     for _ in $(seq 60); do as_user curl -sf --unix-socket "$sock" http://d/_ping >/dev/null 2>&1 && break; sleep 0.5; done
     as_user curl -sf --unix-socket "$sock" http://d/_ping >/dev/null 2>&1 ||
       { say "$u's Podman API did not come up; see /var/log/qsandbox-podman-$u.log"; exit 1; }

@@ -321,13 +321,11 @@ def run(
     heartbeat: _Heartbeat | None = None
     revocation: Revocation | None = None
     lost = False  # the engine stopped answering mid-run (restarted, crashed)
-
-    left: list[str] = []
+    left: list[str] = []  # what the engine still has of this run, after teardown
 
     def teardown() -> None:
         """Every engine-side clean-up, then the engine's confirmation; safe to repeat after an engine restart."""
-        nonlocal left
-        nonlocal to_revoke, revocation, platform, network
+        nonlocal to_revoke, revocation, platform, network, left
         if prepared is not None:
             _ensure_gone(client, prepared)
         if to_revoke is not None:  # after the sandbox, before the emulator it may need

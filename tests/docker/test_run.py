@@ -270,8 +270,11 @@ def test_audit_search_does_find_a_planted_canary(docker_client, canary, tmp_path
 
 
 def test_ctrl_z_says_what_suspending_means_and_a_short_suspension_is_survived(image, canary):
+    # Its own process group under this one, as a shell's job is: the kernel discards a stop signal
+    # sent to an orphaned group, which is what a CI runner's background group may be.
     p = subprocess.Popen([sys.executable, "-m", "qsandbox", "run", "--token-stdin", str(SCRIPTS / "sleep_forever.py")],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         process_group=0)
     p.stdin.write(canary + "\n")
     p.stdin.close()
     p.stdin = None
