@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
-# Start, restart or crash the local Docker engine that scripts/setup.sh runs (dockerd started by
+# Start or restart the local Docker engine that scripts/setup.sh runs (dockerd started by
 # hand, as on CI machines without systemd). Used by setup.sh, and by the tests that prove a run
 # survives the engine restarting or crashing mid-run without leaving the key anywhere.
 #
 #   scripts/dockerd.sh start            start dockerd unless one answers; wait until it does
 #   scripts/dockerd.sh restart          stop it cleanly (SIGTERM, as `systemctl restart` does), start again
-#   scripts/dockerd.sh crash SECONDS    SIGKILL it, stay down SECONDS, start again
 set -euo pipefail
 LOG=/var/log/qsandbox-dockerd.log
 say() { printf 'dockerd.sh: %s\n' "$*" >&2; }
@@ -31,9 +30,5 @@ case "${1:-}" in
       while kill -0 "$p" 2>/dev/null; do sleep 0.2; done
     fi
     start ;;
-  crash)
-    p=$(pid); kill -KILL "$p"
-    sleep "${2:?crash needs SECONDS}"
-    start ;;
-  *) say "usage: scripts/dockerd.sh start | restart | crash SECONDS"; exit 2 ;;
+  *) say "usage: scripts/dockerd.sh start | restart"; exit 2 ;;
 esac
