@@ -17,9 +17,11 @@ import shutil
 import sys
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 
 import uvicorn
+from pydantic.warnings import UnsupportedFieldAttributeWarning
 
 from .app import create_app
 from .constants import HOSTNAMES
@@ -42,6 +44,10 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
+    # FastAPI silences this pydantic warning with a process-global catch_warnings() that the
+    # warm-up thread (qiskit's own catch_warnings) can undo mid-request: the warning is known
+    # noise, so it is ignored for the whole process rather than raced for.
+    warnings.filterwarnings("ignore", category=UnsupportedFieldAttributeWarning)
     app = create_app()
     common = {"host": args.host, "port": args.port, "log_level": args.log_level,
               "access_log": False, "lifespan": "on"}
