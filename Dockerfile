@@ -36,8 +36,8 @@ RUN /opt/qsandbox/bin/pip install --no-deps --no-compile /build \
  && rm -rf /build \
  # Compile every .py once here: with a read-only root nothing could be cached at run time.
  && python3 -m compileall -q -j 0 /opt/qsandbox "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')" >/dev/null \
- && /opt/qsandbox/bin/python -c "import qiskit_ibm_runtime, qiskit_aer, qsandbox.entry"
+ && /opt/qsandbox/bin/python -c "import qiskit_ibm_runtime, qiskit_aer, qsandbox.inside.entry"
 
 USER ${SANDBOX_UID}:${SANDBOX_UID}
 WORKDIR /home/sandbox
-ENTRYPOINT ["/opt/qsandbox/bin/python", "-m", "qsandbox.entry"]
+ENTRYPOINT ["/opt/qsandbox/bin/python", "-m", "qsandbox.inside.entry"]

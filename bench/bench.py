@@ -14,8 +14,8 @@ import os
 import platform
 import pty
 import resource
-import select
 import secrets
+import select
 import statistics
 import subprocess
 import sys
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import docker
 
-from qsandbox.settings import IMAGE, Hardening
+from qsandbox.launcher.settings import IMAGE, Hardening
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = HERE / "scripts"
@@ -36,11 +36,40 @@ LAUNCHER = [sys.executable, "-m", "qsandbox", "run", "--token-stdin"]
 def floor_argv(script: str) -> list[str]:
     """`docker run --rm` with every option the launcher sets (settings.Hardening), by hand."""
     h = Hardening()
-    argv = ["docker", "run", "--rm", "-i", "--init", "--read-only", "--cap-drop", "ALL",
-            "--security-opt", "no-new-privileges", "--user", f"{h.uid}:{h.uid}", "--ipc", "private",
-            "--memory", str(h.memory), "--memory-swap", str(h.memory), "--cpus", str(h.cpus),
-            "--pids-limit", str(h.pids), "--ulimit", "core=0:0", "--log-driver", "none",
-            "-v", f"{SCRIPTS}:/work:ro", "-w", "/work", "--entrypoint", "/opt/qsandbox/bin/python"]
+    argv = [
+        "docker",
+        "run",
+        "--rm",
+        "-i",
+        "--init",
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--user",
+        f"{h.uid}:{h.uid}",
+        "--ipc",
+        "private",
+        "--memory",
+        str(h.memory),
+        "--memory-swap",
+        str(h.memory),
+        "--cpus",
+        str(h.cpus),
+        "--pids-limit",
+        str(h.pids),
+        "--ulimit",
+        "core=0:0",
+        "--log-driver",
+        "none",
+        "-v",
+        f"{SCRIPTS}:/work:ro",
+        "-w",
+        "/work",
+        "--entrypoint",
+        "/opt/qsandbox/bin/python",
+    ]
     for path, opts in h.tmpfs().items():
         argv += ["--tmpfs", f"{path}:{opts}"]
     return [*argv, IMAGE, f"/work/{script}"]
@@ -102,8 +131,9 @@ def bench_first_line(runs: int) -> dict:
 
 def _destroy_times(client: docker.DockerClient, stop: threading.Event, seen: dict[str, float]) -> None:
     since = time.time() - 1
-    for ev in client.events(decode=True, since=since, filters={"type": "container", "event": "destroy",
-                                                              "label": "qsandbox.run"}):
+    for ev in client.events(
+        decode=True, since=since, filters={"type": "container", "event": "destroy", "label": "qsandbox.run"}
+    ):
         seen[ev["Actor"]["Attributes"].get("qsandbox.run", "")] = ev["timeNano"] / 1e9
         if stop.is_set():
             return
@@ -126,8 +156,12 @@ def bench_teardown(client: docker.DockerClient, runs: int) -> dict:
             time.sleep(0.01)
         after_exit.append(seen[run_id] - exited)
 
-        q = subprocess.Popen([*LAUNCHER, str(SCRIPTS / "sleep.py")], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        q = subprocess.Popen(
+            [*LAUNCHER, str(SCRIPTS / "sleep.py")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
         q.stdin.write(key())
         q.stdin.close()
         q.stdout.readline()
@@ -152,8 +186,7 @@ def bench_throughput(total: int = 16, parallel: int = 4) -> dict:
 
     ours = batch(lambda: [*LAUNCHER, str(SCRIPTS / "noop.py")], key)
     floor = batch(lambda: floor_argv("noop.py"), lambda: None)
-    return {"runs": total, "parallel": parallel, "ours_s": ours, "floor_s": floor,
-            "throughput_ratio": floor / ours}
+    return {"runs": total, "parallel": parallel, "ours_s": ours, "floor_s": floor, "throughput_ratio": floor / ours}
 
 
 def bench_interactive(runs: int, typing_s: float = 3.0) -> dict:
@@ -162,7 +195,8 @@ def bench_interactive(runs: int, typing_s: float = 3.0) -> dict:
     for _ in range(runs):
         pid, fd = pty.fork()
         if pid == 0:
-            os.execv(sys.executable, [sys.executable, "-m", "qsandbox", "run", str(SCRIPTS / "import_runtime.py")])
+            argv = [sys.executable, "-m", "qsandbox", "run", str(SCRIPTS / "import_runtime.py")]
+            os.execv(sys.executable, argv)  # noqa: S606 - the child of pty.fork becomes the launcher
         buf = b""
         while b"(input hidden): " not in buf:
             if select.select([fd], [], [], 30)[0]:
@@ -183,8 +217,12 @@ def bench_interactive(runs: int, typing_s: float = 3.0) -> dict:
         os.waitpid(pid, 0)
         os.close(fd)
     floor = [first_line(floor_argv("import_runtime.py"), None) for _ in range(runs)]
-    return {"enter_to_first_line_median_s": median(results), "floor_start_to_first_line_median_s": median(floor),
-            "ratio": median(results) / median(floor), "typing_s": typing_s}
+    return {
+        "enter_to_first_line_median_s": median(results),
+        "floor_start_to_first_line_median_s": median(floor),
+        "ratio": median(results) / median(floor),
+        "typing_s": typing_s,
+    }
 
 
 def image_sizes(client: docker.DockerClient) -> dict:
@@ -192,22 +230,33 @@ def image_sizes(client: docker.DockerClient) -> dict:
     ours = client.images.get(IMAGE)
     base = next((i for i in ("python:3.12-slim", "qsandbox-base:bookworm") if client.images.list(name=i)), None)
     plain_tag = "qsandbox-bench-plain:latest"
-    dockerfile = (f"FROM {base}\nRUN python3 -m venv /v && /v/bin/pip install --no-cache-dir "
-                  "qiskit-ibm-runtime==0.51.0\n")
+    dockerfile = (
+        f"FROM {base}\nRUN python3 -m venv /v && /v/bin/pip install --no-cache-dir qiskit-ibm-runtime==0.51.0\n"
+    )
     import io
 
     client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=plain_tag, rm=True)
     plain = client.images.get(plain_tag)
-    return {"base": base, "ours_mb": ours.attrs["Size"] / 1e6, "plain_pip_mb": plain.attrs["Size"] / 1e6,
-            "ratio": ours.attrs["Size"] / plain.attrs["Size"]}
+    return {
+        "base": base,
+        "ours_mb": ours.attrs["Size"] / 1e6,
+        "plain_pip_mb": plain.attrs["Size"] / 1e6,
+        "ratio": ours.attrs["Size"] / plain.attrs["Size"],
+    }
 
 
 def machine() -> dict:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     info = docker.from_env().version()
-    return {"cpus": os.cpu_count(), "memory_gib": round(mem, 1), "cpu_model": cpu, "kernel": platform.release(),
-            "engine": f"Docker {info.get('Version')} (API {info.get('ApiVersion')})", "python": platform.python_version()}
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(mem, 1),
+        "cpu_model": cpu,
+        "kernel": platform.release(),
+        "engine": f"Docker {info.get('Version')} (API {info.get('ApiVersion')})",
+        "python": platform.python_version(),
+    }
 
 
 def main() -> int:
@@ -219,23 +268,43 @@ def main() -> int:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     client = docker.from_env()
     out: dict = {"when": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(), "runs": args.runs}
-    steps = [("noop", lambda: bench_noop(args.runs)), ("first_line", lambda: bench_first_line(args.runs)),
-             ("teardown", lambda: bench_teardown(client, max(3, args.runs // 2))),
-             ("throughput", bench_throughput), ("interactive", lambda: bench_interactive(max(3, args.runs // 3)))]
+    steps = [
+        ("noop", lambda: bench_noop(args.runs)),
+        ("first_line", lambda: bench_first_line(args.runs)),
+        ("teardown", lambda: bench_teardown(client, max(3, args.runs // 2))),
+        ("throughput", bench_throughput),
+        ("interactive", lambda: bench_interactive(max(3, args.runs // 3))),
+    ]
     if not args.skip_image:
         steps.append(("image", lambda: image_sizes(client)))
     for name, step in steps:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         out[name] = step()
     rows = [
-        ("no-op run, median (goal: ratio <= 1.10)", out["noop"]["ours_median_s"], out["noop"]["floor_median_s"],
-         out["noop"]["ratio"]),
-        ("first line, imports qiskit_ibm_runtime", out["first_line"]["ours_median_s"],
-         out["first_line"]["floor_median_s"], out["first_line"]["ratio"]),
-        ("16 runs, 4 at a time (goal: floor/ours >= 0.9)", out["throughput"]["ours_s"], out["throughput"]["floor_s"],
-         out["throughput"]["throughput_ratio"]),
-        ("prompt: Enter -> first line (goal: < floor)", out["interactive"]["enter_to_first_line_median_s"],
-         out["interactive"]["floor_start_to_first_line_median_s"], out["interactive"]["ratio"]),
+        (
+            "no-op run, median (goal: ratio <= 1.10)",
+            out["noop"]["ours_median_s"],
+            out["noop"]["floor_median_s"],
+            out["noop"]["ratio"],
+        ),
+        (
+            "first line, imports qiskit_ibm_runtime",
+            out["first_line"]["ours_median_s"],
+            out["first_line"]["floor_median_s"],
+            out["first_line"]["ratio"],
+        ),
+        (
+            "16 runs, 4 at a time (goal: floor/ours >= 0.9)",
+            out["throughput"]["ours_s"],
+            out["throughput"]["floor_s"],
+            out["throughput"]["throughput_ratio"],
+        ),
+        (
+            "prompt: Enter -> first line (goal: < floor)",
+            out["interactive"]["enter_to_first_line_median_s"],
+            out["interactive"]["floor_start_to_first_line_median_s"],
+            out["interactive"]["ratio"],
+        ),
     ]
     print(f"{'measure':50} {'qsandbox':>9} {'floor':>9} {'ratio':>7}")
     for label, ours, floor, ratio in rows:
@@ -247,8 +316,10 @@ def main() -> int:
     print(f"{'launcher peak RSS (max)':50} {out['noop']['launcher_peak_rss_mib_max']:7.1f}MiB")
     if "image" in out:
         i = out["image"]
-        print(f"{'image size vs plain pip install qiskit-ibm-runtime':50} {i['ours_mb']:7.0f}MB {i['plain_pip_mb']:7.0f}MB"
-              f" {i['ratio']:7.2f}")
+        print(
+            f"{'image size vs plain pip install qiskit-ibm-runtime':50} {i['ours_mb']:7.0f}MB"
+            f" {i['plain_pip_mb']:7.0f}MB {i['ratio']:7.2f}"
+        )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2) + "\n")
     print(f"bench: wrote {args.json}", file=sys.stderr)

@@ -14,9 +14,7 @@ circuit = QuantumCircuit(2)
 circuit.h(0)
 circuit.cx(0, 1)
 isa_circuit = generate_preset_pass_manager(optimization_level=1, backend=backend).run(circuit)
-observables = [
-    SparsePauliOp(label).apply_layout(isa_circuit.layout) for label in ("ZZ", "XX", "ZI")
-]
+observables = [SparsePauliOp(label).apply_layout(isa_circuit.layout) for label in ("ZZ", "XX", "ZI")]
 
 job = EstimatorV2(mode=backend).run([(isa_circuit, observables)])
 result = job.result()[0]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from qsandbox.audit import LeakSearch  # one search, shared with `qsandbox audit`
-from qsandbox.audit import canary as new_canary
+from qsandbox.launcher.audit import LeakSearch  # one search, shared with `qsandbox audit`
+from qsandbox.launcher.audit import canary as new_canary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,14 +26,19 @@ def canary() -> str:
     return new_canary()
 
 
-def qsandbox(*args: str, input: str | None = None, env: dict[str, str] | None = None,
-             timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def qsandbox(
+    *args: str, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a subprocess, as a user would."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("QISKIT_IBM")}
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "qsandbox", *args],
-        input=input, env=full_env, capture_output=True, text=True, timeout=timeout,
+        input=input,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         stdin=None if input is not None else subprocess.DEVNULL,
     )
 
@@ -58,21 +63,19 @@ def image(docker_client) -> Iterator[str]:
 
     At the end of the session, no labelled container or network may remain on the engine.
     """
-    from qsandbox import image as image_mod
-    from qsandbox.errors import ImageError
-    from qsandbox.settings import IMAGE
+    from qsandbox.common.errors import ImageError
+    from qsandbox.launcher import image as image_mod
+    from qsandbox.launcher.settings import IMAGE
 
     try:
         image_mod.check(docker_client)
     except ImageError:
         base = os.environ.get("QSANDBOX_BASE_IMAGE") or (
-            "qsandbox-base:bookworm"
-            if docker_client.images.list(name="qsandbox-base")
-            else image_mod.DEFAULT_BASE
+            "qsandbox-base:bookworm" if docker_client.images.list(name="qsandbox-base") else image_mod.DEFAULT_BASE
         )
         image_mod.build(docker_client, base=base, context=ROOT, say=lambda _l: None)
     yield IMAGE
-    from qsandbox import sandbox
+    from qsandbox.launcher import sandbox
 
     left = sandbox.leftovers(docker_client)
     sandbox.sweep(docker_client)

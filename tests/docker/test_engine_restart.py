@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, qsandbox
 
-from qsandbox import handoff, sandbox
+from qsandbox.common import handoff
+from qsandbox.launcher import sandbox
 
 SCRIPTS = ROOT / "tests" / "scripts"
 DOCKERD = ["bash", str(ROOT / "scripts" / "dockerd.sh")]
@@ -28,8 +29,10 @@ def _dockerd_is_ours() -> bool:
         return False
     if subprocess.run(["pidof", "dockerd"], capture_output=True).returncode != 0:
         return False
-    systemd = shutil.which("systemctl") and subprocess.run(
-        ["systemctl", "is-active", "--quiet", "docker"], capture_output=True).returncode == 0
+    systemd = (
+        shutil.which("systemctl")
+        and subprocess.run(["systemctl", "is-active", "--quiet", "docker"], capture_output=True).returncode == 0
+    )
     return not systemd  # systemd would restart its dockerd behind our back
 
 
@@ -63,7 +66,7 @@ def _entry_processes(marker: str) -> list[int]:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if b"qsandbox.entry" in cmdline and marker.encode() in cmdline:
+        if b"qsandbox.inside.entry" in cmdline and marker.encode() in cmdline:
             found.append(int(pid))
     return found
 
@@ -73,7 +76,9 @@ def test_sandbox_stops_itself_while_the_engine_is_down(own_dockerd, docker_clien
     marker = f"crash-{secrets.token_hex(4)}"  # an argument, to find the sandbox's processes on the host
     launcher = subprocess.Popen(
         [sys.executable, "-m", "qsandbox", "run", "--token-stdin", str(SCRIPTS / "sleep_forever.py"), marker],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     launcher.stdin.write(canary.encode() + b"\n")
     launcher.stdin.close()
@@ -89,7 +94,8 @@ def test_sandbox_stops_itself_while_the_engine_is_down(own_dockerd, docker_clien
     assert not _entry_processes(marker), "the sandbox kept running, with the key, while the engine was down"
     assert subprocess.run(["pidof", "dockerd"], capture_output=True).returncode != 0, "engine came back by itself"
     assert gone_after > handoff.HEARTBEAT_TIMEOUT - 2 * handoff.HEARTBEAT_INTERVAL - 1, (
-        f"gone after {gone_after:.1f}s: something other than the heartbeat ended it")
+        f"gone after {gone_after:.1f}s: something other than the heartbeat ended it"
+    )
 
     subprocess.run([*DOCKERD, "start"], check=True, timeout=120)
     out, err = launcher.communicate(timeout=120)

@@ -13,17 +13,31 @@ def test_doctor_is_all_green(image):
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.strip().splitlines()
     names = [line.split(":")[0].split(maxsplit=1)[1] for line in lines]
-    assert names == ["engine", "host swap", "engine debug", "engine access", "image", "non-root", "capabilities",
-                     "no-new-privileges", "read-only root", "no core dumps", "resource limits", "account tmpfs",
-                     "key tmpfs"]
+    assert names == [
+        "engine",
+        "host swap",
+        "engine debug",
+        "engine access",
+        "image",
+        "non-root",
+        "capabilities",
+        "no-new-privileges",
+        "read-only root",
+        "no core dumps",
+        "resource limits",
+        "account tmpfs",
+        "key tmpfs",
+    ]
     preflight = ("host swap", "engine debug", "engine access")
-    assert all(line.startswith("ok") or (line.startswith("warn") and name in preflight)
-               for line, name in zip(lines, names, strict=True)), done.stdout
+    assert all(
+        line.startswith("ok") or (line.startswith("warn") and name in preflight)
+        for line, name in zip(lines, names, strict=True)
+    ), done.stdout
 
 
 def test_probe_reports_hardening_from_inside(image, docker_client):
-    from qsandbox.doctor import probe
-    from qsandbox.settings import Hardening
+    from qsandbox.launcher.doctor import probe
+    from qsandbox.launcher.settings import Hardening
 
     seen = probe(docker_client, Hardening())
     assert seen["uid"] == 10001
@@ -43,8 +57,9 @@ def test_missing_engine_is_one_line_with_remedy():
     done = qsandbox("doctor", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     assert done.returncode == 1
     assert done.stdout.startswith("FAIL engine: no container engine answers at unix:///nonexistent/docker.sock")
-    done = qsandbox("run", "--token-stdin", __file__, input="x" * 44 + "\n",
-                    env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    done = qsandbox(
+        "run", "--token-stdin", __file__, input="x" * 44 + "\n", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    )
     assert done.returncode == 125
     assert len(done.stderr.strip().splitlines()) == 1 and "start Docker" in done.stderr
 
@@ -58,8 +73,8 @@ def test_unpullable_base_is_one_line_with_remedy(docker_client):
 
 
 def test_outdated_image_is_reported(image, docker_client):
-    from qsandbox import image as image_mod
-    from qsandbox.errors import ImageError
+    from qsandbox.common.errors import ImageError
+    from qsandbox.launcher import image as image_mod
 
     outdated = r"image qsandbox:99\.0\.0 missing; only outdated .*qsandbox:0\.1\.0.*run `qsandbox build`"
     with pytest.raises(ImageError, match=outdated):

@@ -75,7 +75,10 @@ def test_privilege_tricks_fail(image, canary):
 def test_a_sandbox_cannot_read_another_live_sandboxs_key(image, canary):
     other = subprocess.Popen(
         [sys.executable, "-m", "qsandbox", "run", "--token-stdin", str(ROOT / "tests/scripts/sleep_forever.py")],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     other.stdin.write(canary + "\n")
     other.stdin.close()

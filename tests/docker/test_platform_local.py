@@ -20,7 +20,7 @@ SCRIPTS = ROOT / "tests" / "scripts"
 def _line(stdout: str, prefix: str) -> str:
     for line in stdout.splitlines():
         if line.startswith(prefix):
-            return line[len(prefix):].strip()
+            return line[len(prefix) :].strip()
     raise AssertionError(f"no line starting {prefix!r} in:\n{stdout}")
 
 
@@ -36,7 +36,7 @@ def test_bell_demo_with_a_throwaway_key(image, docker_client):
     assert done.returncode == 0, done.stdout + done.stderr
     _assert_bell(json.loads(_line(done.stdout, "counts:")), 1000)
     assert "container and secret destroyed (engine confirms)" in done.stderr
-    from qsandbox import sandbox
+    from qsandbox.launcher import sandbox
 
     assert sandbox.leftovers(docker_client) == []
 
@@ -113,7 +113,11 @@ def test_interrupted_run_cancels_its_jobs(image):
     env = {k: v for k, v in os.environ.items() if not k.startswith("QISKIT_IBM")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "qsandbox", "run", "--platform", "local", str(SCRIPTS / "submit_and_cancel.py")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
     )
     submitted = proc.stdout.readline()
     assert submitted.startswith("submitted:"), proc.stderr.read() if proc.poll() is not None else submitted
@@ -131,9 +135,17 @@ def test_interrupted_run_cancels_its_jobs(image):
 def test_short_lived_mode_keeps_the_api_key_out_of_the_sandbox(image, canary, leak_search):
     import hashlib
 
-    done = qsandbox("run", "--platform", "local", "--token-mode", "short-lived", "--token-stdin",
-                    str(SCRIPTS / "search_for_key.py"), hashlib.sha256(canary.encode()).hexdigest(),
-                    input=canary + "\n")
+    done = qsandbox(
+        "run",
+        "--platform",
+        "local",
+        "--token-mode",
+        "short-lived",
+        "--token-stdin",
+        str(SCRIPTS / "search_for_key.py"),
+        hashlib.sha256(canary.encode()).hexdigest(),
+        input=canary + "\n",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     line = _line(done.stdout, "searched ")
     assert line.endswith("key found: []"), line
@@ -146,8 +158,15 @@ def test_short_lived_search_can_find_a_key_it_holds(image, canary):
     """The same search, in api-key mode, does find the key: the test above could fail."""
     import hashlib
 
-    done = qsandbox("run", "--platform", "local", "--token-stdin", str(SCRIPTS / "search_for_key.py"),
-                    hashlib.sha256(canary.encode()).hexdigest(), input=canary + "\n")
+    done = qsandbox(
+        "run",
+        "--platform",
+        "local",
+        "--token-stdin",
+        str(SCRIPTS / "search_for_key.py"),
+        hashlib.sha256(canary.encode()).hexdigest(),
+        input=canary + "\n",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "/run/qsandbox/token" in _line(done.stdout, "searched ")
 
@@ -155,8 +174,9 @@ def test_short_lived_search_can_find_a_key_it_holds(image, canary):
 @pytest.mark.parametrize("redact", [True, False])
 def test_iam_tokens_the_client_obtains_are_masked_opaque_refresh_token_included(image, redact):
     """The emulator's refresh tokens are opaque, as IAM's are: only knowing them can mask them."""
-    done = qsandbox("run", "--platform", "local", *([] if redact else ["--no-redact"]),
-                    str(SCRIPTS / "print_tokens.py"))
+    done = qsandbox(
+        "run", "--platform", "local", *([] if redact else ["--no-redact"]), str(SCRIPTS / "print_tokens.py")
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert _line(done.stdout, "refresh length:") == "128 jwt-shaped: False"
     refresh = _line(done.stdout, "refresh:")

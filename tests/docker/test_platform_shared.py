@@ -35,7 +35,7 @@ def shared_platform(image, docker_client):
     yield
     done = qsandbox("platform", "down")
     assert done.returncode == 0 and "shared platform down" in done.stderr
-    from qsandbox import sandbox
+    from qsandbox.launcher import sandbox
 
     assert sandbox.leftovers(docker_client) == []
     assert not docker_client.networks.list(names=["qsandbox-platform"])
@@ -51,7 +51,11 @@ def test_many_runs_share_one_emulator_and_interrupts_leave_no_job_running(shared
     env = {k: v for k, v in os.environ.items() if not k.startswith("QISKIT_IBM")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "qsandbox", "run", "--platform", "shared", str(SCRIPTS / "submit_and_cancel.py")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
     )
     submitted = proc.stdout.readline()
     assert submitted.startswith("submitted:"), proc.stderr.read() if proc.poll() is not None else submitted
@@ -80,13 +84,21 @@ def test_run_without_platform_up_is_one_line_error(image):
 
 
 def test_revoke_after_kills_the_key_for_every_later_run(shared_platform, canary, leak_search):
-    done = qsandbox("run", "--platform", "shared", "--token-stdin", "--revoke-after",
-                    str(SCRIPTS / "use_account.py"), input=canary + "\n")
+    done = qsandbox(
+        "run",
+        "--platform",
+        "shared",
+        "--token-stdin",
+        "--revoke-after",
+        str(SCRIPTS / "use_account.py"),
+        input=canary + "\n",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("accepted:")
     assert "qsandbox: API key revoked (id " in done.stderr
-    again = qsandbox("run", "--platform", "shared", "--token-stdin", str(SCRIPTS / "use_account.py"),
-                     input=canary + "\n")
+    again = qsandbox(
+        "run", "--platform", "shared", "--token-stdin", str(SCRIPTS / "use_account.py"), input=canary + "\n"
+    )
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip() in ("refused: InvalidAccountError", "refused: IBMNotAuthorizedError")
     # and `qsandbox revoke` on the dead key says exactly what failed
@@ -100,17 +112,31 @@ def test_revoke_command_on_its_own(shared_platform, canary):
     done = qsandbox("revoke", "--platform", "shared", "--token-stdin", input=canary + "\n")
     assert done.returncode == 0, done.stderr
     assert "API key revoked" in done.stderr
-    again = qsandbox("run", "--platform", "shared", "--token-stdin", str(SCRIPTS / "use_account.py"),
-                     input=canary + "\n")
+    again = qsandbox(
+        "run", "--platform", "shared", "--token-stdin", str(SCRIPTS / "use_account.py"), input=canary + "\n"
+    )
     assert again.stdout.startswith("refused:"), again.stdout + again.stderr
 
 
 def test_revoke_after_also_on_an_interrupted_run(shared_platform, canary):
     env = {k: v for k, v in os.environ.items() if not k.startswith("QISKIT_IBM")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "qsandbox", "run", "--platform", "shared", "--token-stdin", "--revoke-after",
-         str(ROOT / "tests/scripts/sleep_forever.py")],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "qsandbox",
+            "run",
+            "--platform",
+            "shared",
+            "--token-stdin",
+            "--revoke-after",
+            str(ROOT / "tests/scripts/sleep_forever.py"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     proc.stdin.write(canary + "\n")
     proc.stdin.close()
@@ -120,8 +146,9 @@ def test_revoke_after_also_on_an_interrupted_run(shared_platform, canary):
     _, err = proc.communicate(timeout=90)
     assert proc.returncode == 143, err
     assert "API key revoked" in err
-    again = qsandbox("run", "--platform", "shared", "--token-stdin", str(SCRIPTS / "use_account.py"),
-                     input=canary + "\n")
+    again = qsandbox(
+        "run", "--platform", "shared", "--token-stdin", str(SCRIPTS / "use_account.py"), input=canary + "\n"
+    )
     assert again.stdout.startswith("refused:"), again.stdout + again.stderr
 
 
@@ -130,8 +157,18 @@ def test_short_lived_token_is_refreshed_while_the_run_lasts(image, canary, docke
     done = qsandbox("platform", "up", "--token-ttl", "60")
     assert done.returncode == 0, done.stderr
     try:
-        done = qsandbox("run", "--platform", "shared", "--token-mode", "short-lived", "--token-stdin",
-                        str(SCRIPTS / "outlive_token.py"), "70", input=canary + "\n", timeout=300)
+        done = qsandbox(
+            "run",
+            "--platform",
+            "shared",
+            "--token-mode",
+            "short-lived",
+            "--token-stdin",
+            str(SCRIPTS / "outlive_token.py"),
+            "70",
+            input=canary + "\n",
+            timeout=300,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         assert done.stdout.splitlines()[0] == "first: 3"
         assert done.stdout.splitlines()[1] == "after: 3 True"  # the 60 s token had expired by then

@@ -22,14 +22,18 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from qsandbox.audit import LeakSearch
+from qsandbox.launcher.audit import LeakSearch
 
 # The users must be able to read the scripts wherever the checkout lives (CI's may be under /root):
 # the fixture copies them to a world-readable directory.
 SHARED = Path("/var/tmp/qsandbox-users-tests")
 HOSTILE = SCRIPTS = SHARED
-TEST_FILES = [ROOT / "tests" / "scripts" / "sleep_forever.py", ROOT / "tests" / "hostile" / "find_other_key.py",
-              ROOT / "tests" / "hostile" / "other_user_search.py", ROOT / "tests" / "scripts" / "write_output.py"]
+TEST_FILES = [
+    ROOT / "tests" / "scripts" / "sleep_forever.py",
+    ROOT / "tests" / "hostile" / "find_other_key.py",
+    ROOT / "tests" / "hostile" / "other_user_search.py",
+    ROOT / "tests" / "scripts" / "write_output.py",
+]
 USERS_VENV = Path("/opt/qsandbox-users/bin")
 
 pytestmark = pytest.mark.docker
@@ -43,13 +47,25 @@ class User:
 
     def argv(self, *args: str) -> list[str]:
         """Run a command as this user, with their engine, as their login shell would."""
-        return ["runuser", "-u", self.name, "--", "env", f"HOME=/home/{self.name}",
-                f"XDG_RUNTIME_DIR=/run/user/{self.uid}", f"DOCKER_HOST={self.docker_host}", *args]
+        return [
+            "runuser",
+            "-u",
+            self.name,
+            "--",
+            "env",
+            f"HOME=/home/{self.name}",
+            f"XDG_RUNTIME_DIR=/run/user/{self.uid}",
+            f"DOCKER_HOST={self.docker_host}",
+            *args,
+        ]
 
     def start_run(self, key: str, script: Path, *args: str) -> subprocess.Popen[str]:
         p = subprocess.Popen(
             self.argv(str(USERS_VENV / "qsandbox"), "run", "--allow-no-limits", "--token-stdin", str(script), *args),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         assert p.stdin is not None
         p.stdin.write(key + "\n")
@@ -61,7 +77,9 @@ class User:
         """other_user_search.py as this user, on the host; the key goes in as its SHA-256 only."""
         done = subprocess.run(
             self.argv(str(USERS_VENV / "python"), str(HOSTILE / "other_user_search.py"), _sha(key), str(since)),
-            capture_output=True, text=True, timeout=300,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert done.returncode == 0, done.stderr
         return done.stdout
@@ -77,8 +95,9 @@ def users(image) -> list[User]:
         if os.environ.get("CI"):
             pytest.fail("CI runs as root: these tests must run there")
         pytest.skip("needs root (creates OS users)")
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "podman-users.sh")], capture_output=True, text=True,
-                          timeout=1200)
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "podman-users.sh")], capture_output=True, text=True, timeout=1200
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     shutil.rmtree(SHARED, ignore_errors=True)
     SHARED.mkdir(mode=0o755)
@@ -107,9 +126,19 @@ def test_two_users_with_rootless_podman_cannot_see_each_others_key(users, docker
             assert int(seen.split()[2]) > 100, seen  # it did look
             # A third sandbox, inside: the other's key is not there either.
             inside = subprocess.run(
-                me.argv(str(USERS_VENV / "qsandbox"), "run", "--allow-no-limits", "--token-stdin",
-                        str(HOSTILE / "find_other_key.py"), _sha(keys[other.name])),
-                input=secrets.token_urlsafe(33) + "\n", capture_output=True, text=True, timeout=120)
+                me.argv(
+                    str(USERS_VENV / "qsandbox"),
+                    "run",
+                    "--allow-no-limits",
+                    "--token-stdin",
+                    str(HOSTILE / "find_other_key.py"),
+                    _sha(keys[other.name]),
+                ),
+                input=secrets.token_urlsafe(33) + "\n",
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert inside.returncode == 0, inside.stderr
             assert "other key found: False" in inside.stdout
 
@@ -134,15 +163,21 @@ def test_two_users_with_rootless_podman_cannot_see_each_others_key(users, docker
 def test_on_a_shared_rootful_engine_whoever_reaches_it_reads_a_running_key(image, canary):
     """What the README says of the docker group, shown: the same search, as root, on dockerd."""
     began = time.time() - 1
-    p = subprocess.Popen([sys.executable, "-m", "qsandbox", "run", "--token-stdin", str(TEST_FILES[0])],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "qsandbox", "run", "--token-stdin", str(TEST_FILES[0])],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     p.stdin.write(canary + "\n")
     p.stdin.close()
     p.stdin = None
     try:
         assert p.stdout.readline().strip() == "sleeping"
-        seen = subprocess.run([sys.executable, str(TEST_FILES[2]), _sha(canary), str(began)],
-                              capture_output=True, text=True, timeout=300)
+        seen = subprocess.run(
+            [sys.executable, str(TEST_FILES[2]), _sha(canary), str(began)], capture_output=True, text=True, timeout=300
+        )
         # Through the engine's API alone: all a docker-group member needs.
         assert "through engines: ['/var/run/docker.sock: qsandbox-" in seen.stdout, seen.stdout + seen.stderr
     finally:
@@ -154,28 +189,48 @@ def test_rootless_podman_doctor_limits_refusal_and_output(users):
     """One user's own engine: doctor is green, a run without limits is refused unless allowed,
     and --output stays the user's (keep-id)."""
     alice = users[0]
-    doctor = subprocess.run(alice.argv(str(USERS_VENV / "qsandbox"), "doctor"), capture_output=True, text=True,
-                            timeout=120)
+    doctor = subprocess.run(
+        alice.argv(str(USERS_VENV / "qsandbox"), "doctor"), capture_output=True, text=True, timeout=120
+    )
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     assert "ok   engine: rootless Podman" in doctor.stdout
     assert "ok   engine access: rootless Podman: only you can reach it" in doctor.stdout
-    for check in (f"non-root: uid {alice.uid}", "capabilities: effective 0x0, bounding 0x0", "no core dumps",
-                  "key tmpfs", "account tmpfs", "read-only root", "no-new-privileges"):
+    for check in (
+        f"non-root: uid {alice.uid}",
+        "capabilities: effective 0x0, bounding 0x0",
+        "no core dumps",
+        "key tmpfs",
+        "account tmpfs",
+        "read-only root",
+        "no-new-privileges",
+    ):
         assert f"ok   {check}" in doctor.stdout, doctor.stdout
     cgroup_v1 = "cannot apply memory" in doctor.stdout
 
     out = Path(f"/home/{alice.name}/out-{secrets.token_hex(4)}")
     subprocess.run(alice.argv("mkdir", str(out)), check=True)
     try:
-        argv = [str(USERS_VENV / "qsandbox"), "run", "--token-stdin", "--output", str(out),
-                str(SHARED / "write_output.py")]
-        refused = subprocess.run(alice.argv(*argv), input=secrets.token_urlsafe(33) + "\n", capture_output=True,
-                                 text=True, timeout=120)
+        argv = [
+            str(USERS_VENV / "qsandbox"),
+            "run",
+            "--token-stdin",
+            "--output",
+            str(out),
+            str(SHARED / "write_output.py"),
+        ]
+        refused = subprocess.run(
+            alice.argv(*argv), input=secrets.token_urlsafe(33) + "\n", capture_output=True, text=True, timeout=120
+        )
         if cgroup_v1:
             assert refused.returncode == 125, refused.stderr
             assert "re-run with --allow-no-limits" in refused.stderr and not list(out.iterdir())
-        done = subprocess.run(alice.argv(*argv[:2], "--allow-no-limits", *argv[2:]),
-                              input=secrets.token_urlsafe(33) + "\n", capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            alice.argv(*argv[:2], "--allow-no-limits", *argv[2:]),
+            input=secrets.token_urlsafe(33) + "\n",
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr
         written = list(out.iterdir())
         assert written and all(f.stat().st_uid == alice.uid for f in written), [(f, f.stat().st_uid) for f in written]
@@ -187,15 +242,22 @@ def test_audit_on_rootless_podman_and_a_path_not_taken_fails_it(users):
     """The audit on a user's own engine finds nothing; a path that never ran cannot pass it."""
     bob = users[1]
     audit = [str(USERS_VENV / "qsandbox"), "audit"]
-    done = subprocess.run(bob.argv(*audit, "--allow-no-limits", "--path", "success", "--path", "sigkill"),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        bob.argv(*audit, "--allow-no-limits", "--path", "success", "--path", "sigkill"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "exit path sigkill: launcher exit -9, 0 hit(s)" in done.stdout
     assert f"0 hit(s) in engine data root /home/{bob.name}/" in done.stdout  # his own storage, searched
     assert done.stderr.strip().endswith("qsandbox: audit found 0 hit(s)")
-    info = subprocess.run(bob.argv(str(USERS_VENV / "python"), "-c",
-                                   "import docker; print(docker.from_env().info()['CgroupVersion'])"),
-                          capture_output=True, text=True, timeout=60).stdout.strip()
+    info = subprocess.run(
+        bob.argv(str(USERS_VENV / "python"), "-c", "import docker; print(docker.from_env().info()['CgroupVersion'])"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
     if info == "1":  # without the flag nothing can start here: the audit must not call that a pass
         done = subprocess.run(bob.argv(*audit, "--path", "success"), capture_output=True, text=True, timeout=300)
         assert done.returncode == 1, done.stdout + done.stderr

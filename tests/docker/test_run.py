@@ -23,14 +23,15 @@ CRN = (
 
 
 def labelled(client) -> list[str]:
-    from qsandbox import sandbox
+    from qsandbox.launcher import sandbox
 
     return sandbox.leftovers(client)
 
 
 def test_account_discovery_finds_exactly_the_canary_in_tmpfs(image, canary, leak_search):
-    done = qsandbox("run", "--token-stdin", "--instance", CRN, str(SCRIPTS / "inspect_account.py"), "a", "b c",
-                    input=canary + "\n")
+    done = qsandbox(
+        "run", "--token-stdin", "--instance", CRN, str(SCRIPTS / "inspect_account.py"), "a", "b c", input=canary + "\n"
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["token_sha256"] == hashlib.sha256(canary.encode()).hexdigest()
@@ -72,7 +73,11 @@ def _start_running(canary: str, script: str = "sleep_forever.py", *extra: str) -
     env["QS_TEST_KEY"] = canary
     proc = subprocess.Popen(
         [sys.executable, "-m", "qsandbox", "run", "--token-env", "QS_TEST_KEY", *extra, str(SCRIPTS / script)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
     )
     line = proc.stdout.readline()
     assert line.strip() == "sleeping", proc.stderr.read() if proc.poll() is not None else line
@@ -183,7 +188,7 @@ def test_missing_script_is_a_usage_error(docker_client):
 
 
 def test_sweep_removes_leftovers(image, docker_client):
-    from qsandbox.settings import LABEL
+    from qsandbox.launcher.settings import LABEL
 
     c = docker_client.containers.create(image, command=["probe"], labels={LABEL: "leftover-test"})
     n = docker_client.networks.create("qsandbox-leftover-test", labels={LABEL: "leftover-test"}, internal=True)
@@ -230,7 +235,7 @@ def test_hidden_prompt_on_a_terminal(image, canary, leak_search):
 
 
 def test_a_script_that_prints_its_key_is_redacted(image, canary, leak_search):
-    from qsandbox.redact import forms
+    from qsandbox.common.redact import forms
 
     done = qsandbox("run", "--token-stdin", str(SCRIPTS / "print_key.py"), input=canary + "\n")
     assert done.returncode == 0, done.stderr
@@ -261,7 +266,7 @@ def test_audit_search_does_find_a_planted_canary(docker_client, canary, tmp_path
     """The search must be able to fail: plant the base64 form in a host temp file."""
     import base64
 
-    from qsandbox.audit import LeakSearch
+    from qsandbox.launcher.audit import LeakSearch
 
     search = LeakSearch(docker_client, canary, project=tmp_path)
     (tmp_path / "planted.txt").write_bytes(b"x" + base64.b64encode(b"ab" + canary.encode()) + b"y")
@@ -272,9 +277,14 @@ def test_audit_search_does_find_a_planted_canary(docker_client, canary, tmp_path
 def test_ctrl_z_says_what_suspending_means_and_a_short_suspension_is_survived(image, canary):
     # Its own process group under this one, as a shell's job is: the kernel discards a stop signal
     # sent to an orphaned group, which is what a CI runner's background group may be.
-    p = subprocess.Popen([sys.executable, "-m", "qsandbox", "run", "--token-stdin", str(SCRIPTS / "sleep_forever.py")],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         process_group=0)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "qsandbox", "run", "--token-stdin", str(SCRIPTS / "sleep_forever.py")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        process_group=0,
+    )
     p.stdin.write(canary + "\n")
     p.stdin.close()
     p.stdin = None
@@ -282,7 +292,8 @@ def test_ctrl_z_says_what_suspending_means_and_a_short_suspension_is_survived(im
         assert p.stdout.readline().strip() == "sleeping"
         p.send_signal(signal.SIGTSTP)
         assert "qsandbox: suspended; the sandbox stops the script if the launcher stays stopped for 20 s" in (
-            p.stderr.readline())
+            p.stderr.readline()
+        )
         time.sleep(0.5)
         assert Path(f"/proc/{p.pid}/stat").read_text().split(") ")[1][0] == "T"  # really stopped
         time.sleep(4)  # two missed heartbeats: well within the 20 s

@@ -1,4 +1,5 @@
 """Read host files and write outside /output; print what happened to each attempt."""
+
 import sys
 
 marker = sys.argv[1]

@@ -1,4 +1,5 @@
 """Look everywhere this sandbox can read for another run's key (given by its SHA-256)."""
+
 import hashlib
 import os
 import re

@@ -11,6 +11,7 @@ and the temp dirs. Engines: every Docker or Podman API socket on the machine; fo
 answers, every qsandbox container's key file through `exec` (what a docker-group member can do).
 Prints one line: what was looked at, and whether the key was found.
 """
+
 import glob
 import hashlib
 import os
@@ -81,5 +82,7 @@ for sock in ["/var/run/docker.sock", *glob.glob("/run/user/*/podman/podman.sock"
 
 via_engine = [f for f in found if ".sock: " in f]
 via_files = [f for f in found if f not in via_engine]
-print(f"looked at {looked} files and {engines} engines ({reachable} reachable); key found: {bool(found)}; "
-      f"through files: {via_files[:2]}; through engines: {via_engine[:2]}")
+print(
+    f"looked at {looked} files and {engines} engines ({reachable} reachable); key found: {bool(found)}; "
+    f"through files: {via_files[:2]}; through engines: {via_engine[:2]}"
+)

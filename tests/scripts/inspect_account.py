@@ -1,4 +1,5 @@
 """Run inside the sandbox by the tests: report how the key reached us, without printing it."""
+
 import hashlib
 import json
 import os

@@ -1,4 +1,5 @@
 """Use the platform, outlive the first access token, use it again (short-lived refresh)."""
+
 import sys
 import time
 

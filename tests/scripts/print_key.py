@@ -1,4 +1,5 @@
 """A script that prints its key in every way it can (the redaction test)."""
+
 import base64
 import os
 import sys

@@ -1,4 +1,5 @@
 """A script that prints the IAM tokens its client obtained (the refresh token is opaque)."""
+
 import base64
 import gc
 import sys

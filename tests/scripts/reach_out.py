@@ -1,4 +1,5 @@
 """From a local-platform run: can anything outside the run's network be reached?"""
+
 import socket
 import struct
 import sys

@@ -1,6 +1,7 @@
 """Short-lived mode: search the whole container for the API key (given by its SHA-256), then
 submit a Bell job anyway. Files, every process's environment and command line, and the memory
 of every process this user may read (its own at least)."""
+
 import hashlib
 import json
 import os

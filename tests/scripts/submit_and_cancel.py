@@ -1,4 +1,5 @@
 """Submit a job big enough to stay queued or running for a while, then cancel it."""
+
 import time
 
 from qiskit import QuantumCircuit

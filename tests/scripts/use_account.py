@@ -1,4 +1,5 @@
 """Use the saved account the normal way; print whether the platform accepted it."""
+
 from qiskit_ibm_runtime import QiskitRuntimeService
 
 try:

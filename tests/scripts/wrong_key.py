@@ -1,4 +1,5 @@
 """Try the platform with a key other than the one the run was given; print what the client says."""
+
 from qiskit_ibm_runtime import QiskitRuntimeService
 
 try:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from qsandbox import __version__
-from qsandbox.cli import main
+from qsandbox.launcher.cli import main
 
 
 def test_version_and_help():

@@ -6,7 +6,7 @@ import yaml
 from conftest import ROOT
 
 from qsandbox import __version__
-from qsandbox.settings import IMAGE, Hardening
+from qsandbox.launcher.settings import IMAGE, Hardening
 
 
 def test_compose_sandbox_matches_launcher_hardening():

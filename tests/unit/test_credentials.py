@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from qsandbox.credentials import KeySource, Secret, validate
-from qsandbox.errors import ExitCode, UsageError
+from qsandbox.common.errors import ExitCode, UsageError
+from qsandbox.launcher.credentials import KeySource, Secret, validate
 
 
 def test_secret_never_prints_its_value():

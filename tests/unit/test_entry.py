@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from qsandbox.entry import saved_account
-from qsandbox.handoff import Start
+from qsandbox.common.handoff import Start
+from qsandbox.inside.entry import saved_account
 
 
 @pytest.mark.parametrize("channel", ["ibm_quantum_platform", "ibm_cloud"])
@@ -26,8 +26,8 @@ def test_heartbeats_keep_the_silence_watchdog_quiet_and_silence_trips_it():
     import threading
     import time
 
-    from qsandbox.entry import _watch_silence
-    from qsandbox.handoff import ALIVE, Alive, decode
+    from qsandbox.common.handoff import ALIVE, Alive, decode
+    from qsandbox.inside.entry import _watch_silence
 
     assert isinstance(decode(ALIVE), Alive)
     events: queue.Queue[tuple[str, str]] = queue.Queue()

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from qsandbox import handoff
-from qsandbox.errors import UsageError
-from qsandbox.settings import Hardening, parse_size
+from qsandbox.common import handoff
+from qsandbox.common.errors import UsageError
+from qsandbox.launcher.settings import Hardening, parse_size
 
 
 def test_start_roundtrip_and_repr_hides_token():
@@ -29,11 +29,20 @@ def _attrs(h: Hardening) -> dict:
     return {
         "Config": {"User": kw["user"]},
         "HostConfig": {
-            "ReadonlyRootfs": True, "Privileged": False, "CapDrop": ["ALL"], "CapAdd": None,
-            "SecurityOpt": ["no-new-privileges"], "Tmpfs": kw["tmpfs"], "Memory": h.memory,
-            "MemorySwap": h.memory, "NanoCpus": int(h.cpus * 1e9), "PidsLimit": h.pids,
-            "Ulimits": [{"Name": "core", "Soft": 0, "Hard": 0}], "LogConfig": {"Type": "none"},
-            "AutoRemove": True, "IpcMode": "private",
+            "ReadonlyRootfs": True,
+            "Privileged": False,
+            "CapDrop": ["ALL"],
+            "CapAdd": None,
+            "SecurityOpt": ["no-new-privileges"],
+            "Tmpfs": kw["tmpfs"],
+            "Memory": h.memory,
+            "MemorySwap": h.memory,
+            "NanoCpus": int(h.cpus * 1e9),
+            "PidsLimit": h.pids,
+            "Ulimits": [{"Name": "core", "Soft": 0, "Hard": 0}],
+            "LogConfig": {"Type": "none"},
+            "AutoRemove": True,
+            "IpcMode": "private",
         },
     }
 
@@ -68,12 +77,19 @@ def test_hardening_readback_catches_each_difference(key, value, name):
 
 def _podman_attrs(h: Hardening) -> dict:
     """What rootless Podman 4.3 on cgroup v1 reported for the sandbox (seen on this project's CI)."""
-    from qsandbox.settings import PODMAN_DEFAULT_CAPS
+    from qsandbox.launcher.settings import PODMAN_DEFAULT_CAPS
 
     attrs = _attrs(h)
     host = attrs["HostConfig"]
-    host.update(CapDrop=sorted(PODMAN_DEFAULT_CAPS), Ulimits=[], IpcMode="shareable", Memory=0, MemorySwap=0,
-                NanoCpus=0, PidsLimit=0)
+    host.update(
+        CapDrop=sorted(PODMAN_DEFAULT_CAPS),
+        Ulimits=[],
+        IpcMode="shareable",
+        Memory=0,
+        MemorySwap=0,
+        NanoCpus=0,
+        PidsLimit=0,
+    )
     host["Tmpfs"] = {path: opts + ",rprivate,tmpcopyup" for path, opts in h.tmpfs().items()}
     added = "rw,rprivate,nosuid,nodev,tmpcopyup"  # its --read-only-tmpfs mounts
     host["Tmpfs"].update({"/run": added, "/var/tmp": added})
@@ -109,7 +125,11 @@ def test_podman_readback_still_catches_a_weaker_setting(change, name):
 def test_limits_are_checked_whenever_the_engine_can_apply_them():
     h = Hardening(podman=True, rootless=True, limits=True)
     assert {m.split(":")[0] for m in h.mismatches(_podman_attrs(h))} == {
-        "memory limit", "memory+swap limit", "cpu limit", "pids limit"}
+        "memory limit",
+        "memory+swap limit",
+        "cpu limit",
+        "pids limit",
+    }
 
 
 def test_secret_tmpfs_options():

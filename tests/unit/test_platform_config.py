@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from qsandbox.platform import constants
+from qsandbox.common import platform_constants as constants
 from qsandbox.platform.config import PlatformConfig
 
 
@@ -18,12 +18,14 @@ def test_defaults_are_open_mode_with_three_backends():
 
 def test_reads_digests_crn_backends_ttl():
     digest = hashlib.sha256(b"k").hexdigest()
-    config = PlatformConfig.from_env({
-        "QSANDBOX_PLATFORM_KEY_SHA256": f" {digest.upper()} ,",
-        "QSANDBOX_PLATFORM_INSTANCE_CRN": "crn:v1:bluemix:public:quantum-computing:eu-de:a/1:2::",
-        "QSANDBOX_PLATFORM_BACKENDS": "FakeManilaV2",
-        "QSANDBOX_PLATFORM_TOKEN_TTL": "120",
-    })
+    config = PlatformConfig.from_env(
+        {
+            "QSANDBOX_PLATFORM_KEY_SHA256": f" {digest.upper()} ,",
+            "QSANDBOX_PLATFORM_INSTANCE_CRN": "crn:v1:bluemix:public:quantum-computing:eu-de:a/1:2::",
+            "QSANDBOX_PLATFORM_BACKENDS": "FakeManilaV2",
+            "QSANDBOX_PLATFORM_TOKEN_TTL": "120",
+        }
+    )
     assert config.key_sha256 == (digest,)
     assert not config.open_mode
     assert config.instance_crn.split(":")[5] == "eu-de"
@@ -31,11 +33,14 @@ def test_reads_digests_crn_backends_ttl():
     assert config.token_ttl == 120
 
 
-@pytest.mark.parametrize("env", [
-    {"QSANDBOX_PLATFORM_KEY_SHA256": "not-a-digest"},
-    {"QSANDBOX_PLATFORM_TOKEN_TTL": "5"},
-    {"QSANDBOX_PLATFORM_INSTANCE_CRN": "my-instance"},
-])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"QSANDBOX_PLATFORM_KEY_SHA256": "not-a-digest"},
+        {"QSANDBOX_PLATFORM_TOKEN_TTL": "5"},
+        {"QSANDBOX_PLATFORM_INSTANCE_CRN": "my-instance"},
+    ],
+)
 def test_rejects_bad_settings(env):
     with pytest.raises(ValueError):
         PlatformConfig.from_env(env)

@@ -11,7 +11,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", UserWarning)  # starlette: "install httpx2" (import time)
     from fastapi.testclient import TestClient
 
-from qsandbox.platform import auth, constants
+from qsandbox.common import platform_constants as constants
+from qsandbox.platform import auth
 from qsandbox.platform.app import PlatformConfig, create_app
 
 IAM = {"Host": "iam.cloud.ibm.com"}
@@ -32,15 +33,20 @@ def closed():
 
 
 def token(client, key):
-    return client.post("/identity/token", headers=IAM,
-                       data={"grant_type": APIKEY_GRANT, "apikey": key,
-                             "response_type": "cloud_iam"})
+    return client.post(
+        "/identity/token", headers=IAM, data={"grant_type": APIKEY_GRANT, "apikey": key, "response_type": "cloud_iam"}
+    )
 
 
 def runtime_get(client, access_token, path="/api/v1/backends"):
-    return client.get(path, headers={"Host": "quantum.cloud.ibm.com",
-                                     "Authorization": f"Bearer {access_token}",
-                                     "Service-CRN": constants.INSTANCE_CRN})
+    return client.get(
+        path,
+        headers={
+            "Host": "quantum.cloud.ibm.com",
+            "Authorization": f"Bearer {access_token}",
+            "Service-CRN": constants.INSTANCE_CRN,
+        },
+    )
 
 
 def assert_key_refused(response):
@@ -70,13 +76,13 @@ def test_wrong_key_refused_like_iam(closed):
 
 def test_refresh_grant_and_refresh_token_is_not_an_access_token(closed):
     refresh = token(closed, KEY).json()["refresh_token"]
-    response = closed.post("/identity/token", headers=IAM,
-                           data={"grant_type": "refresh_token", "refresh_token": refresh})
+    response = closed.post(
+        "/identity/token", headers=IAM, data={"grant_type": "refresh_token", "refresh_token": refresh}
+    )
     assert response.status_code == 200
     assert runtime_get(closed, response.json()["access_token"]).status_code == 200
     assert runtime_get(closed, refresh).status_code == 401
-    bad = closed.post("/identity/token", headers=IAM,
-                      data={"grant_type": "refresh_token", "refresh_token": "x.y.z"})
+    bad = closed.post("/identity/token", headers=IAM, data={"grant_type": "refresh_token", "refresh_token": "x.y.z"})
     assert bad.status_code == 400
 
 
@@ -100,8 +106,7 @@ def test_apikey_details_and_delete_revoke_key_and_its_tokens():
         tokens = token(client, key).json()
         auth_header = {**IAM, "Authorization": f"Bearer {tokens['access_token']}"}
 
-        assert client.get("/v1/apikeys/details", headers={**IAM, "IAM-ApiKey": key}
-                          ).status_code == 401
+        assert client.get("/v1/apikeys/details", headers={**IAM, "IAM-ApiKey": key}).status_code == 401
         details = client.get("/v1/apikeys/details", headers={**auth_header, "IAM-ApiKey": key})
         assert details.status_code == 200
         body = details.json()
@@ -111,11 +116,13 @@ def test_apikey_details_and_delete_revoke_key_and_its_tokens():
         assert client.delete(f"/v1/apikeys/{body['id']}", headers=auth_header).status_code == 204
         assert_key_refused(token(client, key))
         assert runtime_get(client, tokens["access_token"]).status_code == 401
-        refreshed = client.post("/identity/token", headers=IAM, data={
-            "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+        refreshed = client.post(
+            "/identity/token",
+            headers=IAM,
+            data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+        )
         assert refreshed.status_code == 400
 
         other = token(client, secrets.token_urlsafe(32)).json()["access_token"]
-        again = client.delete(f"/v1/apikeys/{body['id']}",
-                              headers={**IAM, "Authorization": f"Bearer {other}"})
+        again = client.delete(f"/v1/apikeys/{body['id']}", headers={**IAM, "Authorization": f"Bearer {other}"})
         assert again.status_code == 404

@@ -30,7 +30,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", UserWarning)  # starlette: "install httpx2" (import time)
     from fastapi.testclient import TestClient
 
-from qsandbox.platform import constants
+from qsandbox.common import platform_constants as constants
 from qsandbox.platform.app import PlatformConfig, create_app
 
 QUANTUM = "quantum.cloud.ibm.com"
@@ -46,11 +46,16 @@ def client():
 
 @pytest.fixture(scope="module")
 def headers(client):
-    response = client.post("/identity/token", headers={"Host": "iam.cloud.ibm.com"}, data={
-        "grant_type": "urn:ibm:params:oauth:grant-type:apikey",
-        "apikey": secrets.token_urlsafe(32)})
-    return {"Host": QUANTUM, "Authorization": f"Bearer {response.json()['access_token']}",
-            "Service-CRN": constants.INSTANCE_CRN}
+    response = client.post(
+        "/identity/token",
+        headers={"Host": "iam.cloud.ibm.com"},
+        data={"grant_type": "urn:ibm:params:oauth:grant-type:apikey", "apikey": secrets.token_urlsafe(32)},
+    )
+    return {
+        "Host": QUANTUM,
+        "Authorization": f"Bearer {response.json()['access_token']}",
+        "Service-CRN": constants.INSTANCE_CRN,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +76,7 @@ def bell_measured():
 
 
 def submit(client, headers, program_id, params, backend="fake_manila", **extra):
-    body = json.dumps({"program_id": program_id, "backend": backend, "params": params, **extra},
-                      cls=RuntimeEncoder)
+    body = json.dumps({"program_id": program_id, "backend": backend, "params": params, **extra}, cls=RuntimeEncoder)
     response = client.post("/api/v1/jobs", headers=headers, content=body)
     assert response.status_code == 200, response.text
     return response.json()["id"]
@@ -81,8 +85,7 @@ def submit(client, headers, program_id, params, backend="fake_manila", **extra):
 def wait_final(client, headers, job_id, timeout=20.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job = client.get(f"/api/v1/jobs/{job_id}", headers=headers,
-                         params={"exclude_params": "true"}).json()
+        job = client.get(f"/api/v1/jobs/{job_id}", headers=headers, params={"exclude_params": "true"}).json()
         if job["state"]["status"] in FINAL:
             return job
         time.sleep(0.05)
@@ -97,6 +100,7 @@ def results(client, headers, job_id):
 
 # -- authentication and routing ---------------------------------------------------------------
 
+
 def test_runtime_api_requires_token_and_instance(client, headers):
     assert client.get("/api/v1/backends", headers=headers).status_code == 200
     no_token = {k: v for k, v in headers.items() if k != "Authorization"}
@@ -105,8 +109,7 @@ def test_runtime_api_requires_token_and_instance(client, headers):
         response = client.get("/api/v1/backends", headers={**headers, "Authorization": bad})
         assert response.status_code == 401
     wrong_crn = constants.INSTANCE_CRN.replace(constants.INSTANCE_GUID, "0" * 36)
-    assert client.get("/api/v1/backends", headers={**headers, "Service-CRN": wrong_crn}
-                      ).status_code == 403
+    assert client.get("/api/v1/backends", headers={**headers, "Service-CRN": wrong_crn}).status_code == 403
     no_crn = {k: v for k, v in headers.items() if k != "Service-CRN"}
     assert client.get("/api/v1/jobs", headers=no_crn).status_code == 403
 
@@ -118,8 +121,11 @@ def test_host_decides_between_catalog_and_runtime(client, headers):
     assert catalog.json()["overview_ui"]["en"]["display_name"] == constants.PLAN_NAME
     assert catalog.json()["metadata"]["pricing"]["type"] == constants.PLAN_PRICING_TYPE
     assert client.get(path, headers=headers).status_code == 404
-    search = client.post("/v3/resources/search?limit=100", json={"query": "x"},
-                         headers={**headers, "Host": "api.global-search-tagging.cloud.ibm.com"})
+    search = client.post(
+        "/v3/resources/search?limit=100",
+        json={"query": "x"},
+        headers={**headers, "Host": "api.global-search-tagging.cloud.ibm.com"},
+    )
     [item] = search.json()["items"]
     assert item["crn"] == constants.INSTANCE_CRN and item["doc"]["extensions"]
 
@@ -132,6 +138,7 @@ def test_admin_endpoints(client, headers):
 
 
 # -- backends ---------------------------------------------------------------------------------
+
 
 def test_backends_decodable_by_client(client, headers):
     devices = client.get("/api/v1/backends", headers=headers).json()["devices"]
@@ -150,6 +157,7 @@ def test_backends_decodable_by_client(client, headers):
 
 
 # -- programs ---------------------------------------------------------------------------------
+
 
 def test_sampler_bell_counts(client, headers, bell_measured):
     params = {"pubs": [SamplerPub.coerce((bell_measured, None, 2000))], "version": 2}
@@ -191,11 +199,18 @@ def test_bad_input_fails_job_with_reason(client, headers):
     job_id = submit(client, headers, "sampler", {"pubs": [["not a circuit"]]})
     state = wait_final(client, headers, job_id)["state"]
     assert state["status"] == "Failed" and "sampler input" in state["reason"]
-    assert client.post("/api/v1/jobs", headers=headers, content=json.dumps(
-        {"program_id": "nope", "backend": "fake_manila", "params": {}})).status_code == 404
+    assert (
+        client.post(
+            "/api/v1/jobs",
+            headers=headers,
+            content=json.dumps({"program_id": "nope", "backend": "fake_manila", "params": {}}),
+        ).status_code
+        == 404
+    )
 
 
 # -- job control ------------------------------------------------------------------------------
+
 
 def test_cancel_semantics(client, headers, bell_measured):
     params = {"pubs": [SamplerPub.coerce((bell_measured, None, 100))]}
@@ -217,11 +232,11 @@ def test_cancel_semantics(client, headers, bell_measured):
 
 def test_job_list_filters_and_sessions(client, headers, bell_measured):
     params = {"pubs": [SamplerPub.coerce((bell_measured, None, 50))]}
-    session = client.post("/api/v1/sessions", headers=headers,
-                          json={"mode": "batch", "backend": "fake_manila", "max_ttl": 600}).json()
+    session = client.post(
+        "/api/v1/sessions", headers=headers, json={"mode": "batch", "backend": "fake_manila", "max_ttl": 600}
+    ).json()
     tag = secrets.token_hex(4)
-    ids = [submit(client, headers, "sampler", params, session_id=session["id"], tags=[tag])
-           for _ in range(3)]
+    ids = [submit(client, headers, "sampler", params, session_id=session["id"], tags=[tag]) for _ in range(3)]
     for job_id in ids:
         wait_final(client, headers, job_id)
 
@@ -234,19 +249,22 @@ def test_job_list_filters_and_sessions(client, headers, bell_measured):
     assert page["count"] == 3 and [j["id"] for j in page["jobs"]] == ids[1:]
     assert listing(tags=[tag], pending="true")["count"] == 0
     assert listing(tags=[tag], backend="fake_nairobi")["count"] == 0
-    assert listing(tags=[tag], program="sampler", created_after="2000-01-01T00:00:00+00:00"
-                   )["count"] == 3
+    assert listing(tags=[tag], program="sampler", created_after="2000-01-01T00:00:00+00:00")["count"] == 3
     assert listing(tags=[tag], created_before="2000-01-01T00:00:00+00:00")["count"] == 0
 
     details = client.get(f"/api/v1/sessions/{session['id']}", headers=headers).json()
     assert details["mode"] == "batch" and details["accepting_jobs"] is True
-    assert client.patch(f"/api/v1/sessions/{session['id']}", headers=headers,
-                        json={"accepting_jobs": False}).status_code == 204
-    closed = client.post("/api/v1/jobs", headers=headers, content=json.dumps(
-        {"program_id": "sampler", "backend": "fake_manila", "params": {},
-         "session_id": session["id"]}))
+    assert (
+        client.patch(f"/api/v1/sessions/{session['id']}", headers=headers, json={"accepting_jobs": False}).status_code
+        == 204
+    )
+    closed = client.post(
+        "/api/v1/jobs",
+        headers=headers,
+        content=json.dumps(
+            {"program_id": "sampler", "backend": "fake_manila", "params": {}, "session_id": session["id"]}
+        ),
+    )
     assert closed.status_code == 400
-    assert client.delete(f"/api/v1/sessions/{session['id']}/close",
-                         headers=headers).status_code == 204
-    assert client.get(f"/api/v1/sessions/{session['id']}", headers=headers
-                      ).json()["state"] == "closed"
+    assert client.delete(f"/api/v1/sessions/{session['id']}/close", headers=headers).status_code == 204
+    assert client.get(f"/api/v1/sessions/{session['id']}", headers=headers).json()["state"] == "closed"

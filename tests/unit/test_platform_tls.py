@@ -5,7 +5,7 @@ import datetime as dt
 from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store
 
-from qsandbox.platform.constants import HOSTNAMES
+from qsandbox.common.platform_constants import HOSTNAMES
 from qsandbox.platform.tls import make_tls
 
 

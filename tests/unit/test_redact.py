@@ -7,7 +7,7 @@ import urllib.parse
 import pytest
 from conftest import new_canary
 
-from qsandbox.redact import MASK, Redactor, forms
+from qsandbox.common.redact import MASK, Redactor, forms
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXBhcnQtb2YtdGhlLWp3dA"
 
@@ -52,7 +52,7 @@ def test_literal_base64_urlencoded_and_jwt_are_masked_across_chunks(split):
 
 def test_ordinary_output_passes_unchanged_and_live():
     r = Redactor([new_canary()])
-    assert r.feed(b"counts: {\"00\": 512}\n") == b"counts: {\"00\": 512}\n"
+    assert r.feed(b'counts: {"00": 512}\n') == b'counts: {"00": 512}\n'
     assert r.feed(b"progress 10%") == b"progress 10%"
 
 

@@ -1,7 +1,8 @@
-"""Emulated IBM Quantum Platform.
+"""The emulated IBM Quantum Platform: runs in its own container, plays IBM for rehearsals.
 
 One HTTPS server that answers, under the real host names, everything the unmodified
 ``qiskit-ibm-runtime`` client talks to (IAM, Global Search, Global Catalog, Resource Controller,
 IAM Identity and the Runtime API), and really runs circuits on noisy Aer simulators of the
-client's fake backends. Start it with ``python -m qsandbox.platform serve``.
+client's fake backends. It never sees a key, only its SHA-256 digest, and imports neither the
+launcher nor the inside of the sandbox. Start it with ``python -m qsandbox.platform serve``.
 """

@@ -23,8 +23,8 @@ from pathlib import Path
 import uvicorn
 from pydantic.warnings import UnsupportedFieldAttributeWarning
 
+from ..common.platform_constants import HOSTNAMES
 from .app import create_app
-from .constants import HOSTNAMES
 from .tls import make_tls
 
 READY_LINE = "qsandbox-platform ready"
@@ -49,8 +49,7 @@ def serve(args: argparse.Namespace) -> int:
     # noise, so it is ignored for the whole process rather than raced for.
     warnings.filterwarnings("ignore", category=UnsupportedFieldAttributeWarning)
     app = create_app()
-    common = {"host": args.host, "port": args.port, "log_level": args.log_level,
-              "access_log": False, "lifespan": "on"}
+    common = {"host": args.host, "port": args.port, "log_level": args.log_level, "access_log": False, "lifespan": "on"}
     if args.plain:
         config = uvicorn.Config(app, **common)
         config.load()
@@ -92,12 +91,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=443)
     p.add_argument("--host", default="0.0.0.0")  # noqa: S104 - it serves a container network
     # The CA certificate is public; /tmp is a tmpfs in the container.
-    p.add_argument("--ca-out", default="/tmp/qsandbox-ca.pem",  # noqa: S108
-                   help="where to write the per-run CA certificate (PEM)")
-    p.add_argument("--print-ca", action="store_true",
-                   help="also print the CA certificate (PEM) on stdout before the ready line")
-    p.add_argument("--exit-on-stdin-eof", action="store_true",
-                   help="exit at once when stdin reaches EOF (the launcher went away)")
+    p.add_argument(
+        "--ca-out",
+        default="/tmp/qsandbox-ca.pem",  # noqa: S108
+        help="where to write the per-run CA certificate (PEM)",
+    )
+    p.add_argument(
+        "--print-ca", action="store_true", help="also print the CA certificate (PEM) on stdout before the ready line"
+    )
+    p.add_argument(
+        "--exit-on-stdin-eof", action="store_true", help="exit at once when stdin reaches EOF (the launcher went away)"
+    )
     p.add_argument("--plain", action="store_true", help="serve plain HTTP (debugging only)")
     p.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)

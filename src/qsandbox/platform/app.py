@@ -98,27 +98,38 @@ def _admin_routes(app: FastAPI) -> None:
         if request.headers.get("x-qsandbox-admin") != "1":
             return JSONResponse({"detail": "Not Found"}, status_code=404)
         store: Store = request.app.state.platform.store
-        return {"jobs": [
-            {"id": j.id, "status": j.status, "backend": j.backend, "program_id": j.program_id,
-             "session_id": j.session_id, "created": j.to_json(True)["created"]}
-            for j in store.jobs()
-        ]}
+        return {
+            "jobs": [
+                {
+                    "id": j.id,
+                    "status": j.status,
+                    "backend": j.backend,
+                    "program_id": j.program_id,
+                    "session_id": j.session_id,
+                    "created": j.to_json(True)["created"],
+                }
+                for j in store.jobs()
+            ]
+        }
 
 
 def create_app(config: PlatformConfig | None = None) -> FastAPI:
     config = config or PlatformConfig.from_env()
-    platform = Platform(config=config, credentials=Credentials(config),
-                        devices=Devices(config.backends), store=Store())
+    platform = Platform(config=config, credentials=Credentials(config), devices=Devices(config.backends), store=Store())
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        threading.Thread(target=platform.devices.warm_up, name="qsandbox-warm-up",
-                         daemon=True).start()
+        threading.Thread(target=platform.devices.warm_up, name="qsandbox-warm-up", daemon=True).start()
         yield
         platform.store.shutdown()
 
-    app = FastAPI(title="qsandbox emulated IBM Quantum Platform", lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="qsandbox emulated IBM Quantum Platform",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.platform = platform
     app.add_exception_handler(ApiError, handle_api_error)
     app.include_router(iam.router, prefix=f"{_INTERNAL}/iam")

@@ -18,7 +18,7 @@ from typing import Any
 
 import jwt
 
-from . import constants
+from ..common import platform_constants as constants
 from .config import PlatformConfig
 
 _SANE_KEY = re.compile(r"^[A-Za-z0-9_\-]{20,128}$")
@@ -113,9 +113,7 @@ class Credentials:
 
     def _decode(self, token: str, typ: str) -> dict[str, Any] | None:
         try:
-            claims = jwt.decode(
-                token, self._secret, algorithms=["HS256"], options={"require": ["exp", "iat"]}
-            )
+            claims = jwt.decode(token, self._secret, algorithms=["HS256"], options={"require": ["exp", "iat"]})
         except jwt.PyJWTError:
             return None
         if claims.get("qsandbox_typ") != typ or not self._alive(claims.get("qsandbox_key", "")):

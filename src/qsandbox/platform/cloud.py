@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from . import constants
+from ..common import platform_constants as constants
 from .errors import platform_error
 from .iam import bearer_claims
 
@@ -67,13 +67,15 @@ def resource_instances(request: Request, name: str | None = None) -> dict[str, A
     crn = _crn(request)
     resources = []
     if name in (None, constants.INSTANCE_NAME):
-        resources.append({
-            "id": crn,
-            "guid": _instance_guid(crn),
-            "crn": crn,
-            "name": constants.INSTANCE_NAME,
-            "account_id": constants.ACCOUNT_ID,
-            "resource_plan_id": constants.PLAN_ID,
-            "state": "active",
-        })
+        resources.append(
+            {
+                "id": crn,
+                "guid": _instance_guid(crn),
+                "crn": crn,
+                "name": constants.INSTANCE_NAME,
+                "account_id": constants.ACCOUNT_ID,
+                "resource_plan_id": constants.PLAN_ID,
+                "state": "active",
+            }
+        )
     return {"rows_count": len(resources), "next_url": None, "resources": resources}

@@ -10,7 +10,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from . import constants
+from ..common import platform_constants as constants
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 

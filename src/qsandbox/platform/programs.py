@@ -60,8 +60,7 @@ def run_sampler(params: dict[str, Any], device: Device) -> str:
     options = params.get("options") or {}
     shots = options.get("default_shots") or DEFAULT_SHOTS
     try:
-        pubs = [SamplerPub.coerce(tuple(p) if isinstance(p, list) else p, shots)
-                for p in params["pubs"]]
+        pubs = [SamplerPub.coerce(tuple(p) if isinstance(p, list) else p, shots) for p in params["pubs"]]
     except (KeyError, TypeError, ValueError) as ex:
         raise ProgramError(f"Invalid sampler input: {ex}") from ex
     start = _now()
@@ -73,10 +72,14 @@ def run_sampler(params: dict[str, Any], device: Device) -> str:
         for pub, res in zip(pubs, raw, strict=True)
     ]
     # Shape must be pub.shape + (shots,): the client's span masks index the data with it.
-    span = DoubleSliceSpan(start, stop, {
-        i: (pub.shape + (pub.shots,), slice(0, math.prod(pub.shape)), slice(0, pub.shots))
-        for i, pub in enumerate(pubs)
-    })
+    span = DoubleSliceSpan(
+        start,
+        stop,
+        {
+            i: (pub.shape + (pub.shots,), slice(0, math.prod(pub.shape)), slice(0, pub.shots))
+            for i, pub in enumerate(pubs)
+        },
+    )
     metadata = {"execution": {"execution_spans": ExecutionSpans([span])}, "version": 2}
     return json.dumps(PrimitiveResult(results, metadata=metadata), cls=RuntimeEncoder)
 
@@ -85,8 +88,7 @@ def run_estimator(params: dict[str, Any], device: Device) -> str:
     options = params.get("options") or {}
     precision = options.get("default_precision") or DEFAULT_PRECISION
     try:
-        pubs = [EstimatorPub.coerce(tuple(p) if isinstance(p, list) else p, precision)
-                for p in params["pubs"]]
+        pubs = [EstimatorPub.coerce(tuple(p) if isinstance(p, list) else p, precision) for p in params["pubs"]]
     except (KeyError, TypeError, ValueError) as ex:
         raise ProgramError(f"Invalid estimator input: {ex}") from ex
     estimator = BackendEstimatorV2(
@@ -117,13 +119,13 @@ def run_executor(params: dict[str, Any], device: Device) -> str:
     parts = []
     for idx, item in enumerate(program.items):
         size = math.prod(item.shape)
-        parts.append(ChunkPart(idx_item=idx, size=size, permutation=list(range(len(item.shape))),
-                               element_range=(0, size, 1)))
+        parts.append(
+            ChunkPart(idx_item=idx, size=size, permutation=list(range(len(item.shape))), element_range=(0, size, 1))
+        )
     model = QuantumProgramResultModel(
         data=[
             QuantumProgramResultItemModel(
-                results={k: CompressedTensorModel.from_numpy(np.asarray(v))
-                         for k, v in item.items()},
+                results={k: CompressedTensorModel.from_numpy(np.asarray(v)) for k, v in item.items()},
                 metadata=ItemMetadataModel(),
             )
             for item in result

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import PlainTextResponse
 
-from . import constants
+from ..common import platform_constants as constants
 from .backends import Device
 from .errors import platform_error
 from .iam import bearer_claims
@@ -34,8 +34,7 @@ def authorize(request: Request) -> str:
     bearer_claims(request)
     crn = request.headers.get("service-crn", "")
     if crn != _platform(request).config.instance_crn:
-        raise platform_error(403, "You are not authorized to access this service instance.",
-                             "forbidden")
+        raise platform_error(403, "You are not authorized to access this service instance.", "forbidden")
     return crn
 
 
@@ -80,6 +79,7 @@ async def _json_body(request: Request) -> tuple[str, dict[str, Any]]:
 
 # -- backends ---------------------------------------------------------------------------------
 
+
 @router.get("/backends")
 def backends(request: Request, crn: Crn) -> dict[str, Any]:
     store = _store(request)
@@ -114,6 +114,7 @@ def usage(request: Request, crn: Crn) -> dict[str, Any]:
 
 # -- jobs -------------------------------------------------------------------------------------
 
+
 @router.post("/jobs")
 async def submit_job(request: Request, crn: Crn) -> dict[str, Any]:
     body, payload = await _json_body(request)
@@ -129,12 +130,19 @@ async def submit_job(request: Request, crn: Crn) -> dict[str, Any]:
         if not session.accepting_jobs:
             raise platform_error(400, f"Session {session_id} is closed.", "session_closed")
         if session.backend and session.backend != backend:
-            raise platform_error(400, f"Session {session_id} runs on {session.backend}.",
-                                 "invalid_backend")
+            raise platform_error(400, f"Session {session_id} runs on {session.backend}.", "invalid_backend")
     tags = payload.get("tags") or []
-    job = Job(id=new_id(), program_id=program_id, backend=backend, crn=crn, body=body,
-              params=payload.get("params") or {}, session_id=session_id,
-              tags=[str(t) for t in tags], private=bool(payload.get("private")))
+    job = Job(
+        id=new_id(),
+        program_id=program_id,
+        backend=backend,
+        crn=crn,
+        body=body,
+        params=payload.get("params") or {},
+        session_id=session_id,
+        tags=[str(t) for t in tags],
+        private=bool(payload.get("private")),
+    )
     _store(request).submit(job, _platform(request).devices.get(backend))
     return {"id": job.id, "backend": backend, "session_id": session_id}
 
@@ -176,14 +184,12 @@ def list_jobs(request: Request, crn: Crn) -> dict[str, Any]:
     except ValueError as ex:
         raise platform_error(400, "limit and offset must be integers.", "bad_request") from ex
     exclude = q.get("exclude_params", "true").lower() != "false"
-    page = jobs[offset:offset + limit]
-    return {"jobs": [j.to_json(exclude) for j in page], "count": len(jobs),
-            "offset": offset, "limit": limit}
+    page = jobs[offset : offset + limit]
+    return {"jobs": [j.to_json(exclude) for j in page], "count": len(jobs), "offset": offset, "limit": limit}
 
 
 @router.get("/jobs/{job_id}")
-def get_job(job_id: str, request: Request, crn: Crn,
-            exclude_params: str = "false") -> dict[str, Any]:
+def get_job(job_id: str, request: Request, crn: Crn, exclude_params: str = "false") -> dict[str, Any]:
     return _job(request, job_id, crn).to_json(exclude_params.lower() == "true")
 
 
@@ -194,16 +200,14 @@ def job_results(job_id: str, request: Request, crn: Crn) -> Response:
         return Response(job.result, media_type="application/json")
     if job.status == "Failed":
         return PlainTextResponse(job.reason or "Job failed.")
-    raise platform_error(404, f"Results of job {job_id} are not available ({job.status}).",
-                         "results_not_found")
+    raise platform_error(404, f"Results of job {job_id} are not available ({job.status}).", "results_not_found")
 
 
 @router.post("/jobs/{job_id}/cancel", status_code=204)
 def cancel_job(job_id: str, request: Request, crn: Crn) -> Response:
     job = _job(request, job_id, crn)
     if not _store(request).cancel(job):
-        raise platform_error(409, f"Job {job_id} is already in a final state ({job.status}).",
-                             "job_final")
+        raise platform_error(409, f"Job {job_id} is already in a final state ({job.status}).", "job_final")
     return Response(status_code=204)
 
 
@@ -220,12 +224,14 @@ def job_metrics(job_id: str, request: Request, crn: Crn) -> dict[str, Any]:
     job = _job(request, job_id, crn)
     seconds = job.usage_seconds()
     return {
-        "timestamps": {"created": iso(job.created), "running": iso(job.running_at),
-                       "finished": iso(job.finished_at)},
+        "timestamps": {"created": iso(job.created), "running": iso(job.running_at), "finished": iso(job.finished_at)},
         "bss": {"seconds": seconds},
-        "usage": {"quantum_seconds": seconds, "seconds": seconds,
-                  "qpu_charge_time_seconds": seconds,
-                  "status": "final" if job.status in FINAL else "pending"},
+        "usage": {
+            "quantum_seconds": seconds,
+            "seconds": seconds,
+            "qpu_charge_time_seconds": seconds,
+            "status": "final" if job.status in FINAL else "pending",
+        },
         "qiskit_version": f"qsandbox-emulator/python-{platform.python_version()}",
     }
 
@@ -244,6 +250,7 @@ def job_interim_results(job_id: str, request: Request, crn: Crn) -> PlainTextRes
 
 # -- sessions ---------------------------------------------------------------------------------
 
+
 @router.post("/sessions")
 async def create_session(request: Request, crn: Crn) -> dict[str, Any]:
     _, payload = await _json_body(request)
@@ -253,8 +260,7 @@ async def create_session(request: Request, crn: Crn) -> dict[str, Any]:
     backend = payload.get("backend") or ""
     if backend:
         _device(request, backend)
-    session = Session(id=new_id(), backend=backend, crn=crn, mode=mode,
-                      max_ttl=int(payload.get("max_ttl") or 28800))
+    session = Session(id=new_id(), backend=backend, crn=crn, mode=mode, max_ttl=int(payload.get("max_ttl") or 28800))
     _store(request).add_session(session)
     return session.to_json([])
 

@@ -27,7 +27,11 @@ from .programs import ProgramError, run_program
 log = logging.getLogger(__name__)
 
 QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = (
-    "Queued", "Running", "Completed", "Failed", "Cancelled",
+    "Queued",
+    "Running",
+    "Completed",
+    "Failed",
+    "Cancelled",
 )
 FINAL = (COMPLETED, FAILED, CANCELLED)
 
@@ -218,8 +222,7 @@ class Store:
 
     def queue_length(self, backend: str) -> int:
         with self._lock:
-            return sum(1 for j in self._jobs.values()
-                       if j.backend == backend and j.status in (QUEUED, RUNNING))
+            return sum(1 for j in self._jobs.values() if j.backend == backend and j.status in (QUEUED, RUNNING))
 
     # -- sessions -----------------------------------------------------------------------------
 

@@ -27,17 +27,19 @@ def swap(swaps_text: str) -> Finding:
     """Host swap: the launcher's memory (which holds the key) could be written to disk."""
     active = [line.split()[0] for line in swaps_text.splitlines()[1:] if line.strip()]
     if active:
-        return Finding("host swap", f"host swap is on ({', '.join(active)}): the launcher's memory, "
-                       "key included, can be swapped to disk; turn swap off (swapoff -a) on shared machines",
-                       "on")
+        return Finding(
+            "host swap",
+            f"host swap is on ({', '.join(active)}): the launcher's memory, "
+            "key included, can be swapped to disk; turn swap off (swapoff -a) on shared machines",
+            "on",
+        )
     return Finding("host swap", None, "off")
 
 
 def engine_logging(info: EngineInfo) -> Finding:
     """Debug mode has recorded API payloads; the per-container `none` driver is read back per run."""
     if info.debug:
-        return Finding("engine debug", "the engine runs in debug mode, which logs API requests: turn it off",
-                       "on")
+        return Finding("engine debug", "the engine runs in debug mode, which logs API requests: turn it off", "on")
     return Finding("engine debug", None, f"off; default log driver {info.log_driver or 'unknown'}, runs use none")
 
 
@@ -45,11 +47,18 @@ def engine_access(info: EngineInfo, docker_host: str | None, uid: int) -> Findin
     """Who else can reach this engine: a rootful engine's group members are root-equivalent."""
     if info.rootless:
         return Finding("engine access", None, f"{info.kind}: only you can reach it")
-    path = urlparse(docker_host).path if docker_host and docker_host.startswith("unix://") else (
-        "/var/run/docker.sock" if not docker_host else None)
+    path = (
+        urlparse(docker_host).path
+        if docker_host and docker_host.startswith("unix://")
+        else ("/var/run/docker.sock" if not docker_host else None)
+    )
     if path is None:
-        return Finding("engine access", "the engine is reached over the network: anyone who can reach it can "
-                       "read a running sandbox's key; use a local rootless engine", docker_host or "")
+        return Finding(
+            "engine access",
+            "the engine is reached over the network: anyone who can reach it can "
+            "read a running sandbox's key; use a local rootless engine",
+            docker_host or "",
+        )
     try:
         st = os.stat(path)
     except OSError:
@@ -65,12 +74,20 @@ def engine_access(info: EngineInfo, docker_host: str | None, uid: int) -> Findin
     except KeyError:
         gname = str(st.st_gid)
     if st.st_mode & stat.S_IRWXO:
-        return Finding("engine access", f"{path} is open to every user: anyone here can read a running "
-                       "sandbox's key; fix its permissions or use rootless Podman/Docker", path)
+        return Finding(
+            "engine access",
+            f"{path} is open to every user: anyone here can read a running "
+            "sandbox's key; fix its permissions or use rootless Podman/Docker",
+            path,
+        )
     if others and st.st_mode & stat.S_IRWXG:
-        return Finding("engine access", f"users {', '.join(sorted(others))} in group {gname} can reach the "
-                       "engine and read a running sandbox's key: on shared machines use rootless Docker or "
-                       "Podman per user", path)
+        return Finding(
+            "engine access",
+            f"users {', '.join(sorted(others))} in group {gname} can reach the "
+            "engine and read a running sandbox's key: on shared machines use rootless Docker or "
+            "Podman per user",
+            path,
+        )
     return Finding("engine access", None, f"{path}: root and group {gname} (no other members)")
 
 
@@ -80,5 +97,4 @@ def findings(info: EngineInfo) -> list[Finding]:
             swaps_text = f.read()
     except OSError:
         swaps_text = ""
-    return [swap(swaps_text), engine_logging(info),
-            engine_access(info, os.environ.get("DOCKER_HOST"), os.getuid())]
+    return [swap(swaps_text), engine_logging(info), engine_access(info, os.environ.get("DOCKER_HOST"), os.getuid())]

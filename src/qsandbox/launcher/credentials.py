@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import UsageError
+from ..common.errors import UsageError
 
 MIN_LENGTH = 16
 MAX_LENGTH = 512  # IBM Cloud API keys are 44 characters; anything near this limit is not a key
@@ -65,17 +65,11 @@ def validate(value: str, source: str) -> Secret:
             "check that the source holds only the key"
         )
     if len(value) < MIN_LENGTH:
-        raise UsageError(
-            f"the API key from {source} is only {len(value)} characters long: check the source"
-        )
+        raise UsageError(f"the API key from {source} is only {len(value)} characters long: check the source")
     if any(c.isspace() for c in value):
-        raise UsageError(
-            f"the API key from {source} contains whitespace: give the key alone, on one line"
-        )
+        raise UsageError(f"the API key from {source} contains whitespace: give the key alone, on one line")
     if any(not c.isprintable() or ord(c) > 126 for c in value):
-        raise UsageError(
-            f"the API key from {source} contains control or non-ASCII characters: check the source"
-        )
+        raise UsageError(f"the API key from {source} contains control or non-ASCII characters: check the source")
     return Secret(value, source)
 
 

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import docker
 import docker.errors
 
+from ..common.errors import SandboxError
+from ..common.platform_constants import HOSTNAMES, INSTANCE_CRN
 from . import sandbox
 from .credentials import Secret
-from .errors import SandboxError
-from .platform.constants import HOSTNAMES, INSTANCE_CRN
 from .settings import LABEL, Hardening, module_entrypoint
 
 READY_LINE = b"qsandbox-platform ready"
@@ -72,13 +72,24 @@ def create_network(client: docker.DockerClient, run_id: str) -> str:
     # internal: no route out. inhibit_ipv4: the bridge gets no address on the host, so the host
     # itself (any service listening on 0.0.0.0) is not reachable through it either; an
     # internal network alone still routes to the host through its gateway address.
-    client.networks.create(name, driver="bridge", internal=True, labels=sandbox.labels(run_id),
-                           options={"com.docker.network.bridge.inhibit_ipv4": "true"})
+    client.networks.create(
+        name,
+        driver="bridge",
+        internal=True,
+        labels=sandbox.labels(run_id),
+        options={"com.docker.network.bridge.inhibit_ipv4": "true"},
+    )
     return name
 
 
-def start(client: docker.DockerClient, image: str, run_id: str, key_digests: list[str],
-          hardening: Hardening | None = None, token_ttl: int | None = None) -> LocalPlatform:
+def start(
+    client: docker.DockerClient,
+    image: str,
+    run_id: str,
+    key_digests: list[str],
+    hardening: Hardening | None = None,
+    token_ttl: int | None = None,
+) -> LocalPlatform:
     """Network and emulator; returns once it listens, with its CA certificate."""
     network = create_network(client, run_id)
     try:
@@ -88,9 +99,15 @@ def start(client: docker.DockerClient, image: str, run_id: str, key_digests: lis
         raise
 
 
-def start_emulator(client: docker.DockerClient, image: str, run_id: str, network: str,
-                   key_digests: list[str], hardening: Hardening | None = None,
-                   token_ttl: int | None = None) -> LocalPlatform:
+def start_emulator(
+    client: docker.DockerClient,
+    image: str,
+    run_id: str,
+    network: str,
+    key_digests: list[str],
+    hardening: Hardening | None = None,
+    token_ttl: int | None = None,
+) -> LocalPlatform:
     """The emulator on `network`; returns once it listens, with its CA certificate.
 
     A per-run emulator exits when this launcher goes away (stdin EOF); the shared one
@@ -108,8 +125,10 @@ def start_emulator(client: docker.DockerClient, image: str, run_id: str, network
         name=SHARED if shared else f"qsandbox-{run_id}-platform",
         hostname="platform",
         labels=sandbox.labels(run_id),
-        environment={"QSANDBOX_PLATFORM_KEY_SHA256": ",".join(key_digests),
-                     **({"QSANDBOX_PLATFORM_TOKEN_TTL": str(token_ttl)} if token_ttl else {})},
+        environment={
+            "QSANDBOX_PLATFORM_KEY_SHA256": ",".join(key_digests),
+            **({"QSANDBOX_PLATFORM_TOKEN_TTL": str(token_ttl)} if token_ttl else {}),
+        },
         network=network,
         networking_config={network: client.api.create_endpoint_config(aliases=list(HOSTNAMES))},
         # Docker 20.10 already defaults this to 0 in a container's own network namespace;
@@ -129,8 +148,9 @@ def start_emulator(client: docker.DockerClient, image: str, run_id: str, network
     except BaseException:
         sandbox.destroy(client, container.id)
         raise
-    return LocalPlatform(network=network, emulator_id=container.id, ca_pem=ca_pem,
-                         attachment=None if shared else attachment)
+    return LocalPlatform(
+        network=network, emulator_id=container.id, ca_pem=ca_pem, attachment=None if shared else attachment
+    )
 
 
 def _read_ca(attachment: sandbox.Attachment) -> str:

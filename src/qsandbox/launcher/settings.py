@@ -10,32 +10,34 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import UsageError
+from .. import __version__
+from ..common.errors import UsageError
+from ..common.paths import (  # noqa: F401 - re-exported: the launcher names them from here
+    CA_FILE,
+    HOME,
+    OUTPUT_DIR,
+    QISKIT_DIR,
+    SANDBOX_UID,
+    SECRET_DIR,
+    TOKEN_FILE,
+    TOKEN_SERVER_PORT,
+    VENV_PYTHON,
+    WORKDIR,
+)
 
 IMAGE_REPOSITORY = "qsandbox"
 IMAGE = f"{IMAGE_REPOSITORY}:{__version__}"
 LABEL = "qsandbox.run"  # every object qsandbox creates carries it, value = run id
 VERSION_LABEL = "qsandbox.version"
 
-SANDBOX_UID = 10001  # fixed in the Dockerfile
-HOME = PurePosixPath("/home/sandbox")
-QISKIT_DIR = HOME / ".qiskit"  # tmpfs: qiskit-ibm-runtime's saved-account file lives here
-SECRET_DIR = PurePosixPath("/run/qsandbox")  # tmpfs: raw key file (and the local platform's CA)
-TOKEN_FILE = SECRET_DIR / "token"
-CA_FILE = SECRET_DIR / "ca.pem"
-WORKDIR = PurePosixPath("/work")  # the script's directory, read-only
-OUTPUT_DIR = PurePosixPath("/output")
-VENV_PYTHON = "/opt/qsandbox/bin/python"  # the image's interpreter (Dockerfile)
-
 
 def module_entrypoint(module: str) -> list[str]:
     """Entrypoint that runs one of qsandbox's in-image modules (entry, platform, broker)."""
     return [VENV_PYTHON, "-m", module]
-TOKEN_SERVER_PORT = 8765  # short-lived mode: the sandbox's own IAM token endpoint, on loopback
+
 
 _SIZE = re.compile(r"^(\d+)([kmg]?)$", re.IGNORECASE)
 
@@ -55,10 +57,24 @@ def _tmpfs_opts(size: int, mode: str, owner: str | None) -> str:
 
 # Podman speaks the Docker API in its own words; these are the differences its readback may show.
 # With cap_drop ALL it lists its default set as dropped (the probe sees CapEff/CapBnd 0).
-PODMAN_DEFAULT_CAPS = frozenset({
-    "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
-    "NET_RAW", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
-})
+PODMAN_DEFAULT_CAPS = frozenset(
+    {
+        "AUDIT_WRITE",
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "MKNOD",
+        "NET_BIND_SERVICE",
+        "NET_RAW",
+        "SETFCAP",
+        "SETGID",
+        "SETPCAP",
+        "SETUID",
+        "SYS_CHROOT",
+    }
+)
 PODMAN_TMPFS_ADDED = frozenset({"rprivate", "tmpcopyup"})  # options it adds to every tmpfs
 PODMAN_READ_ONLY_TMPFS = frozenset({"/run", "/var/tmp"})  # noqa: S108 - its --read-only-tmpfs (nosuid,nodev)
 
@@ -110,12 +126,16 @@ class Hardening:
             "security_opt": ["no-new-privileges"],
             "privileged": False,
             "tmpfs": self.tmpfs(),
-            **({
-                "mem_limit": self.memory,
-                "memswap_limit": self.memory,  # equal: the cgroup cannot swap, so tmpfs pages stay in RAM
-                "nano_cpus": int(self.cpus * 1e9),
-                "pids_limit": self.pids,
-            } if self.limits else {}),
+            **(
+                {
+                    "mem_limit": self.memory,
+                    "memswap_limit": self.memory,  # equal: the cgroup cannot swap, so tmpfs pages stay in RAM
+                    "nano_cpus": int(self.cpus * 1e9),
+                    "pids_limit": self.pids,
+                }
+                if self.limits
+                else {}
+            ),
             "ulimits": [Ulimit(name="core", soft=0, hard=0)],
             "log_config": {"type": "none", "config": {}},  # output goes over attach, never to disk
             "auto_remove": True,  # the daemon removes it, even if the launcher is killed
@@ -245,9 +265,7 @@ class RunSettings:
         if self.platform not in ("ibm", "local", "shared"):
             raise UsageError(f"unknown platform {self.platform!r}: use ibm, local or shared")
         if self.channel not in ("ibm_quantum_platform", "ibm_cloud"):
-            raise UsageError(
-                f"unknown channel {self.channel!r}: use ibm_quantum_platform or ibm_cloud"
-            )
+            raise UsageError(f"unknown channel {self.channel!r}: use ibm_quantum_platform or ibm_cloud")
 
     @property
     def script_in_container(self) -> str:

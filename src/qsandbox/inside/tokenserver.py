@@ -14,8 +14,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .handoff import AccessToken
-from .settings import TOKEN_SERVER_PORT
+from ..common.handoff import AccessToken
+from ..common.paths import TOKEN_SERVER_PORT
 
 
 class TokenServer:

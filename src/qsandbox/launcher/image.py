@@ -8,8 +8,8 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from . import __version__
-from .errors import ImageError, UsageError
+from .. import __version__
+from ..common.errors import ImageError, UsageError
 from .settings import IMAGE, IMAGE_REPOSITORY, VERSION_LABEL
 
 DEFAULT_BASE = "python:3.12-slim"
@@ -26,9 +26,7 @@ def find_context(explicit: Path | None = None) -> Path:
         if c is not None and (c / "Dockerfile").is_file() and (c / "src" / "qsandbox").is_dir():
             return c
     where = explicit or "this installation or the current directory"
-    raise UsageError(
-        f"no qsandbox Dockerfile in {where}: run from a qsandbox checkout or pass --context DIR"
-    )
+    raise UsageError(f"no qsandbox Dockerfile in {where}: run from a qsandbox checkout or pass --context DIR")
 
 
 def ensure_base(client: docker.DockerClient, base: str, say: Callable[[str], None]) -> None:
@@ -88,9 +86,7 @@ def check(client: docker.DockerClient, tag: str = IMAGE) -> str:
     try:
         image = client.images.get(tag)
     except docker.errors.ImageNotFound:
-        others = [
-            t for i in client.images.list(name=IMAGE_REPOSITORY) for t in i.tags if t != tag
-        ]
+        others = [t for i in client.images.list(name=IMAGE_REPOSITORY) for t in i.tags if t != tag]
         if others:
             raise ImageError(
                 f"image {tag} missing; only outdated {', '.join(sorted(others))}: run `qsandbox build`"
@@ -98,8 +94,6 @@ def check(client: docker.DockerClient, tag: str = IMAGE) -> str:
         raise ImageError(f"image {tag} missing: run `qsandbox build`") from None
     built_for = (image.labels or {}).get(VERSION_LABEL)
     if built_for != __version__:
-        raise ImageError(
-            f"image {tag} was built for qsandbox {built_for}, this is {__version__}: run `qsandbox build`"
-        )
+        raise ImageError(f"image {tag} was built for qsandbox {built_for}, this is {__version__}: run `qsandbox build`")
     size = image.attrs.get("Size", 0) / 1e6
     return f"{tag} ({image.short_id.removeprefix('sha256:')}, {size:.0f} MB)"

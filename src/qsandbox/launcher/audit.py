@@ -25,8 +25,8 @@ from pathlib import Path
 
 import docker
 
+from ..common.errors import QsandboxError, UsageError
 from . import sandbox
-from .errors import QsandboxError, UsageError
 from .settings import LABEL
 
 # Exit paths a run can take. engine-restart runs a command the caller gives (it needs to know how
@@ -35,13 +35,21 @@ EXIT_PATHS = ("success", "error", "timeout", "sigint", "sigterm", "sighup", "sig
 ENGINE_RESTART = "engine-restart"
 # What the launcher must exit with on each path (SIGKILL: the signal itself); anything else means
 # the path was not really taken, and its zero hits prove nothing.
-EXPECTED_EXIT = {"success": 0, "error": 3, "timeout": 124, "sigint": 130, "sigterm": 143, "sighup": 129,
-                 "sigkill": -signal.SIGKILL, ENGINE_RESTART: 125}
+EXPECTED_EXIT = {
+    "success": 0,
+    "error": 3,
+    "timeout": 124,
+    "sigint": 130,
+    "sigterm": 143,
+    "sighup": 129,
+    "sigkill": -signal.SIGKILL,
+    ENGINE_RESTART: 125,
+}
 _SIGNALS = {"sigint": signal.SIGINT, "sigterm": signal.SIGTERM, "sighup": signal.SIGHUP, "sigkill": signal.SIGKILL}
 _SKIP_DIRS = {".git", ".venv", "proc", "__pycache__", "node_modules"}
 _LAYER_STORES = {"overlay2", "vfs", "fuse-overlayfs", "aufs"}
 
-AUDIT_SCRIPT = '''
+AUDIT_SCRIPT = """
 import os, sys, time
 from qiskit_ibm_runtime.accounts import AccountManager
 key = AccountManager.get().token
@@ -52,7 +60,7 @@ if sys.argv[1] == "error":
 if sys.argv[1] != "success":
     print("sleeping", flush=True)
     time.sleep(600)
-'''
+"""
 
 
 def canary() -> str:
@@ -149,8 +157,9 @@ class LeakSearch:
         return [self.engine_objects(), self.data_root(), *self.host_dirs()]
 
 
-def _launch(path: str, value: str, script: Path, restart_engine: str | None = None,
-            run_options: tuple[str, ...] = ()) -> tuple[subprocess.CompletedProcess[bytes], Place]:
+def _launch(
+    path: str, value: str, script: Path, restart_engine: str | None = None, run_options: tuple[str, ...] = ()
+) -> tuple[subprocess.CompletedProcess[bytes], Place]:
     """Run the audit script through the real launcher along one exit path."""
     argv = [sys.executable, "-m", "qsandbox", "run", "--token-stdin", *run_options]
     if path == "timeout":
@@ -184,8 +193,10 @@ def _launch(path: str, value: str, script: Path, restart_engine: str | None = No
         if restarted.returncode != 0:
             p.kill()
             p.communicate(timeout=120)
-            raise QsandboxError(f"the engine restart command exited {restarted.returncode}: "
-                                f"{restarted.stderr.decode(errors='replace').strip()[-200:]}")
+            raise QsandboxError(
+                f"the engine restart command exited {restarted.returncode}: "
+                f"{restarted.stderr.decode(errors='replace').strip()[-200:]}"
+            )
     rest, err = p.communicate(timeout=120)
     return subprocess.CompletedProcess(argv, p.returncode, out + rest, err), proc_place
 
@@ -193,8 +204,11 @@ def _launch(path: str, value: str, script: Path, restart_engine: str | None = No
 def _wait_gone(client: docker.DockerClient, limit: float = 10.0) -> list[str]:
     end = time.monotonic() + limit
     while True:
-        left = [c.name for c in client.containers.list(all=True, filters={"label": LABEL})
-                if not sandbox.is_shared_platform(c.labels)]
+        left = [
+            c.name
+            for c in client.containers.list(all=True, filters={"label": LABEL})
+            if not sandbox.is_shared_platform(c.labels)
+        ]
         if not left or time.monotonic() > end:
             return left
         time.sleep(0.1)
@@ -206,16 +220,23 @@ class Outcome:
     broken: list[str] = field(default_factory=list)  # paths not taken as asked: their search proves nothing
 
 
-def audit(client: docker.DockerClient, paths: tuple[str, ...], say: Callable[[str], None],
-          restart_engine: str | None = None, run_options: tuple[str, ...] = ()) -> Outcome:
+def audit(
+    client: docker.DockerClient,
+    paths: tuple[str, ...],
+    say: Callable[[str], None],
+    restart_engine: str | None = None,
+    run_options: tuple[str, ...] = (),
+) -> Outcome:
     """Run each exit path with a fresh canary and search everywhere.
 
     `restart_engine` is a shell command that restarts the engine; the engine-restart path runs it
     while the script sleeps holding the key. `run_options` go to every `qsandbox run`.
     """
     if ENGINE_RESTART in paths and not restart_engine:
-        raise UsageError("the engine-restart path needs --engine-restart COMMAND, the command that restarts "
-                         "your engine (e.g. 'systemctl restart docker')")
+        raise UsageError(
+            "the engine-restart path needs --engine-restart COMMAND, the command that restarts "
+            "your engine (e.g. 'systemctl restart docker')"
+        )
     outcome = Outcome()
     with tempfile.TemporaryDirectory(prefix="qsandbox-audit-") as tmp:
         script = Path(tmp, "audit_script.py")
@@ -237,9 +258,11 @@ def audit(client: docker.DockerClient, paths: tuple[str, ...], say: Callable[[st
             if not taken:
                 outcome.broken.append(path)
                 tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
-                say(f"exit path {path}: NOT TAKEN: launcher exit {done.returncode} (expected "
+                say(
+                    f"exit path {path}: NOT TAKEN: launcher exit {done.returncode} (expected "
                     f"{EXPECTED_EXIT[path]}), key {'seen' if b'key: ***' in done.stdout else 'never seen'} "
-                    f"by the script; {tail[0]}")
+                    f"by the script; {tail[0]}"
+                )
             say(f"exit path {path}: launcher exit {done.returncode}, {hits} hit(s)")
             for p in places:
                 detail = f" ({', '.join(p.hits[:3])})" if p.hits else ""

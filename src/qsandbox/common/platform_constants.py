@@ -10,9 +10,7 @@ ACCOUNT_ID = "5a1e0c0ffee0c0ffee0c0ffee0c0ffee"
 
 INSTANCE_GUID = "8d6c4c3e-7f0b-4b55-9a4f-2f1e3c5d7a90"
 
-INSTANCE_CRN = (
-    f"crn:v1:bluemix:public:quantum-computing:us-east:a/{ACCOUNT_ID}:{INSTANCE_GUID}::"
-)
+INSTANCE_CRN = f"crn:v1:bluemix:public:quantum-computing:us-east:a/{ACCOUNT_ID}:{INSTANCE_GUID}::"
 
 INSTANCE_NAME = "qsandbox-local"
 

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import docker
 
+from ..common.errors import QsandboxError
 from . import engine, image, preflight, sandbox
-from .errors import QsandboxError
 from .settings import IMAGE, Hardening, module_entrypoint
 
-ENTRYPOINT = module_entrypoint("qsandbox.entry")
+ENTRYPOINT = module_entrypoint("qsandbox.inside.entry")
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,7 @@ class Check:
 
 def probe(client: docker.DockerClient, hardening: Hardening, tag: str = IMAGE) -> dict[str, object]:
     """Start a container with the run's hardening and return what it reports from the inside."""
-    out = sandbox.run_helper(client, tag, entrypoint=ENTRYPOINT, command=["probe"], stdin=b"",
-                             hardening=hardening)
+    out = sandbox.run_helper(client, tag, entrypoint=ENTRYPOINT, command=["probe"], stdin=b"", hardening=hardening)
     return json.loads(out)
 
 
@@ -79,15 +78,27 @@ def checks(say: Callable[[Check], None]) -> bool:
         return False
     results = [
         Check("non-root", seen["uid"] == hardening.uid and seen["uid"] != 0, f"uid {seen['uid']}"),
-        Check("capabilities", seen["cap_eff"] == 0 and seen["cap_bnd"] == 0,
-              f"effective {seen['cap_eff']:#x}, bounding {seen['cap_bnd']:#x}"),  # type: ignore[str-format]
+        Check(
+            "capabilities",
+            seen["cap_eff"] == 0 and seen["cap_bnd"] == 0,
+            f"effective {seen['cap_eff']:#x}, bounding {seen['cap_bnd']:#x}",
+        ),  # type: ignore[str-format]
         Check("no-new-privileges", bool(seen["no_new_privs"]), f"NoNewPrivs={int(bool(seen['no_new_privs']))}"),
-        Check("read-only root", bool(seen["root_read_only"]), "writing / fails with EROFS"
-              if seen["root_read_only"] else "/ is writable"),
+        Check(
+            "read-only root",
+            bool(seen["root_read_only"]),
+            "writing / fails with EROFS" if seen["root_read_only"] else "/ is writable",
+        ),
         Check("no core dumps", seen.get("core_limit") == [0, 0], f"RLIMIT_CORE {seen.get('core_limit')}"),
-        Check("resource limits", True, "memory (swap included), pids and CPU limits applied" if hardening.limits
-              else f"{info.kind} on cgroup v1 cannot apply memory, pids or CPU limits; runs need "
-                   "--allow-no-limits (refused while host swap is on)", warn=not hardening.limits),
+        Check(
+            "resource limits",
+            True,
+            "memory (swap included), pids and CPU limits applied"
+            if hardening.limits
+            else f"{info.kind} on cgroup v1 cannot apply memory, pids or CPU limits; runs need "
+            "--allow-no-limits (refused while host swap is on)",
+            warn=not hardening.limits,
+        ),
     ]
     for key, label in (("qiskit_dir", "account tmpfs"), ("secret_dir", "key tmpfs")):
         problems = _tmpfs_ok(seen[key], hardening)  # type: ignore[arg-type]

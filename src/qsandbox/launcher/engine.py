@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import docker
 import docker.errors
 
-from .errors import EngineUnavailable
+from ..common.errors import EngineUnavailable
 
 
 def connect(timeout: int = 120) -> docker.DockerClient:
@@ -95,9 +95,9 @@ def describe(client: docker.DockerClient) -> EngineInfo:
     info = client.info()
     components = {c.get("Name", ""): c for c in version.get("Components") or []}
     security = " ".join(info.get("SecurityOptions") or [])
-    is_podman = any("podman" in name.lower() for name in components) or "podman" in str(
-        info.get("OperatingSystem", "")
-    ).lower()
+    is_podman = (
+        any("podman" in name.lower() for name in components) or "podman" in str(info.get("OperatingSystem", "")).lower()
+    )
     rootless = "rootless" in security or (is_podman and _podman_rootless(client))
     if is_podman:
         kind = "rootless Podman" if rootless else "Podman"

@@ -21,8 +21,8 @@ import docker.errors
 from docker.models.containers import Container
 from docker.utils.socket import frames_iter
 
-from . import __version__
-from .errors import HardeningMismatch, SandboxError
+from .. import __version__
+from ..common.errors import HardeningMismatch, SandboxError
 from .settings import LABEL, OUTPUT_DIR, VERSION_LABEL, WORKDIR, Hardening, RunSettings
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,14 @@ def create_container(client: docker.DockerClient, image: str, hardening: Hardeni
     """
     from docker.models.containers import _create_container_args
 
-    args = _create_container_args({"image": image, "version": client.api._version,  # noqa: SLF001
-                                   **kwargs, **hardening.create_kwargs()})
+    args = _create_container_args(
+        {
+            "image": image,
+            "version": client.api._version,  # noqa: SLF001
+            **kwargs,
+            **hardening.create_kwargs(),
+        }
+    )
     if hardening.podman and hardening.rootless:
         args["host_config"]["UsernsMode"] = "keep-id"
     created = client.api.create_container(**args)
@@ -142,9 +148,7 @@ class Attachment:
 
 
 def attach(client: docker.DockerClient, container_id: str) -> Attachment:
-    sock = client.api.attach_socket(
-        container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
-    )
+    sock = client.api.attach_socket(container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
     raw = getattr(sock, "_sock", sock)  # SocketIO wraps the socket; docker-py exposes no getter
     return Attachment(sock=sock, raw=raw)
 
@@ -206,10 +210,16 @@ def is_shared_platform(labels_: dict[str, str] | None) -> bool:
 def leftovers(client: docker.DockerClient, run_id: str | None = None) -> list[str]:
     """Names of labelled objects the engine still has (for one run, or for all runs)."""
     flt = {"label": f"{LABEL}={run_id}" if run_id else LABEL}
-    found = [f"container {c.name}" for c in client.containers.list(all=True, filters=flt)
-             if run_id or not is_shared_platform(c.labels)]
-    found += [f"network {n.name}" for n in client.networks.list(filters=flt)
-              if run_id or not is_shared_platform(n.attrs.get("Labels"))]
+    found = [
+        f"container {c.name}"
+        for c in client.containers.list(all=True, filters=flt)
+        if run_id or not is_shared_platform(c.labels)
+    ]
+    found += [
+        f"network {n.name}"
+        for n in client.networks.list(filters=flt)
+        if run_id or not is_shared_platform(n.attrs.get("Labels"))
+    ]
     return found
 
 
@@ -239,8 +249,16 @@ def hardening_for(client: docker.DockerClient) -> Hardening:
     return Hardening().for_engine(engine.describe(client))
 
 
-def run_helper(client: docker.DockerClient, image: str, *, entrypoint: list[str], command: list[str],
-               stdin: bytes, hardening: Any, network: str = "none") -> bytes:
+def run_helper(
+    client: docker.DockerClient,
+    image: str,
+    *,
+    entrypoint: list[str],
+    command: list[str],
+    stdin: bytes,
+    hardening: Any,
+    network: str = "none",
+) -> bytes:
     """Run a short-lived helper container with the sandbox hardening; return its stdout.
 
     Used for the doctor's probe and the key broker. Input goes over the attached stdin (never Env
@@ -248,7 +266,12 @@ def run_helper(client: docker.DockerClient, image: str, *, entrypoint: list[str]
     """
     run_id = new_run_id()
     container = create_container(
-        client, image, hardening, entrypoint=entrypoint, command=command, labels=labels(run_id),
+        client,
+        image,
+        hardening,
+        entrypoint=entrypoint,
+        command=command,
+        labels=labels(run_id),
         **({"network_mode": network} if network in ("none", "bridge") else {"network": network}),
         stdin_open=True,
     )

@@ -53,7 +53,7 @@ class Redactor:
     def feed(self, chunk: bytes) -> bytes:
         data = self._pattern.sub(MASK, self._held + chunk)
         keep = self._holdback(data)
-        self._held = data[len(data) - keep:] if keep else b""
+        self._held = data[len(data) - keep :] if keep else b""
         return data[: len(data) - keep]
 
     def flush(self) -> bytes:
@@ -69,7 +69,7 @@ class Redactor:
                     keep = n
                     break
         # A run of token characters that may be a JWT still being written.
-        tail = data[_TOKEN_CHARS.search(data).start():]  # type: ignore[union-attr] - always matches
+        tail = data[_TOKEN_CHARS.search(data).start() :]  # type: ignore[union-attr] - always matches
         start = tail.find(b"eyJ")
         if start != -1:
             if len(tail) - start <= _HOLD_LIMIT:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from . import __version__
-from .errors import ExitCode, QsandboxError
+from .. import __version__
+from ..common.errors import ExitCode, QsandboxError
 
 KEY_ORDER = """\b
 The API key is never a command-line value. Sources, in order:
@@ -23,12 +23,14 @@ The API key is never a command-line value. Sources, in order:
 
 def key_source_options(f: Callable[..., None]) -> Callable[..., None]:
     """The four key-source options, in their documented order (see KEY_ORDER)."""
-    for option in reversed([
-        click.option("--token-stdin", is_flag=True, help="Read the key from the first line of stdin."),
-        click.option("--token-file", metavar="PATH", help="Read the key from a file."),
-        click.option("--token-env", metavar="NAME", help="Read the key from this environment variable."),
-        click.option("--token-command", metavar="CMD", help="Run a credential helper that prints the key."),
-    ]):
+    for option in reversed(
+        [
+            click.option("--token-stdin", is_flag=True, help="Read the key from the first line of stdin."),
+            click.option("--token-file", metavar="PATH", help="Read the key from a file."),
+            click.option("--token-env", metavar="NAME", help="Read the key from this environment variable."),
+            click.option("--token-command", metavar="CMD", help="Run a credential helper that prints the key."),
+        ]
+    ):
         f = option(f)
     return f
 
@@ -55,10 +57,15 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 @main.command()
-@click.option("--base-image", default=None, metavar="NAME",
-              help="Base image with python3 and venv [default: python:3.12-slim].")
-@click.option("--context", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Directory with the Dockerfile [default: this checkout].")
+@click.option(
+    "--base-image", default=None, metavar="NAME", help="Base image with python3 and venv [default: python:3.12-slim]."
+)
+@click.option(
+    "--context",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Directory with the Dockerfile [default: this checkout].",
+)
 @click.pass_context
 def build(ctx: click.Context, base_image: str | None, context: Path | None) -> None:
     """Build the sandbox image qsandbox:VERSION with the pinned Qiskit stack."""
@@ -67,7 +74,9 @@ def build(ctx: click.Context, base_image: str | None, context: Path | None) -> N
     try:
         client = engine.connect(timeout=1800)
         image_id = image.build(
-            client, base=base_image or image.DEFAULT_BASE, context=context,
+            client,
+            base=base_image or image.DEFAULT_BASE,
+            context=context,
             say=lambda line: click.echo(line, err=True),
         )
     except QsandboxError as e:
@@ -90,42 +99,88 @@ def doctor(ctx: click.Context) -> None:
 @click.argument("script", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @key_source_options
-@click.option("--instance", envvar="QISKIT_IBM_INSTANCE", default=None,
-              help="Instance CRN or name [env: QISKIT_IBM_INSTANCE].")
-@click.option("--channel", envvar="QISKIT_IBM_CHANNEL", default="ibm_quantum_platform",
-              show_default=True, help="ibm_quantum_platform or ibm_cloud [env: QISKIT_IBM_CHANNEL].")
-@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Host directory the script may write to, mounted at /output.")
-@click.option("--timeout", type=float, default=None, metavar="SECONDS",
-              help="End the run after this long (exit 124).")
+@click.option(
+    "--instance", envvar="QISKIT_IBM_INSTANCE", default=None, help="Instance CRN or name [env: QISKIT_IBM_INSTANCE]."
+)
+@click.option(
+    "--channel",
+    envvar="QISKIT_IBM_CHANNEL",
+    default="ibm_quantum_platform",
+    show_default=True,
+    help="ibm_quantum_platform or ibm_cloud [env: QISKIT_IBM_CHANNEL].",
+)
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Host directory the script may write to, mounted at /output.",
+)
+@click.option("--timeout", type=float, default=None, metavar="SECONDS", help="End the run after this long (exit 124).")
 @click.option("--memory", default="2g", show_default=True, help="Memory limit (no swap).")
 @click.option("--pids", type=int, default=512, show_default=True, help="Process/thread limit.")
-@click.option("--platform", type=click.Choice(["ibm", "local", "shared"]), default="ibm", show_default=True,
-              help="ibm: the real IBM Quantum Platform. local: an emulated one on an internal network, "
-                   "for this run only. shared: the emulator from `qsandbox platform up`. With local "
-                   "or shared and no key source, a throwaway key is made.")
-@click.option("--token-mode", type=click.Choice(["api-key", "short-lived"]), default="api-key", show_default=True,
-              help="short-lived: exchange the key for an IAM access token outside the sandbox; only that "
-                   "token (valid for at most an hour, refreshed while the run lasts) enters it.")
-@click.option("--revoke-after", is_flag=True,
-              help="When the run ends, however it ends (short of SIGKILL), delete the API key through "
-                   "IBM Cloud IAM, as IBM advises after using a key on an untrusted machine.")
-@click.option("--strict", is_flag=True,
-              help="Refuse to run when a preflight check warns (host swap, engine debug mode, an engine "
-                   "other users can reach).")
-@click.option("--allow-no-limits", is_flag=True,
-              help="Accept an engine that cannot apply memory, pids and CPU limits (rootless Docker or "
-                   "Podman on cgroup v1). Refused while host swap is on. Has no effect where limits work.")
-@click.option("--no-redact", is_flag=True,
-              help="Debugging only: do not mask the key and IAM tokens in the script's output.")
-@click.option("--no-cancel-on-abort", is_flag=True,
-              help="On Ctrl-C/SIGTERM/timeout, leave the script's Runtime jobs running.")
+@click.option(
+    "--platform",
+    type=click.Choice(["ibm", "local", "shared"]),
+    default="ibm",
+    show_default=True,
+    help="ibm: the real IBM Quantum Platform. local: an emulated one on an internal network, "
+    "for this run only. shared: the emulator from `qsandbox platform up`. With local "
+    "or shared and no key source, a throwaway key is made.",
+)
+@click.option(
+    "--token-mode",
+    type=click.Choice(["api-key", "short-lived"]),
+    default="api-key",
+    show_default=True,
+    help="short-lived: exchange the key for an IAM access token outside the sandbox; only that "
+    "token (valid for at most an hour, refreshed while the run lasts) enters it.",
+)
+@click.option(
+    "--revoke-after",
+    is_flag=True,
+    help="When the run ends, however it ends (short of SIGKILL), delete the API key through "
+    "IBM Cloud IAM, as IBM advises after using a key on an untrusted machine.",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse to run when a preflight check warns (host swap, engine debug mode, an engine other users can reach).",
+)
+@click.option(
+    "--allow-no-limits",
+    is_flag=True,
+    help="Accept an engine that cannot apply memory, pids and CPU limits (rootless Docker or "
+    "Podman on cgroup v1). Refused while host swap is on. Has no effect where limits work.",
+)
+@click.option(
+    "--no-redact", is_flag=True, help="Debugging only: do not mask the key and IAM tokens in the script's output."
+)
+@click.option(
+    "--no-cancel-on-abort", is_flag=True, help="On Ctrl-C/SIGTERM/timeout, leave the script's Runtime jobs running."
+)
 @click.pass_context
-def run(ctx: click.Context, script: Path, args: tuple[str, ...], token_stdin: bool,
-        token_file: str | None, token_env: str | None, token_command: str | None,
-        instance: str | None, channel: str, output: Path | None, timeout: float | None,
-        memory: str, pids: int, platform: str, token_mode: str, revoke_after: bool, strict: bool,
-        allow_no_limits: bool, no_redact: bool, no_cancel_on_abort: bool) -> None:
+def run(
+    ctx: click.Context,
+    script: Path,
+    args: tuple[str, ...],
+    token_stdin: bool,
+    token_file: str | None,
+    token_env: str | None,
+    token_command: str | None,
+    instance: str | None,
+    channel: str,
+    output: Path | None,
+    timeout: float | None,
+    memory: str,
+    pids: int,
+    platform: str,
+    token_mode: str,
+    revoke_after: bool,
+    strict: bool,
+    allow_no_limits: bool,
+    no_redact: bool,
+    no_cancel_on_abort: bool,
+) -> None:
     """Run SCRIPT [ARGS]... in a fresh sandbox with the API key in RAM only.
 
     The script sees its directory read-only at /work, finds its account the way
@@ -159,8 +214,11 @@ def run(ctx: click.Context, script: Path, args: tuple[str, ...], token_stdin: bo
             token_mode=token_mode,
         )
         if no_redact:
-            click.echo("qsandbox: WARNING: --no-redact: whatever the script prints, the API key included, "
-                       "reaches this terminal, its scrollback and any log of it", err=True)
+            click.echo(
+                "qsandbox: WARNING: --no-redact: whatever the script prints, the API key included, "
+                "reaches this terminal, its scrollback and any log of it",
+                err=True,
+            )
         result = run_script(settings, source)
     except QsandboxError as e:
         _fail(e, ctx.obj["debug"])
@@ -195,8 +253,13 @@ def platform() -> None:
 
 
 @platform.command("up")
-@click.option("--token-ttl", type=click.IntRange(min=60), default=None, metavar="SECONDS",
-              help="Lifetime of the IAM access tokens it issues [default: 3600], e.g. to rehearse refresh.")
+@click.option(
+    "--token-ttl",
+    type=click.IntRange(min=60),
+    default=None,
+    metavar="SECONDS",
+    help="Lifetime of the IAM access tokens it issues [default: 3600], e.g. to rehearse refresh.",
+)
 @click.pass_context
 def platform_up(ctx: click.Context, token_ttl: int | None) -> None:
     """Start the shared emulator (accepts any well-formed key) on its internal network."""
@@ -226,12 +289,20 @@ def platform_down(ctx: click.Context) -> None:
 
 
 @main.command()
-@click.option("--path", "paths", multiple=True, type=click.Choice(["success", "error", "timeout", "sigint",
-              "sigterm", "sighup", "sigkill", "engine-restart"]),
-              help="Exit path to audit (repeatable) [default: all; engine-restart only with --engine-restart].")
-@click.option("--engine-restart", "restart_engine", metavar="COMMAND",
-              help="Shell command that restarts the engine (e.g. 'systemctl restart docker'), run mid-run "
-                   "for the engine-restart path. It disturbs every container on the engine.")
+@click.option(
+    "--path",
+    "paths",
+    multiple=True,
+    type=click.Choice(["success", "error", "timeout", "sigint", "sigterm", "sighup", "sigkill", "engine-restart"]),
+    help="Exit path to audit (repeatable) [default: all; engine-restart only with --engine-restart].",
+)
+@click.option(
+    "--engine-restart",
+    "restart_engine",
+    metavar="COMMAND",
+    help="Shell command that restarts the engine (e.g. 'systemctl restart docker'), run mid-run "
+    "for the engine-restart path. It disturbs every container on the engine.",
+)
 @click.option("--allow-no-limits", is_flag=True, help="Passed to every run (see `qsandbox run --help`).")
 @click.pass_context
 def audit(ctx: click.Context, paths: tuple[str, ...], restart_engine: str | None, allow_no_limits: bool) -> None:
@@ -247,8 +318,13 @@ def audit(ctx: click.Context, paths: tuple[str, ...], restart_engine: str | None
     if not paths:
         paths = (*EXIT_PATHS, ENGINE_RESTART) if restart_engine else EXIT_PATHS
     try:
-        outcome = run_audit(engine.connect(), paths, say=click.echo, restart_engine=restart_engine,
-                            run_options=("--allow-no-limits",) if allow_no_limits else ())
+        outcome = run_audit(
+            engine.connect(),
+            paths,
+            say=click.echo,
+            restart_engine=restart_engine,
+            run_options=("--allow-no-limits",) if allow_no_limits else (),
+        )
     except QsandboxError as e:
         _fail(e, ctx.obj["debug"])
     broken = f"; exit path(s) not taken: {', '.join(outcome.broken)}" if outcome.broken else ""
@@ -258,11 +334,22 @@ def audit(ctx: click.Context, paths: tuple[str, ...], restart_engine: str | None
 
 @main.command(epilog=KEY_ORDER)
 @key_source_options
-@click.option("--platform", type=click.Choice(["ibm", "shared"]), default="ibm", show_default=True,
-              help="ibm: IBM Cloud IAM. shared: the emulator from `qsandbox platform up`.")
+@click.option(
+    "--platform",
+    type=click.Choice(["ibm", "shared"]),
+    default="ibm",
+    show_default=True,
+    help="ibm: IBM Cloud IAM. shared: the emulator from `qsandbox platform up`.",
+)
 @click.pass_context
-def revoke(ctx: click.Context, token_stdin: bool, token_file: str | None, token_env: str | None,
-           token_command: str | None, platform: str) -> None:
+def revoke(
+    ctx: click.Context,
+    token_stdin: bool,
+    token_file: str | None,
+    token_env: str | None,
+    token_command: str | None,
+    platform: str,
+) -> None:
     """Delete an API key through IBM Cloud IAM (for a key that has leaked, or after use)."""
     from . import engine, image, localplatform
     from .credentials import KeySource, harden_process

@@ -22,11 +22,12 @@ from typing import BinaryIO
 import docker
 import docker.errors
 
-from . import engine, handoff, localplatform, preflight, sandbox
+from ..common import handoff
+from ..common.errors import EngineUnavailable, ExitCode, ImageError, PreflightRefused, QsandboxError, SandboxError
+from ..common.platform_constants import INSTANCE_CRN
+from ..common.redact import Redactor
+from . import engine, localplatform, preflight, sandbox
 from .credentials import KeySource, Secret
-from .errors import EngineUnavailable, ExitCode, ImageError, PreflightRefused, QsandboxError, SandboxError
-from .platform.constants import INSTANCE_CRN
-from .redact import Redactor
 from .revoke import Revocation, mint, revoke
 from .settings import CA_FILE, RunSettings
 
@@ -57,9 +58,7 @@ class RunResult:
             else "LEFT BEHIND: " + ", ".join(self.leftovers) + " (run `qsandbox sweep`)"
         )
         why = f" ({self.aborted})" if self.aborted else ""
-        return (
-            f"qsandbox: run {self.run_id} exit {self.exit_code}{why} in {self.duration:.2f}s; {state}"
-        )
+        return f"qsandbox: run {self.run_id} exit {self.exit_code}{why} in {self.duration:.2f}s; {state}"
 
 
 class _Abort(Exception):
@@ -107,18 +106,19 @@ def _preflight(client: docker.DockerClient, settings: RunSettings, err: BinaryIO
         raise PreflightRefused(f"refused (--strict): {warnings[0]}")
     if info.podman and settings.platform != "ibm":
         # Its isolation rests on a Docker bridge option (inhibit_ipv4) that Podman does not have.
-        raise PreflightRefused(f"--platform {settings.platform} needs Docker Engine: on {info.kind} "
-                               "use --platform ibm")
+        raise PreflightRefused(f"--platform {settings.platform} needs Docker Engine: on {info.kind} use --platform ibm")
     hardening = settings.hardening.for_engine(info)
     if not hardening.limits:
         if not settings.allow_no_limits:
             raise PreflightRefused(
                 f"{info.kind} on cgroup v1 cannot apply memory, pids or CPU limits, so nothing was started: "
-                "re-run with --allow-no-limits to go without them, or use an engine on cgroup v2")
+                "re-run with --allow-no-limits to go without them, or use an engine on cgroup v2"
+            )
         if any(f.name == "host swap" and f.warning for f in found):
             raise PreflightRefused(
                 "--allow-no-limits is refused while host swap is on: without a memory limit the key's "
-                "tmpfs pages could be swapped to disk; turn swap off (swapoff -a)")
+                "tmpfs pages could be swapped to disk; turn swap off (swapoff -a)"
+            )
         warnings.append(f"{info.kind} on cgroup v1: no memory, pids or CPU limits (--allow-no-limits)")
     for w in warnings:
         err.write(f"qsandbox: warning: {w}\n".encode())
@@ -129,8 +129,15 @@ def _preflight(client: docker.DockerClient, settings: RunSettings, err: BinaryIO
 class _Refresher(threading.Thread):
     """Short-lived mode: mint a fresh access token before the current one expires, and send it in."""
 
-    def __init__(self, client: docker.DockerClient, settings: RunSettings, secret: Secret,
-                 ca_pem: str | None, prepared: _Prepared, expiration: int) -> None:
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        settings: RunSettings,
+        secret: Secret,
+        ca_pem: str | None,
+        prepared: _Prepared,
+        expiration: int,
+    ) -> None:
         super().__init__(daemon=True)
         self.client, self.settings, self.secret, self.ca_pem = client, settings, secret, ca_pem
         self.prepared, self.expiration = prepared, expiration
@@ -139,11 +146,13 @@ class _Refresher(threading.Thread):
     def run(self) -> None:
         while not self.stop.wait(max(5.0, (self.expiration - time.time()) * 0.8)):
             try:
-                minted = mint(self.client, self.settings.image, self.secret, network=self.settings.network,
-                              ca_pem=self.ca_pem)
+                minted = mint(
+                    self.client, self.settings.image, self.secret, network=self.settings.network, ca_pem=self.ca_pem
+                )
                 self.expiration = int(minted["expiration"])  # type: ignore[call-overload]
-                self.prepared.attachment.send(handoff.encode_access_token(
-                    handoff.AccessToken(str(minted["access_token"]), self.expiration)))
+                self.prepared.attachment.send(
+                    handoff.encode_access_token(handoff.AccessToken(str(minted["access_token"]), self.expiration))
+                )
             except (QsandboxError, OSError):
                 continue  # try again; the current token is still valid for a while
 
@@ -162,8 +171,10 @@ class _Heartbeat(threading.Thread):
         self._old_tstp = signal.signal(signal.SIGTSTP, self._on_suspend)
 
     def _on_suspend(self, *_: object) -> None:
-        self.err.write(f"qsandbox: suspended; the sandbox stops the script if the launcher stays stopped for "
-                       f"{handoff.HEARTBEAT_TIMEOUT:.0f} s: `fg` before that to go on\n".encode())
+        self.err.write(
+            f"qsandbox: suspended; the sandbox stops the script if the launcher stays stopped for "
+            f"{handoff.HEARTBEAT_TIMEOUT:.0f} s: `fg` before that to go on\n".encode()
+        )
         self.err.flush()
         signal.signal(signal.SIGTSTP, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTSTP)  # stops here until SIGCONT
@@ -187,13 +198,13 @@ def _check_image(client: docker.DockerClient, image: str) -> None:
         client.images.get(image)
     except docker.errors.ImageNotFound:
         raise ImageError(
-            f"image {image} is not on this engine: run `qsandbox build` (this qsandbox version "
-            "needs its own image)"
+            f"image {image} is not on this engine: run `qsandbox build` (this qsandbox version needs its own image)"
         ) from None
 
 
-def _pump(attachment: sandbox.Attachment, out: BinaryIO, err: BinaryIO, done: threading.Event,
-          secrets: list[str] | None) -> None:
+def _pump(
+    attachment: sandbox.Attachment, out: BinaryIO, err: BinaryIO, done: threading.Event, secrets: list[str] | None
+) -> None:
     """Copy the container's output to ours, live and redacted, until the stream ends."""
     targets = {1: out, 2: err}
     redactors = {n: Redactor(secrets) for n in targets} if secrets is not None else None
@@ -240,7 +251,10 @@ class _Signals:
 
 
 def _read_key_while_preparing(
-    client: docker.DockerClient, settings: RunSettings, run_id: str, source: KeySource,
+    client: docker.DockerClient,
+    settings: RunSettings,
+    run_id: str,
+    source: KeySource,
     prompt: Callable[[], str] | None,
 ) -> tuple[Secret, _Prepared]:
     """At the prompt, the sandbox is made ready while the user types (it is destroyed on a bad key)."""
@@ -358,8 +372,12 @@ def run(
                         # The emulator starts while the sandbox is made and imports Qiskit.
                         with ThreadPoolExecutor(1) as pool:
                             emulator = pool.submit(
-                                localplatform.start_emulator, client, settings.image, run_id,
-                                network, [localplatform.digest(secret)],
+                                localplatform.start_emulator,
+                                client,
+                                settings.image,
+                                run_id,
+                                network,
+                                [localplatform.digest(secret)],
                             )
                             try:
                                 prepared = _prepare(client, settings, run_id)
@@ -372,8 +390,11 @@ def run(
                     secret = source.read()  # bad input fails here, before anything starts
                     prepared = _prepare(client, settings, run_id)
                 short_lived = settings.token_mode == "short-lived"  # noqa: S105 - a mode name
-                minted = (mint(client, settings.image, secret, network=settings.network, ca_pem=ca_pem)
-                          if short_lived else None)
+                minted = (
+                    mint(client, settings.image, secret, network=settings.network, ca_pem=ca_pem)
+                    if short_lived
+                    else None
+                )
                 message = handoff.encode_start(
                     handoff.Start(
                         # short-lived: a meaningless placeholder; the sandbox never sees the key
@@ -385,7 +406,8 @@ def run(
                 )
                 if minted is not None:
                     message += handoff.encode_access_token(
-                        handoff.AccessToken(str(minted["access_token"]), int(minted["expiration"])))
+                        handoff.AccessToken(str(minted["access_token"]), int(minted["expiration"]))
+                    )
                     refresher = _Refresher(client, settings, secret, ca_pem, prepared, int(minted["expiration"]))
                 done = threading.Event()
                 threading.Thread(
@@ -447,15 +469,18 @@ def run(
     )
 
 
-def _await_engine(client: docker.DockerClient, teardown: Callable[[], None], err: BinaryIO,
-                  revoke_pending: Callable[[], bool]) -> None:
+def _await_engine(
+    client: docker.DockerClient, teardown: Callable[[], None], err: BinaryIO, revoke_pending: Callable[[], bool]
+) -> None:
     """The engine stopped answering mid-run: wait for it to come back, then finish the clean-up.
 
     An engine shutting down still answers for a moment, so the clean-up itself is retried until it
     goes through or the time is up.
     """
-    err.write(f"qsandbox: lost the container engine mid-run; waiting up to {ENGINE_RETURN_WAIT:.0f} s for it "
-              f"(the sandbox stops itself {handoff.HEARTBEAT_TIMEOUT:.0f} s after losing touch)\n".encode())
+    err.write(
+        f"qsandbox: lost the container engine mid-run; waiting up to {ENGINE_RETURN_WAIT:.0f} s for it "
+        f"(the sandbox stops itself {handoff.HEARTBEAT_TIMEOUT:.0f} s after losing touch)\n".encode()
+    )
     err.flush()
     end = time.monotonic() + ENGINE_RETURN_WAIT
     while True:
@@ -470,7 +495,8 @@ def _await_engine(client: docker.DockerClient, teardown: Callable[[], None], err
             also = " and `qsandbox revoke` (--revoke-after could not run)" if revoke_pending() else ""
             raise EngineUnavailable(
                 f"the container engine did not come back within {ENGINE_RETURN_WAIT:.0f} s: the sandbox "
-                f"stopped itself and its key was in RAM only; run `qsandbox sweep`{also} once the engine is back")
+                f"stopped itself and its key was in RAM only; run `qsandbox sweep`{also} once the engine is back"
+            )
         time.sleep(0.5)
     err.write(b"qsandbox: the engine is back and confirms the clean-up\n")
     err.flush()
@@ -520,4 +546,3 @@ def _ensure_gone(client: docker.DockerClient, prepared: _Prepared) -> None:
             return
         time.sleep(0.05)
     sandbox.destroy(client, prepared.container_id)
-

@@ -11,7 +11,7 @@ import os
 import resource
 import stat
 
-from .settings import QISKIT_DIR, SECRET_DIR
+from ..common.paths import QISKIT_DIR, SECRET_DIR
 
 
 def _status_field(name: str) -> str:

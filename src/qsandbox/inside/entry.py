@@ -1,7 +1,7 @@
 """Runs inside the container: receive the hand-off, write the account into tmpfs, run the script.
 
-    python -m qsandbox.entry run SCRIPT [ARGS...]
-    python -m qsandbox.entry probe
+    python -m qsandbox.inside.entry run SCRIPT [ARGS...]
+    python -m qsandbox.inside.entry probe
 
 While the launcher is still reading the key, this process already imports qiskit and
 qiskit_ibm_runtime, then waits for the start message on stdin. It writes qiskit-ibm-runtime's
@@ -26,8 +26,8 @@ import threading
 import time
 from typing import NoReturn
 
-from . import handoff
-from .settings import CA_FILE, QISKIT_DIR, TOKEN_FILE, WORKDIR
+from ..common import handoff
+from ..common.paths import CA_FILE, QISKIT_DIR, TOKEN_FILE, WORKDIR
 
 GRACE = 5.0  # seconds between SIGINT and SIGKILL of the script on abort
 ABORT_EXIT = {"interrupt": 130, "terminate": 143, "hangup": 129, "timeout": 124}
@@ -200,7 +200,7 @@ class _Output:
             self.thread.join(timeout)
 
     def _copy(self) -> None:
-        from .redact import Redactor
+        from ..common.redact import Redactor
 
         streams = {self.out[0]: (1, Redactor([])), self.err[0]: (2, Redactor([]))}
         pending = b""
@@ -233,7 +233,7 @@ class _Output:
 def _write_all(fd: int, data: bytes) -> None:
     while data:
         try:
-            data = data[os.write(fd, data):]
+            data = data[os.write(fd, data) :]
         except OSError:
             return  # the launcher is gone; the dead-man switch ends the rest
 
@@ -334,8 +334,10 @@ def _supervise(pid: int, tokens: object | None, started_at: float) -> int:
     if kind in ("eof", "silent"):
         # Dead-man switch: the launcher is gone, or the engine between us. Nothing may outlive it.
         if kind == "silent":
-            _say(f"no word from the launcher for {handoff.HEARTBEAT_TIMEOUT:.0f} s (it, or the engine, is gone): "
-                 "the script was stopped")
+            _say(
+                f"no word from the launcher for {handoff.HEARTBEAT_TIMEOUT:.0f} s (it, or the engine, is gone): "
+                "the script was stopped"
+            )
         _kill_group(pid, signal.SIGKILL, 0, exited)
         exited.wait(2)
         return 137
@@ -360,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         return probe_main()
     if len(argv) >= 2 and argv[0] == "run":
         return run(argv[1], argv[2:])
-    _say("usage: python -m qsandbox.entry run SCRIPT [ARGS...] | probe")
+    _say("usage: python -m qsandbox.inside.entry run SCRIPT [ARGS...] | probe")
     return 125
 
 

@@ -1,6 +1,6 @@
 """Runs in a short-lived helper container: the IBM Cloud calls that need the key but not the script.
 
-    python -m qsandbox.broker      (reads one JSON request line on stdin, prints one JSON line)
+    python -m qsandbox.inside.broker      (reads one JSON request line on stdin, prints one JSON line)
 
 Request: {"op": "revoke" | "token", "token": KEY, "ca_pem": PEM or null}. The key arrives over the attached
 stdin like the sandbox's, never in Env or Cmd. `revoke` finds the key's id from the key itself
@@ -46,8 +46,12 @@ def mint(key: str) -> dict[str, Any]:
         return {"ok": False, "error": f"IAM answered {e.code}: {e.message}"}
     except Exception as e:  # noqa: BLE001
         return {"ok": False, "error": f"{type(e).__name__}: {e}"}
-    return {"ok": True, "access_token": body["access_token"], "expires_in": int(body["expires_in"]),
-            "expiration": int(body["expiration"])}
+    return {
+        "ok": True,
+        "access_token": body["access_token"],
+        "expires_in": int(body["expires_in"]),
+        "expiration": int(body["expiration"]),
+    }
 
 
 def main() -> int:

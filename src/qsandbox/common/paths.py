@@ -1,0 +1,20 @@
+"""Where things are inside the sandbox: the paths and ports both sides agree on.
+
+The launcher mounts and names them; the entry point inside writes and reads them. The image's
+Dockerfile fixes the uid and the venv.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+SANDBOX_UID = 10001  # fixed in the Dockerfile
+HOME = PurePosixPath("/home/sandbox")
+QISKIT_DIR = HOME / ".qiskit"  # tmpfs: qiskit-ibm-runtime's saved-account file lives here
+SECRET_DIR = PurePosixPath("/run/qsandbox")  # tmpfs: raw key file (and the local platform's CA)
+TOKEN_FILE = SECRET_DIR / "token"
+CA_FILE = SECRET_DIR / "ca.pem"
+WORKDIR = PurePosixPath("/work")  # the script's directory, read-only
+OUTPUT_DIR = PurePosixPath("/output")
+VENV_PYTHON = "/opt/qsandbox/bin/python"  # the image's interpreter (Dockerfile)
+TOKEN_SERVER_PORT = 8765  # short-lived mode: the sandbox's own IAM token endpoint, on loopback
