@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import re
 import urllib.parse
+from typing import cast
 
 MASK = b"***"
 # An IAM access token is a JWT: three base64url parts, the first two JSON objects ("eyJ").
@@ -69,7 +70,7 @@ class Redactor:
                     keep = n
                     break
         # A run of token characters that may be a JWT still being written.
-        tail = data[_TOKEN_CHARS.search(data).start() :]  # type: ignore[union-attr] - always matches
+        tail = data[cast(re.Match[bytes], _TOKEN_CHARS.search(data)).start() :]  # \Z: always matches
         start = tail.find(b"eyJ")
         if start != -1:
             if len(tail) - start <= _HOLD_LIMIT:

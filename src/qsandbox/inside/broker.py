@@ -18,9 +18,9 @@ from typing import Any
 
 
 def revoke(key: str) -> dict[str, Any]:
-    from ibm_cloud_sdk_core import ApiException
-    from ibm_cloud_sdk_core.authenticators import IAMAuthenticator
-    from ibm_platform_services import IamIdentityV1
+    from ibm_cloud_sdk_core import ApiException  # type: ignore[import-untyped]  # no py.typed
+    from ibm_cloud_sdk_core.authenticators import IAMAuthenticator  # type: ignore[import-untyped]  # no py.typed
+    from ibm_platform_services import IamIdentityV1  # type: ignore[import-untyped]  # no py.typed
 
     try:
         service = IamIdentityV1(authenticator=IAMAuthenticator(apikey=key))
@@ -38,7 +38,7 @@ def mint(key: str) -> dict[str, Any]:
     """Exchange the key for an IAM access token (only the access token goes back: a refresh
     token lives for days and would outlast the sandbox)."""
     from ibm_cloud_sdk_core import ApiException
-    from ibm_cloud_sdk_core.token_managers.iam_token_manager import IAMTokenManager
+    from ibm_cloud_sdk_core.token_managers.iam_token_manager import IAMTokenManager  # type: ignore[import-untyped]  # no py.typed
 
     try:
         body = IAMTokenManager(apikey=key).request_token()

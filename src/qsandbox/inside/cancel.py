@@ -15,7 +15,7 @@ LIMIT = 20.0  # seconds for the whole clean-up
 
 
 def _cancel(started_at: float, say: Callable[[str], None]) -> None:
-    from qiskit_ibm_runtime import QiskitRuntimeService, Session
+    from qiskit_ibm_runtime import QiskitRuntimeService, Session  # type: ignore[import-untyped]  # no py.typed
 
     service = QiskitRuntimeService()
     since = datetime.fromtimestamp(started_at, tz=UTC) - timedelta(seconds=5)

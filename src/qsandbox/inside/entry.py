@@ -24,10 +24,13 @@ import signal
 import sys
 import threading
 import time
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from ..common import handoff
 from ..common.paths import CA_FILE, QISKIT_DIR, TOKEN_FILE, WORKDIR
+
+if TYPE_CHECKING:
+    from .tokenserver import TokenServer  # imported where used: only short-lived mode needs it
 
 GRACE = 5.0  # seconds between SIGINT and SIGKILL of the script on abort
 ABORT_EXIT = {"interrupt": 130, "terminate": 143, "hangup": 129, "timeout": 124}
@@ -57,8 +60,8 @@ def _prewarm() -> None:
     if os.environ.get("QSANDBOX_PREWARM", "0") != "1":
         return
     try:
-        import qiskit  # noqa: F401
-        import qiskit_ibm_runtime  # noqa: F401
+        import qiskit  # type: ignore[import-untyped]  # noqa: F401 - no py.typed
+        import qiskit_ibm_runtime  # type: ignore[import-untyped]  # noqa: F401 - no py.typed
     except Exception as e:  # noqa: BLE001 - the script will report the same error properly
         _say(f"pre-import failed ({type(e).__name__}); continuing")
 
@@ -138,7 +141,7 @@ def _run_script(script: str, args: list[str]) -> NoReturn:
     os._exit(code)
 
 
-def _watch_stdin(events: queue.Queue[tuple[str, str]], tokens: object | None, heard: list[float]) -> None:
+def _watch_stdin(events: queue.Queue[tuple[str, str]], tokens: TokenServer | None, heard: list[float]) -> None:
     while True:
         try:
             line = _read_line(0)
@@ -156,7 +159,7 @@ def _watch_stdin(events: queue.Queue[tuple[str, str]], tokens: object | None, he
         if isinstance(msg, handoff.Abort):
             events.put(("abort", msg.reason))
         elif isinstance(msg, handoff.AccessToken) and tokens is not None:
-            tokens.update(msg)  # type: ignore[attr-defined]
+            tokens.update(msg)
 
 
 def _watch_silence(events: queue.Queue[tuple[str, str]], heard: list[float], timeout: float) -> None:
@@ -267,7 +270,7 @@ def run(script: str, args: list[str]) -> int:
     write_account(msg)
     started_at = time.time()
     del msg, line
-    tokens = None
+    tokens: TokenServer | None = None
     if os.environ.get("QSANDBOX_TOKEN_MODE") == "short-lived":
         # The saved key is a placeholder; the next message is the minted access token.
         first = _read_line(0)
@@ -301,7 +304,7 @@ def run(script: str, args: list[str]) -> int:
             output.finish(2.0)  # the rest of its output, masked
 
 
-def _supervise(pid: int, tokens: object | None, started_at: float) -> int:
+def _supervise(pid: int, tokens: TokenServer | None, started_at: float) -> int:
     """In the parent: wait for the script's exit, an abort, EOF or silence; return the exit code."""
     events: queue.Queue[tuple[str, str]] = queue.Queue()
     exited = threading.Event()

@@ -43,7 +43,7 @@ def _wrap(module: ModuleType, fd: int) -> None:
     cls = module.IAMRequestBasedTokenManager
     original = cls._save_token_info
 
-    def _save_token_info(self: Any, token_response: dict) -> None:
+    def _save_token_info(self: Any, token_response: dict[str, Any]) -> None:
         _report(fd, token_response)  # before the client can hand the token to anyone
         original(self, token_response)
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import docker
 import docker.errors
 
 from .. import __version__
 from ..common.errors import ImageError, UsageError
-from .settings import IMAGE, IMAGE_REPOSITORY, VERSION_LABEL
+from .settings import IMAGE as IMAGE  # re-exported: the CLI names it as image.IMAGE
+from .settings import IMAGE_REPOSITORY, VERSION_LABEL
 
 DEFAULT_BASE = "python:3.12-slim"
 OFFLINE_HINT = (
@@ -55,7 +57,7 @@ def build(
     ctx = find_context(context)
     ensure_base(client, base, say)
     say(f"building {tag} from {ctx} on base {base}")
-    image_id = None
+    image_id: str | None = None
     try:
         for chunk in client.api.build(
             path=str(ctx),
@@ -77,7 +79,7 @@ def build(
     except docker.errors.APIError as e:
         raise ImageError(f"image build failed: {e.explanation}") from e
     if image_id is None:
-        image_id = client.images.get(tag).id
+        image_id = cast(str, client.images.get(tag).id)  # just built and tagged: it has an id
     return image_id
 
 

@@ -18,9 +18,11 @@ import hashlib
 import secrets
 import threading
 from dataclasses import dataclass
+from typing import cast
 
 import docker
 import docker.errors
+from docker.models.networks import Network
 
 from ..common.errors import SandboxError
 from ..common.platform_constants import HOSTNAMES, INSTANCE_CRN
@@ -136,20 +138,21 @@ def start_emulator(
         sysctls={"net.ipv4.ip_unprivileged_port_start": "0"},
         stdin_open=True,
     )
+    container_id = cast(str, container.id)  # made from the engine's {"Id": ...}: never None
     try:
-        wrong = hardening.mismatches(client.api.inspect_container(container.id))
+        wrong = hardening.mismatches(client.api.inspect_container(container_id))
         if wrong:
             raise SandboxError("the engine did not apply the emulator's hardening: " + "; ".join(wrong))
-        attachment = sandbox.attach(client, container.id)
+        attachment = sandbox.attach(client, container_id)
         container.start()
         ca_pem = _read_ca(attachment)
         if shared:
             attachment.close()  # the shared emulator outlives this command
     except BaseException:
-        sandbox.destroy(client, container.id)
+        sandbox.destroy(client, container_id)
         raise
     return LocalPlatform(
-        network=network, emulator_id=container.id, ca_pem=ca_pem, attachment=None if shared else attachment
+        network=network, emulator_id=container_id, ca_pem=ca_pem, attachment=None if shared else attachment
     )
 
 
@@ -185,7 +188,9 @@ def shared(client: docker.DockerClient) -> LocalPlatform:
     code, out = container.exec_run(["cat", CA_PATH], user=str(Hardening().uid))
     if code != 0 or b"BEGIN CERTIFICATE" not in out:
         raise SandboxError("the shared platform has no CA certificate: restart it (`qsandbox platform down`, `up`)")
-    return LocalPlatform(network=SHARED, emulator_id=container.id, ca_pem=out.decode(), attachment=None)
+    emulator_id = cast(str, container.id)  # got from the engine: never None
+    pem = cast(bytes, out).decode()  # stream=False: the whole output as bytes
+    return LocalPlatform(network=SHARED, emulator_id=emulator_id, ca_pem=pem, attachment=None)
 
 
 def up(client: docker.DockerClient, image: str, token_ttl: int | None = None) -> LocalPlatform:
@@ -203,7 +208,7 @@ def down(client: docker.DockerClient) -> bool:
     """Stop the long-lived emulator and remove its network; False if none was running."""
     found = False
     try:
-        sandbox.destroy(client, client.containers.get(SHARED).id)
+        sandbox.destroy(client, cast(str, client.containers.get(SHARED).id))  # got from the engine: never None
         found = True
     except docker.errors.NotFound:
         pass
@@ -229,7 +234,7 @@ def remove_network(client: docker.DockerClient, name: str) -> None:
         pass
 
 
-def _remove_network(network: docker.models.networks.Network) -> None:
+def _remove_network(network: Network) -> None:
     for _ in range(50):
         try:
             network.remove()

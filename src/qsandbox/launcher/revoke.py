@@ -51,7 +51,8 @@ def _broker(
             hardening=sandbox.hardening_for(client),
             network=network or "bridge",
         )
-        return json.loads(out.decode().strip().splitlines()[-1])
+        result: dict[str, object] = json.loads(out.decode().strip().splitlines()[-1])  # the broker's one JSON object
+        return result
     except (docker.errors.DockerException, ValueError, IndexError) as e:
         return {"ok": False, "error": f"the key broker failed: {e}"}
 

@@ -15,21 +15,23 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import docker
 import docker.errors
 
 from ..common import handoff
 from ..common.errors import EngineUnavailable, ExitCode, ImageError, PreflightRefused, QsandboxError, SandboxError
+from ..common.paths import CA_FILE
 from ..common.platform_constants import INSTANCE_CRN
 from ..common.redact import Redactor
 from . import engine, localplatform, preflight, sandbox
 from .credentials import KeySource, Secret
 from .revoke import Revocation, mint, revoke
-from .settings import CA_FILE, RunSettings
+from .settings import RunSettings
 
 ABORT_GRACE = 30.0  # entry point: interrupt the script (5 s), then cancel jobs (<= 20 s)
 REMOVAL_WAIT = 10.0
@@ -72,19 +74,6 @@ class _Prepared:
     container_id: str
     attachment: sandbox.Attachment
     removal: sandbox.Removal
-
-
-def _prepare(client: docker.DockerClient, settings: RunSettings, run_id: str) -> _Prepared:
-    """Create, verify, attach and start. The entry point then imports Qiskit and waits for the key."""
-    container = sandbox.create(client, settings, run_id)
-    try:
-        removal = sandbox.Removal(client, container.id)
-        attachment = sandbox.attach(client, container.id)
-        sandbox.start(container)
-    except BaseException:
-        sandbox.destroy(client, container.id)
-        raise
-    return _Prepared(container.id, attachment, removal)
 
 
 def _on_platform(settings: RunSettings, network: str, instance: str) -> RunSettings:
@@ -250,40 +239,299 @@ class _Signals:
             signal.signal(s, old)
 
 
-def _read_key_while_preparing(
-    client: docker.DockerClient,
-    settings: RunSettings,
-    run_id: str,
-    source: KeySource,
-    prompt: Callable[[], str] | None,
-) -> tuple[Secret, _Prepared]:
-    """At the prompt, the sandbox is made ready while the user types (it is destroyed on a bad key)."""
-    box: dict[str, object] = {}
+class Cleanup:
+    """The engine-side clean-up of one run: each step registered as its object is acquired, run last-first.
 
-    def work() -> None:
+    Like `contextlib.ExitStack`, so the teardown order is the reverse of the order of acquisition
+    and cannot be forgotten. Unlike it, a step that fails because the engine went away stays on the
+    stack: once the engine is back the remaining steps run again, and a step that already succeeded
+    never runs twice.
+    """
+
+    def __init__(self) -> None:
+        self._steps: list[tuple[str, Callable[[], None]]] = []
+        self._lock = threading.Lock()  # the sandbox may be prepared in a worker thread (at the prompt)
+
+    def push(self, name: str, step: Callable[[], None]) -> None:
+        with self._lock:
+            self._steps.append((name, step))
+
+    @property
+    def pending(self) -> list[str]:
+        """The steps still to run, in the order they will run."""
+        with self._lock:
+            return [name for name, _ in reversed(self._steps)]
+
+    def unwind(self) -> None:
+        while True:
+            with self._lock:
+                if not self._steps:
+                    return
+                _, step = self._steps[-1]
+            step()
+            with self._lock:
+                self._steps.pop()
+
+
+class Run:
+    """One `qsandbox run`, as its phases: check, prepare, hand off, supervise, tear down, confirm.
+
+    `execute()` tells the story. What each phase acquires, it registers for clean-up at once:
+    launcher-side things (the attach stream, the heartbeat, the token refresher, a lent --output
+    directory) on an ExitStack, engine-side things (sandbox, revocation, emulator, network) on a
+    `Cleanup`, which the ExitStack runs between the two, so the order of teardown is the one place
+    below where things are acquired, reversed.
+    """
+
+    def __init__(
+        self,
+        settings: RunSettings,
+        source: KeySource,
+        *,
+        out: BinaryIO,
+        err: BinaryIO,
+        prompt: Callable[[], str] | None,
+    ) -> None:
+        self.local = settings.platform in ("local", "shared")
+        self.settings = replace(settings, prewarm=self.local or source.interactive)
+        self.source, self.out, self.err, self.prompt = source, out, err, prompt
+        self.cleanup = Cleanup()
+        self.run_id = sandbox.new_run_id()
+        self.prepared: _Prepared | None = None
+        self.ca_pem: str | None = None
+        self.code = int(ExitCode.TOOL)
+        self.aborted: str | None = None
+        self.lost = False  # the engine stopped answering mid-run (restarted, crashed)
+        self.revocation: Revocation | None = None
+        self.left: list[str] = []  # what the engine still has of this run, after teardown
+        self._key_read = False
+        self._started = False  # the sandbox's container was started (the daemon will auto-remove it)
+        self._to_revoke: Secret | None = None
+        self._done = threading.Event()  # the output stream ended
+
+    # -- the story ------------------------------------------------------------------------------
+
+    def execute(self) -> RunResult:
+        self.check()
+        began = time.monotonic()
+        with ExitStack() as local:
+            self._lend_output(local)
+            local.callback(self.tear_down)  # engine side, after the launcher-side steps below
+            with _Signals():
+                try:
+                    secret = self.prepare(local)
+                    self._key_read = True
+                    self.hand_off(secret, local)
+                    del secret
+                    self.code = self.supervise()
+                except _Abort as a:
+                    self.aborted, self.code = a.reason, int(REASON_EXIT[a.reason])
+                    if self.prepared is not None and self._key_read:  # else closing the stream ends it
+                        _abort(self.prepared, a.reason)
+                except Exception as e:
+                    if not engine.went_away(self.client, e):
+                        raise
+                    self.lost = True
+        return self.confirm(time.monotonic() - began)
+
+    # -- the phases -----------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Everything that can refuse before anything starts: key source, engine, preflight, image."""
+        if not (self.local and self.source.interactive):
+            self.source.check()
+        self.client = engine.connect()
+        self.settings = _preflight(self.client, self.settings, self.err)
+        _check_image(self.client, self.settings.image)
+
+    def prepare(self, local: ExitStack) -> Secret:
+        """Read the key and make the sandbox ready (with its platform, for rehearsals); returns the key."""
+        client, settings = self.client, self.settings
+        if not self.local:
+            if self.source.interactive:
+                return self._read_key_while_preparing(local)
+            secret = self.source.read()  # bad input fails here, before anything starts
+            self._prepare_sandbox(local)
+            return secret
+        # A rehearsal needs no real key: without a source, a throwaway one is made.
+        secret = localplatform.throwaway_key() if self.source.interactive else self.source.read()
+        if settings.platform == "shared":
+            platform = localplatform.shared(client)
+            self.settings = _on_platform(settings, platform.network, platform.instance)
+            self._prepare_sandbox(local)
+        else:
+            localplatform.remove_stale_networks(client)
+            network = localplatform.create_network(client, self.run_id)
+            self.cleanup.push("remove the run's network", lambda: localplatform.remove_network(client, network))
+            self.settings = _on_platform(settings, network, INSTANCE_CRN)
+            # The emulator starts while the sandbox is made and imports Qiskit.
+            with ThreadPoolExecutor(1) as pool:
+                emulator = pool.submit(
+                    localplatform.start_emulator,
+                    client,
+                    settings.image,
+                    self.run_id,
+                    network,
+                    [localplatform.digest(secret)],
+                )
+                self.cleanup.push("stop the emulator", lambda: _stop_emulator(client, emulator))
+                try:
+                    self._prepare_sandbox(local)
+                finally:
+                    platform = emulator.result()
+        self.ca_pem = platform.ca_pem
+        return secret
+
+    def hand_off(self, secret: Secret, local: ExitStack) -> None:
+        """Start the live output, then send the key (or, short-lived, a minted token) into the sandbox."""
+        client, settings, prepared = self.client, self.settings, self._ready()
+        short_lived = settings.token_mode == "short-lived"  # noqa: S105 - a mode name
+        minted = (
+            mint(client, settings.image, secret, network=settings.network, ca_pem=self.ca_pem) if short_lived else None
+        )
+        message = handoff.encode_start(
+            handoff.Start(
+                # short-lived: a meaningless placeholder; the sandbox never sees the key
+                token=localplatform.throwaway_key().reveal() if short_lived else secret.reveal(),
+                channel=settings.channel,
+                instance=settings.instance,
+                ca_pem=self.ca_pem,
+            )
+        )
+        refresher = None
+        if minted is not None:
+            message += handoff.encode_access_token(
+                handoff.AccessToken(str(minted["access_token"]), int(minted["expiration"]))  # type: ignore[call-overload]
+            )
+            refresher = _Refresher(client, settings, secret, self.ca_pem, prepared, int(minted["expiration"]))  # type: ignore[call-overload]
+        threading.Thread(
+            target=_pump,
+            args=(prepared.attachment, self.out, self.err, self._done, [secret.reveal()] if settings.redact else None),
+            daemon=True,
+        ).start()
+        if settings.revoke_after:
+            self._to_revoke = secret  # armed: the revocation step registered in _prepare_sandbox runs
+        if refresher is not None:
+            refresher.start()
+            local.callback(refresher.stop.set)
+        prepared.attachment.send(message)
+        del message
+        heartbeat = _Heartbeat(prepared.attachment, self.err)
+        heartbeat.start()
+        local.callback(heartbeat.end)
+
+    def supervise(self) -> int:
+        """Wait for the script to end (or --timeout); return its exit code."""
+        timeout = self.settings.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._done.wait(0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))):
+            if deadline is not None and time.monotonic() >= deadline:
+                raise _Abort("timeout")
+        return _exit_code(self._ready())
+
+    def tear_down(self) -> None:
+        """Every engine-side clean-up, then the engine's confirmation; after an engine loss, wait for it."""
+        if not self.lost:
+            try:
+                self._unwind()
+            except Exception as e:
+                if not engine.went_away(self.client, e):
+                    raise
+                self.lost = True
+        if self.lost:
+            self.aborted, self.code = "the engine went away mid-run", int(ExitCode.TOOL)
+            _await_engine(self.client, self._unwind, self.err, revoke_pending=lambda: self._to_revoke is not None)
+
+    def confirm(self, duration: float) -> RunResult:
+        """The run's result; a failed revocation turns success into a failure."""
+        if self.revocation is not None and not self.revocation.ok and self.code == 0:
+            self.code = int(ExitCode.TOOL)  # the user asked for a dead key; say loudly it is not
+        return RunResult(
+            run_id=self.run_id, exit_code=self.code, duration=duration, leftovers=self.left, aborted=self.aborted
+        )
+
+    # -- the steps behind them ------------------------------------------------------------------
+
+    def _ready(self) -> _Prepared:
+        assert self.prepared is not None, "the sandbox is prepared before this phase"  # noqa: S101 - an invariant
+        return self.prepared
+
+    def _unwind(self) -> None:
+        """Run the registered clean-up steps, then ask the engine what is left of this run."""
+        self.cleanup.unwind()
+        self.left = sandbox.leftovers(self.client, self.run_id)
+
+    def _lend_output(self, local: ExitStack) -> None:
+        """Make --output, and as root lend it to the sandbox uid for the run (taken back at the end)."""
+        if self.settings.output is None:
+            return
+        self.settings.output.mkdir(parents=True, exist_ok=True)
+        _own_output_dir(self.settings, back=False)
+        local.callback(_own_output_dir, self.settings, back=True)
+
+    def _prepare_sandbox(self, local: ExitStack) -> None:
+        """Create, verify, attach and start. The entry point then imports Qiskit and waits for the key."""
+        client = self.client
+        # Registered before the sandbox, so it runs after the sandbox is gone and before the
+        # emulator it may need is stopped; it does nothing unless the key was handed in.
+        self.cleanup.push("revoke the key (--revoke-after)", self._revoke_if_armed)
+        container = sandbox.create(client, self.settings, self.run_id)
+        container_id = cast(str, container.id)  # typed optional by the SDK; a created container has one
+        self.cleanup.push("remove the sandbox", lambda: self._remove_sandbox(container_id))
+        removal = sandbox.Removal(client, container_id)
+        attachment = sandbox.attach(client, container_id)
+        local.callback(attachment.close)  # EOF: the entry point ends the script and exits
+        sandbox.start(container)
+        self._started = True
+        self.prepared = _Prepared(container_id, attachment, removal)
+
+    def _remove_sandbox(self, container_id: str) -> None:
+        if self._started:
+            _ensure_gone(self.client, container_id)  # the daemon auto-removes it; confirm, force if not
+        else:
+            sandbox.destroy(self.client, container_id)
+
+    def _revoke_if_armed(self) -> None:
+        if self._to_revoke is None:
+            return
+        self.revocation = revoke(
+            self.client, self.settings.image, self._to_revoke, network=self.settings.network, ca_pem=self.ca_pem
+        )
+        self._to_revoke = None
+        self.err.write(self.revocation.line().encode() + b"\n")
+        self.err.flush()
+
+    def _read_key_while_preparing(self, local: ExitStack) -> Secret:
+        """At the prompt, the sandbox is made ready while the user types (a bad key tears it down)."""
+        error: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                self._prepare_sandbox(local)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
+                error.append(e)
+
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
         try:
-            box["prepared"] = _prepare(client, settings, run_id)
-        except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
-            box["error"] = e
-
-    worker = threading.Thread(target=work, daemon=True)
-    worker.start()
-    try:
-        secret = source.read(prompt)
-    except BaseException:
-        worker.join()
-        if "prepared" in box:
-            _abandon(client, box["prepared"])  # type: ignore[arg-type]
-        raise
-    worker.join()
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return secret, box["prepared"]  # type: ignore[return-value]
+            secret = self.source.read(self.prompt)
+        finally:
+            worker.join()  # whatever it registered is torn down with the rest
+        if error:
+            raise error[0]
+        return secret
 
 
-def _abandon(client: docker.DockerClient, prepared: _Prepared) -> None:
-    prepared.attachment.close()  # EOF: the entry point exits before any key arrived
-    sandbox.destroy(client, prepared.container_id)
+def run(
+    settings: RunSettings,
+    source: KeySource,
+    *,
+    out: BinaryIO | None = None,
+    err: BinaryIO | None = None,
+    prompt: Callable[[], str] | None = None,
+) -> RunResult:
+    """Run settings.script in a fresh sandbox, handing it the key read from `source`."""
+    return Run(settings, source, out=out or sys.stdout.buffer, err=err or sys.stderr.buffer, prompt=prompt).execute()
 
 
 def _own_output_dir(settings: RunSettings, back: bool) -> None:
@@ -300,173 +548,12 @@ def _own_output_dir(settings: RunSettings, back: bool) -> None:
             pass
 
 
-def run(
-    settings: RunSettings,
-    source: KeySource,
-    *,
-    out: BinaryIO | None = None,
-    err: BinaryIO | None = None,
-    prompt: Callable[[], str] | None = None,
-) -> RunResult:
-    """Run settings.script in a fresh sandbox, handing it the key read from `source`."""
-    out = out or sys.stdout.buffer
-    err = err or sys.stderr.buffer
-    local = settings.platform in ("local", "shared")
-    settings = replace(settings, prewarm=local or source.interactive)
-    if not (local and source.interactive):
-        source.check()
-    client = engine.connect()
-    settings = _preflight(client, settings, err)
-    _check_image(client, settings.image)
-    run_id = sandbox.new_run_id()
-    began = time.monotonic()
-    if settings.output is not None:
-        settings.output.mkdir(parents=True, exist_ok=True)
-        _own_output_dir(settings, back=False)
-
-    prepared: _Prepared | None = None
-    platform: localplatform.LocalPlatform | None = None
-    network: str | None = None
-    aborted: str | None = None
-    code = int(ExitCode.TOOL)
-    ca_pem: str | None = None
-    to_revoke: Secret | None = None
-    refresher: _Refresher | None = None
-    heartbeat: _Heartbeat | None = None
-    revocation: Revocation | None = None
-    lost = False  # the engine stopped answering mid-run (restarted, crashed)
-    left: list[str] = []  # what the engine still has of this run, after teardown
-
-    def teardown() -> None:
-        """Every engine-side clean-up, then the engine's confirmation; safe to repeat after an engine restart."""
-        nonlocal to_revoke, revocation, platform, network, left
-        if prepared is not None:
-            _ensure_gone(client, prepared)
-        if to_revoke is not None:  # after the sandbox, before the emulator it may need
-            revocation = revoke(client, settings.image, to_revoke, network=settings.network, ca_pem=ca_pem)
-            to_revoke = None
-            err.write(revocation.line().encode() + b"\n")
-            err.flush()
-        if platform is not None:
-            localplatform.stop(client, platform)
-            platform = None
-        if network is not None:
-            localplatform.remove_network(client, network)
-            network = None
-        left = sandbox.leftovers(client, run_id)
-
+def _stop_emulator(client: docker.DockerClient, emulator: Future[localplatform.LocalPlatform]) -> None:
     try:
-        with _Signals():
-            try:
-                if local:
-                    # A rehearsal needs no real key: without a source, a throwaway one is made.
-                    secret = localplatform.throwaway_key() if source.interactive else source.read()
-                    if settings.platform == "shared":
-                        platform = localplatform.shared(client)
-                        settings = _on_platform(settings, platform.network, platform.instance)
-                        prepared = _prepare(client, settings, run_id)
-                    else:
-                        localplatform.remove_stale_networks(client)
-                        network = localplatform.create_network(client, run_id)
-                        settings = _on_platform(settings, network, INSTANCE_CRN)
-                        # The emulator starts while the sandbox is made and imports Qiskit.
-                        with ThreadPoolExecutor(1) as pool:
-                            emulator = pool.submit(
-                                localplatform.start_emulator,
-                                client,
-                                settings.image,
-                                run_id,
-                                network,
-                                [localplatform.digest(secret)],
-                            )
-                            try:
-                                prepared = _prepare(client, settings, run_id)
-                            finally:
-                                platform = emulator.result()
-                    ca_pem = platform.ca_pem
-                elif source.interactive:
-                    secret, prepared = _read_key_while_preparing(client, settings, run_id, source, prompt)
-                else:
-                    secret = source.read()  # bad input fails here, before anything starts
-                    prepared = _prepare(client, settings, run_id)
-                short_lived = settings.token_mode == "short-lived"  # noqa: S105 - a mode name
-                minted = (
-                    mint(client, settings.image, secret, network=settings.network, ca_pem=ca_pem)
-                    if short_lived
-                    else None
-                )
-                message = handoff.encode_start(
-                    handoff.Start(
-                        # short-lived: a meaningless placeholder; the sandbox never sees the key
-                        token=localplatform.throwaway_key().reveal() if short_lived else secret.reveal(),
-                        channel=settings.channel,
-                        instance=settings.instance,
-                        ca_pem=ca_pem,
-                    )
-                )
-                if minted is not None:
-                    message += handoff.encode_access_token(
-                        handoff.AccessToken(str(minted["access_token"]), int(minted["expiration"]))
-                    )
-                    refresher = _Refresher(client, settings, secret, ca_pem, prepared, int(minted["expiration"]))
-                done = threading.Event()
-                threading.Thread(
-                    target=_pump,
-                    args=(prepared.attachment, out, err, done, [secret.reveal()] if settings.redact else None),
-                    daemon=True,
-                ).start()
-                if settings.revoke_after:
-                    to_revoke = secret
-                if refresher is not None:
-                    refresher.start()
-                del secret
-                prepared.attachment.send(message)
-                del message
-                heartbeat = _Heartbeat(prepared.attachment, err)
-                heartbeat.start()
-                deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
-                while not done.wait(0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))):
-                    if deadline is not None and time.monotonic() >= deadline:
-                        raise _Abort("timeout")
-                code = _exit_code(prepared)
-            except _Abort as a:
-                aborted = a.reason
-                code = int(REASON_EXIT[a.reason])
-                if prepared is not None:
-                    _abort(client, prepared, a.reason)
-            except Exception as e:
-                if not engine.went_away(client, e):
-                    raise
-                lost = True
-    finally:
-        if refresher is not None:
-            refresher.stop.set()
-        if heartbeat is not None:
-            heartbeat.end()
-        if prepared is not None:
-            prepared.attachment.close()
-        try:
-            if not lost:
-                try:
-                    teardown()
-                except Exception as e:
-                    if not engine.went_away(client, e):
-                        raise
-                    lost = True
-            if lost:
-                aborted, code = "the engine went away mid-run", int(ExitCode.TOOL)
-                _await_engine(client, teardown, err, revoke_pending=lambda: to_revoke is not None)
-        finally:
-            _own_output_dir(settings, back=True)
-    if revocation is not None and not revocation.ok and code == 0:
-        code = int(ExitCode.TOOL)  # the user asked for a dead key; say loudly it is not
-    return RunResult(
-        run_id=run_id,
-        exit_code=code,
-        duration=time.monotonic() - began,
-        leftovers=left,
-        aborted=aborted,
-    )
+        platform = emulator.result()
+    except Exception:  # noqa: BLE001 - it failed to start and removed itself; its error is the run's
+        return
+    localplatform.stop(client, platform)
 
 
 def _await_engine(
@@ -521,7 +608,7 @@ def _exit_code(prepared: _Prepared) -> int:
     return result[0]
 
 
-def _abort(client: docker.DockerClient, prepared: _Prepared, reason: str) -> None:
+def _abort(prepared: _Prepared, reason: str) -> None:
     """Ask the entry point to stop the script and cancel its jobs; force it if it takes too long."""
     try:
         prepared.attachment.send(handoff.encode_abort(reason))
@@ -536,13 +623,13 @@ def _abort(client: docker.DockerClient, prepared: _Prepared, reason: str) -> Non
         pass  # a second signal: stop waiting, force it below
 
 
-def _ensure_gone(client: docker.DockerClient, prepared: _Prepared) -> None:
+def _ensure_gone(client: docker.DockerClient, container_id: str) -> None:
     """Confirm with the engine that the container is gone; remove it ourselves if it is not."""
     end = time.monotonic() + 2.0
     while time.monotonic() < end:
         try:
-            client.api.inspect_container(prepared.container_id)
+            client.api.inspect_container(container_id)
         except docker.errors.NotFound:
             return
         time.sleep(0.05)
-    sandbox.destroy(client, prepared.container_id)
+    sandbox.destroy(client, container_id)

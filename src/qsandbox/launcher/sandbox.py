@@ -14,7 +14,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import docker
 import docker.errors
@@ -69,12 +69,12 @@ def create_container(client: docker.DockerClient, image: str, hardening: Hardeni
     is that user on the host too and the script's directory and --output keep working. The SDK
     accepts only "host" for userns_mode, so its own argument builder is used and then amended.
     """
-    from docker.models.containers import _create_container_args
+    from docker.models.containers import _create_container_args  # type: ignore[attr-defined]  # private: not in types-docker
 
     args = _create_container_args(
         {
             "image": image,
-            "version": client.api._version,  # noqa: SLF001
+            "version": client.api.api_version,  # the property returns APIClient._version
             **kwargs,
             **hardening.create_kwargs(),
         }
@@ -108,14 +108,15 @@ def create(client: docker.DockerClient, settings: RunSettings, run_id: str) -> C
         raise SandboxError(f"image {settings.image} not found: run `qsandbox build`") from e
     except docker.errors.APIError as e:
         raise SandboxError(f"the engine refused to create the sandbox: {e.explanation}") from e
+    container_id = cast(str, container.id)  # made from the engine's {"Id": ...}: never None
     try:
-        attrs = client.api.inspect_container(container.id)
+        attrs = client.api.inspect_container(container_id)
         wrong = mismatches(settings, attrs)
     except BaseException:
-        destroy(client, container.id)
+        destroy(client, container_id)
         raise
     if wrong:
-        destroy(client, container.id)
+        destroy(client, container_id)
         raise HardeningMismatch(
             "the engine did not apply the sandbox hardening, so no key was sent: " + "; ".join(wrong)
         )
@@ -136,7 +137,7 @@ class Attachment:
 
     def frames(self) -> Iterator[tuple[int, bytes]]:
         """(stream, bytes) pairs, stream 1 = stdout, 2 = stderr, until the container exits."""
-        yield from frames_iter(self.sock, tty=False)
+        yield from frames_iter(self.sock, tty=False)  # type: ignore[no-untyped-call]  # unannotated in types-docker
 
     def close(self) -> None:
         # Both must close: the SocketIO wrapper keeps the descriptor open on its own.
@@ -164,13 +165,13 @@ class Removal:
     def __init__(self, client: docker.DockerClient, container_id: str) -> None:
         api = client.api
         # docker-py's wait() blocks until the end; this is the same request, split in two.
-        self._resp = api._post(  # noqa: SLF001 - see the docstring
-            api._url("/containers/{0}/wait", container_id),  # noqa: SLF001
+        self._resp = api._post(  # type: ignore[attr-defined]  # noqa: SLF001 - see the docstring; private: not in types-docker
+            api._url("/containers/{0}/wait", container_id),  # type: ignore[attr-defined]  # noqa: SLF001
             params={"condition": "removed"},
             stream=True,
             timeout=None,
         )
-        api._raise_for_status(self._resp)  # noqa: SLF001
+        api._raise_for_status(self._resp)  # type: ignore[attr-defined]  # noqa: SLF001
 
     def exit_code(self) -> int:
         """Blocks until the container is gone; returns its exit code."""
@@ -209,7 +210,7 @@ def is_shared_platform(labels_: dict[str, str] | None) -> bool:
 
 def leftovers(client: docker.DockerClient, run_id: str | None = None) -> list[str]:
     """Names of labelled objects the engine still has (for one run, or for all runs)."""
-    flt = {"label": f"{LABEL}={run_id}" if run_id else LABEL}
+    flt: dict[str, str | list[str] | bool] = {"label": f"{LABEL}={run_id}" if run_id else LABEL}
     found = [
         f"container {c.name}"
         for c in client.containers.list(all=True, filters=flt)
@@ -229,7 +230,7 @@ def sweep(client: docker.DockerClient) -> list[str]:
     for c in client.containers.list(all=True, filters={"label": LABEL}):
         if is_shared_platform(c.labels):
             continue
-        destroy(client, c.id)
+        destroy(client, cast(str, c.id))  # listed by the engine: never None
         removed.append(f"container {c.name} (run {c.labels.get(LABEL)})")
     for n in client.networks.list(filters={"label": LABEL}):
         if is_shared_platform(n.attrs.get("Labels")):
@@ -256,7 +257,7 @@ def run_helper(
     entrypoint: list[str],
     command: list[str],
     stdin: bytes,
-    hardening: Any,
+    hardening: Hardening,
     network: str = "none",
 ) -> bytes:
     """Run a short-lived helper container with the sandbox hardening; return its stdout.
@@ -275,12 +276,13 @@ def run_helper(
         **({"network_mode": network} if network in ("none", "bridge") else {"network": network}),
         stdin_open=True,
     )
+    container_id = cast(str, container.id)  # made from the engine's {"Id": ...}: never None
     try:
-        wrong = hardening.mismatches(client.api.inspect_container(container.id))
+        wrong = hardening.mismatches(client.api.inspect_container(container_id))
         if wrong:
             raise HardeningMismatch("the engine did not apply the helper's hardening: " + "; ".join(wrong))
-        removal = Removal(client, container.id)
-        att = attach(client, container.id)
+        removal = Removal(client, container_id)
+        att = attach(client, container_id)
         try:
             start(container)
             att.send(stdin)
@@ -290,5 +292,5 @@ def run_helper(
             att.close()
         removal.exit_code()
     finally:
-        destroy(client, container.id)
+        destroy(client, container_id)
     return out

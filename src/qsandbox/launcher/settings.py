@@ -15,18 +15,18 @@ from typing import Any
 
 from .. import __version__
 from ..common.errors import UsageError
-from ..common.paths import (  # noqa: F401 - re-exported: the launcher names them from here
-    CA_FILE,
-    HOME,
-    OUTPUT_DIR,
-    QISKIT_DIR,
-    SANDBOX_UID,
-    SECRET_DIR,
-    TOKEN_FILE,
-    TOKEN_SERVER_PORT,
-    VENV_PYTHON,
-    WORKDIR,
-)
+
+# Re-exported (explicitly, `X as X`): the launcher names them from here.
+from ..common.paths import CA_FILE as CA_FILE
+from ..common.paths import HOME as HOME
+from ..common.paths import OUTPUT_DIR as OUTPUT_DIR
+from ..common.paths import QISKIT_DIR as QISKIT_DIR
+from ..common.paths import SANDBOX_UID as SANDBOX_UID
+from ..common.paths import SECRET_DIR as SECRET_DIR
+from ..common.paths import TOKEN_FILE as TOKEN_FILE
+from ..common.paths import TOKEN_SERVER_PORT as TOKEN_SERVER_PORT
+from ..common.paths import VENV_PYTHON as VENV_PYTHON
+from ..common.paths import WORKDIR as WORKDIR
 
 IMAGE_REPOSITORY = "qsandbox"
 IMAGE = f"{IMAGE_REPOSITORY}:{__version__}"
@@ -213,7 +213,7 @@ def _has_nnp(opts: list[str] | None) -> bool:
     return any(o.replace("=", ":") in ("no-new-privileges", "no-new-privileges:true") for o in opts or [])
 
 
-def _core(ulimits: list[dict[str, Any]] | None) -> tuple[int, int] | None:
+def _core(ulimits: list[dict[str, Any]] | None) -> tuple[int | None, int | None] | None:
     for u in ulimits or []:
         if u.get("Name") == "core":
             return (u.get("Soft"), u.get("Hard"))
