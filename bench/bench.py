@@ -131,7 +131,7 @@ def bench_first_line(runs: int) -> dict:
 
 def _destroy_times(client: docker.DockerClient, stop: threading.Event, seen: dict[str, float]) -> None:
     since = time.time() - 1
-    for ev in client.events(
+    for ev in client.events(  # type: ignore[call-overload]  # the engine takes fractional seconds
         decode=True, since=since, filters={"type": "container", "event": "destroy", "label": "qsandbox.run"}
     ):
         seen[ev["Actor"]["Attributes"].get("qsandbox.run", "")] = ev["timeNano"] / 1e9

@@ -30,7 +30,7 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 say "installing qsandbox into .venv"
-.venv/bin/pip install -q -e '.[sandbox,platform,test]' 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+.venv/bin/pip install -q -e '.[sandbox,platform,test,lint]' 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
 
 # 3. The image. Rebuilding is cheap when nothing changed (layer cache).
 base=${QSANDBOX_BASE_IMAGE:-}

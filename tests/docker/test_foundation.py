@@ -47,6 +47,7 @@ def test_probe_reports_hardening_from_inside(image, docker_client):
     assert seen["core_limit"] == [0, 0]
     for key in ("qiskit_dir", "secret_dir"):
         info = seen[key]
+        assert isinstance(info, dict)
         assert info["mount"]["fstype"] == "tmpfs"
         assert {"noexec", "nosuid", "nodev"} <= set(info["mount"]["options"])
         assert info["mode"] == "0o700" and info["owner"] == 10001

@@ -20,7 +20,7 @@ def test_swap():
 def test_debug_mode():
     assert engine_logging(INFO).warning is None
     debug = EngineInfo(**{**INFO.__dict__, "debug": True})
-    assert "debug mode" in engine_logging(debug).warning
+    assert "debug mode" in (engine_logging(debug).warning or "")
 
 
 def test_engine_access(tmp_path):
@@ -29,7 +29,7 @@ def test_engine_access(tmp_path):
     os.chmod(sock, 0o660)
     assert engine_access(INFO, f"unix://{sock}", os.getuid()).warning is None
     os.chmod(sock, 0o666)  # noqa: S103 - the condition under test, on a plain temp file
-    assert "open to every user" in engine_access(INFO, f"unix://{sock}", os.getuid()).warning
-    assert "over the network" in engine_access(INFO, "tcp://10.0.0.1:2375", os.getuid()).warning
+    assert "open to every user" in (engine_access(INFO, f"unix://{sock}", os.getuid()).warning or "")
+    assert "over the network" in (engine_access(INFO, "tcp://10.0.0.1:2375", os.getuid()).warning or "")
     rootless = EngineInfo(**{**INFO.__dict__, "rootless": True})
     assert engine_access(rootless, "tcp://x:1", os.getuid()).warning is None

@@ -1,5 +1,7 @@
 """The run's engine-side clean-up: last registered, first run; a step the engine interrupted runs again."""
 
+import functools
+
 import pytest
 
 from qsandbox.launcher.run import Cleanup
@@ -13,7 +15,7 @@ def test_steps_run_in_reverse_order_of_registration_once_each():
     ran: list[str] = []
     c = Cleanup()
     for name in ("network", "emulator", "revoke", "sandbox"):
-        c.push(name, lambda n=name: ran.append(n))
+        c.push(name, functools.partial(ran.append, name))
     assert c.pending == ["sandbox", "revoke", "emulator", "network"]
     c.unwind()
     assert ran == ["sandbox", "revoke", "emulator", "network"]
