@@ -70,6 +70,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 def build(ctx: click.Context, base_image: str | None, context: Path | None) -> None:
     """Build the sandbox image qsandbox:VERSION with the pinned Qiskit stack."""
     from . import engine, image
+    from .settings import IMAGE
 
     try:
         client = engine.connect(timeout=1800)
@@ -81,7 +82,7 @@ def build(ctx: click.Context, base_image: str | None, context: Path | None) -> N
         )
     except QsandboxError as e:
         _fail(e, ctx.obj["debug"])
-    click.echo(f"qsandbox: built {image.IMAGE} ({image_id[7:19]})", err=True)
+    click.echo(f"qsandbox: built {IMAGE} ({image_id[7:19]})", err=True)
 
 
 @main.command()
@@ -185,8 +186,9 @@ def run(
 
     The script sees its directory read-only at /work, finds its account the way
     QiskitRuntimeService() always does (~/.qiskit, here a tmpfs), and REST scripts read the key
-    from the file named by $QISKIT_IBM_TOKEN_FILE. Its exit code is passed through; qsandbox's own
-    failures exit 125, --timeout 124, Ctrl-C 130, SIGTERM 143, SIGHUP 129.
+    from the file named by $QISKIT_IBM_TOKEN_FILE. Its exit code is passed through; bad input and
+    refusals before anything starts exit 2 (the message names the remedy), qsandbox's or the
+    engine's own failures 125, --timeout 124, Ctrl-C 130, SIGTERM 143, SIGHUP 129.
     """
     from .credentials import KeySource, harden_process
     from .run import run as run_script

@@ -29,7 +29,8 @@ class Check:
 def probe(client: docker.DockerClient, hardening: Hardening, tag: str = IMAGE) -> dict[str, object]:
     """Start a container with the run's hardening and return what it reports from the inside."""
     out = sandbox.run_helper(client, tag, entrypoint=ENTRYPOINT, command=["probe"], stdin=b"", hardening=hardening)
-    return json.loads(out)
+    seen: dict[str, object] = json.loads(out)
+    return seen
 
 
 def _tmpfs_ok(info: dict[str, object], hardening: Hardening) -> list[str]:
@@ -82,7 +83,7 @@ def checks(say: Callable[[Check], None]) -> bool:
             "capabilities",
             seen["cap_eff"] == 0 and seen["cap_bnd"] == 0,
             f"effective {seen['cap_eff']:#x}, bounding {seen['cap_bnd']:#x}",
-        ),  # type: ignore[str-format]
+        ),
         Check("no-new-privileges", bool(seen["no_new_privs"]), f"NoNewPrivs={int(bool(seen['no_new_privs']))}"),
         Check(
             "read-only root",
@@ -96,7 +97,8 @@ def checks(say: Callable[[Check], None]) -> bool:
             "memory (swap included), pids and CPU limits applied"
             if hardening.limits
             else f"{info.kind} on cgroup v1 cannot apply memory, pids or CPU limits; runs need "
-            "--allow-no-limits (refused while host swap is on)",
+            "--allow-no-limits (refused while host swap is on), or use cgroup v2 with the cpu, memory and "
+            "pids controllers delegated to users",
             warn=not hardening.limits,
         ),
     ]

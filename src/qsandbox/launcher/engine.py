@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import docker
@@ -12,29 +14,95 @@ import docker.errors
 
 from ..common.errors import EngineUnavailable
 
+DEFAULT_SOCKET = "/var/run/docker.sock"  # the rootful engine's, where docker-py looks without DOCKER_HOST or a context
+ROOTLESS_HINT = (
+    'run your own rootless engine (README: "Rootless Docker for each user") '
+    "and point DOCKER_HOST or `docker context use` at it"
+)
+
 
 def connect(timeout: int = 120) -> docker.DockerClient:
-    """Return a client for the engine named by DOCKER_HOST (or the default socket).
+    """Return a client for the engine named by DOCKER_HOST, the current docker context, or the default socket.
 
-    Raises EngineUnavailable with the remedy when nothing answers.
+    Raises EngineUnavailable with the remedy when nothing answers or this user may not use it.
     """
     try:
         client = docker.from_env(timeout=timeout)
         client.ping()
     except docker.errors.DockerException as e:
-        where = os.environ.get("DOCKER_HOST") or "the default socket"
-        raise EngineUnavailable(
-            f"no container engine answers at {where}: start Docker (dockerd) or Podman "
-            "(`podman system service`) and set DOCKER_HOST if it is not the default"
-        ) from e
+        where, path = target(os.environ)
+        raise EngineUnavailable(unreachable(where, path, denied=_denied(e, path))) from e
     return client
+
+
+def configured_host(environ: Mapping[str, str]) -> tuple[str, str | None] | None:
+    """The engine's URL when DOCKER_HOST or a docker context names one, with the context's name;
+    None for the default socket. The docker CLI's order: DOCKER_HOST, then the current context
+    (DOCKER_CONTEXT, else `docker context use`'s choice in ~/.docker/config.json)."""
+    if environ.get("DOCKER_HOST"):
+        return environ["DOCKER_HOST"], None
+    try:
+        from docker.context import ContextAPI
+
+        context = ContextAPI.get_context(environ.get("DOCKER_CONTEXT"))
+    except Exception:  # noqa: BLE001 - an unreadable docker config or context: name the default socket
+        return None
+    if context is None or context.Name == "default" or not context.Host:
+        return None
+    return context.Host.replace("http+unix://", "unix://", 1), context.Name  # docker-py's spelling, not the user's
+
+
+def target(environ: Mapping[str, str]) -> tuple[str, str | None]:
+    """Where docker.from_env() connects: (words for a message, the unix socket path or None)."""
+    configured = configured_host(environ)
+    if configured is None:
+        return f"the default socket {DEFAULT_SOCKET}", DEFAULT_SOCKET
+    url, context = configured
+    return (url if context is None else f"docker context {context} ({url})"), _unix_path(url)
+
+
+def _unix_path(url: str) -> str | None:
+    return url.removeprefix("unix://") or None if url.startswith("unix://") else None
+
+
+def _denied(exc: BaseException, path: str | None) -> bool:
+    """Whether connecting failed with EACCES/EPERM. The SDK buries the OSError in the args of a
+    requests error inside the DockerException's cause, so causes, contexts and args are all searched."""
+    if path is None:
+        return False
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        e = todo.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM):
+            return True
+        todo += [e.__cause__, e.__context__, *e.args]
+    return False
+
+
+def unreachable(where: str, path: str | None, *, denied: bool) -> str:
+    """The one line saying why no engine can be used, with what to do."""
+    if denied and path is not None:
+        try:
+            os.stat(path)
+            there = f"{where} exists but this user may not use it (permission denied)"
+        except OSError:  # a directory on the way is closed to us: we cannot even see it
+            there = f"this user may not reach {where} (permission denied)"
+        return f"{there}: {ROOTLESS_HINT}"
+    return (
+        f"no container engine answers at {where}: start Docker (dockerd) or Podman "
+        "(`podman system service`) and set DOCKER_HOST if it is not the default"
+    )
 
 
 def answers(client: docker.DockerClient) -> bool:
     """Whether the engine answers a ping within 3 s (a hung engine does not count)."""
     api = client.api
     try:
-        return api.get(api._url("/_ping"), timeout=3).status_code == 200  # noqa: SLF001
+        return api.get(api._url("/_ping"), timeout=3).status_code == 200  # type: ignore[attr-defined]  # noqa: SLF001
     except Exception:  # noqa: BLE001 - any failure to answer is the answer
         return False
 
@@ -82,7 +150,7 @@ def _podman_rootless(client: docker.DockerClient) -> bool:
     """Podman's Docker-compatible /info does not say; its own /libpod/info does."""
     api = client.api
     try:
-        body = api.get(api._url("/libpod/info"), timeout=10).json()  # noqa: SLF001
+        body = api.get(api._url("/libpod/info"), timeout=10).json()  # type: ignore[attr-defined]  # noqa: SLF001
     except Exception:  # noqa: BLE001 - an older Podman: assume the safer reading for access, rootful
         return False
     return bool((body.get("host") or {}).get("security", {}).get("rootless"))

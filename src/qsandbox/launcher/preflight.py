@@ -13,7 +13,7 @@ import stat
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-from .engine import EngineInfo
+from .engine import EngineInfo, configured_host
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,10 @@ def engine_logging(info: EngineInfo) -> Finding:
 
 
 def engine_access(info: EngineInfo, docker_host: str | None, uid: int) -> Finding:
-    """Who else can reach this engine: a rootful engine's group members are root-equivalent."""
+    """Who else can reach this engine: a rootful engine's group members are root-equivalent.
+
+    `docker_host` is the engine's URL (DOCKER_HOST or the docker context's), None for the default socket.
+    """
     if info.rootless:
         return Finding("engine access", None, f"{info.kind}: only you can reach it")
     path = (
@@ -97,4 +100,6 @@ def findings(info: EngineInfo) -> list[Finding]:
             swaps_text = f.read()
     except OSError:
         swaps_text = ""
-    return [swap(swaps_text), engine_logging(info), engine_access(info, os.environ.get("DOCKER_HOST"), os.getuid())]
+    configured = configured_host(os.environ)  # DOCKER_HOST or a docker context; None: the default socket
+    host = configured[0] if configured else None
+    return [swap(swaps_text), engine_logging(info), engine_access(info, host, os.getuid())]
