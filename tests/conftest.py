@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from qsandbox.launcher.audit import LeakSearch  # one search, shared with `qsandbox audit`
+from qsandbox.launcher.audit import LeakSearch, Place  # one search, shared with `qsandbox audit`
 from qsandbox.launcher.audit import canary as new_canary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,8 +83,14 @@ def image(docker_client) -> Iterator[str]:
 
 
 @pytest.fixture
-def leak_search(docker_client, canary) -> LeakSearch:
+def leak_search(docker_client, canary) -> _Search:
     return _Search(LeakSearch(docker_client, canary, project=ROOT))
+
+
+def problems(places: list[Place]) -> list[str]:
+    """Every hit, and every place that could not be searched: both must be empty for a pass."""
+    found = [f"{p.name}: {hit}" for p in places for hit in p.hits]
+    return found + [f"NOT SEARCHED {p.name}: {', '.join(p.unreadable[:5])}" for p in places if p.failed]
 
 
 class _Search:
@@ -92,4 +98,10 @@ class _Search:
         self.search = search
 
     def all_hits(self) -> list[str]:
-        return [f"{p.name}: {hit}" for p in self.search.all() for hit in p.hits]
+        """After the run: hits, and places not searched (a place not searched is never a zero)."""
+        return problems(self.search.all())
+
+    def live_hits(self, marker: str, launcher: int | None = None) -> list[str]:
+        """While the run holds the key: the live sandbox (its command holds `marker`), every
+        container, the engine's events, every process's argv and environment, the launcher's."""
+        return problems(self.search.live(marker, launcher))
