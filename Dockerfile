@@ -23,17 +23,26 @@ ENV VIRTUAL_ENV=/opt/qsandbox \
 # Dependencies first, from pyproject.toml's extras, so editing src/ does not reinstall Qiskit.
 # The stub package only lets pip resolve the project; the real one is installed below.
 # (README.md is a stub here too, so editing the docs does not invalidate this layer either.)
+# /build goes at the end of this layer: pip builds the project in place, and a build/lib left
+# here with the stub's __init__.py (newer than the real one, which keeps the checkout's mtime)
+# would be what setuptools installs below, since it copies into build/lib only newer files.
 COPY pyproject.toml /build/
 RUN python3 -m venv /opt/qsandbox \
  && mkdir -p /build/src/qsandbox && echo '__version__ = "0"' > /build/src/qsandbox/__init__.py \
  && touch /build/README.md \
  && /opt/qsandbox/bin/pip install --no-compile "/build[sandbox,platform]" \
- && /opt/qsandbox/bin/pip uninstall -y qsandbox
+ && /opt/qsandbox/bin/pip uninstall -y qsandbox \
+ && rm -rf /build
 
-COPY README.md /build/
+# The real package: a wheel built in a /build that holds only this layer's copy of the source,
+# then installed, so what is installed is exactly src/. The checkout's own egg-info (from an
+# editable install) goes first: setuptools reads an existing SOURCES.txt into the file list.
+COPY pyproject.toml README.md /build/
 COPY src/ /build/src/
-RUN /opt/qsandbox/bin/pip install --no-deps --no-compile /build \
- && rm -rf /build \
+RUN rm -rf /build/src/*.egg-info \
+ && /opt/qsandbox/bin/pip wheel --no-deps --wheel-dir /tmp/wheel /build \
+ && /opt/qsandbox/bin/pip install --no-deps --no-compile /tmp/wheel/qsandbox-*.whl \
+ && rm -rf /build /tmp/wheel \
  # Compile every .py once here: with a read-only root nothing could be cached at run time.
  && python3 -m compileall -q -j 0 /opt/qsandbox "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')" >/dev/null \
  && /opt/qsandbox/bin/python -c "import qiskit_ibm_runtime, qiskit_aer, qsandbox.inside.entry"
