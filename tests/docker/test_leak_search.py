@@ -13,6 +13,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator
@@ -271,7 +272,7 @@ for p in [s.data_root(), *s.host_dirs()]:
 # nobody cannot reach this venv's interpreter (it lives under /root): the system's Python 3.11
 # with the venv's packages and the checkout's sources instead.
 _NOBODY_PYTHON = "/usr/bin/python3"
-_NOBODY_PATH = f"{ROOT / 'src'}:{next((ROOT / '.venv' / 'lib').glob('python3*/site-packages'))}"
+_NOBODY_PATH = f"{ROOT / 'src'}:{sysconfig.get_path('purelib')}"
 
 
 def _as_nobody(*argv: str, groups: tuple[int, ...] = (), cwd: Path = Path("/")) -> subprocess.CompletedProcess[str]:

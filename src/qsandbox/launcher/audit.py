@@ -43,7 +43,7 @@ import docker
 
 from ..common.errors import QsandboxError, UsageError
 from . import sandbox
-from .settings import LABEL
+from .settings import IMAGE_REPOSITORY, LABEL
 
 # Exit paths a run can take. engine-restart runs a command the caller gives (it needs to know how
 # its engine is managed, and it disturbs every other user of the engine), so it is opt-in.
@@ -346,7 +346,7 @@ class LeakSearch:
                     continue
             for v in (api.volumes() or {}).get("Volumes") or []:
                 blobs[f"volume {v['Name']}"] = v
-            for i in api.images(name="qsandbox"):
+            for i in api.images(name=IMAGE_REPOSITORY):
                 blobs[f"image {i['Id'][7:19]}"] = [api.inspect_image(i["Id"]), api.history(i["Id"])]  # type: ignore[no-untyped-call]
         except docker.errors.DockerException as e:
             place.unreadable.append(f"the engine's API ({e})")
