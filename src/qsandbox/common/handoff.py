@@ -4,10 +4,17 @@ One JSON object per line. Both sides import this module, so the format is define
 The key travels only here: never in Env, Cmd, labels, an archive upload, or a log.
 
 Launcher -> entry point:
-  {"type": "start", "token": KEY, "channel": ..., "instance": ..., "ca_pem": PEM or null}
+  {"type": "start", "token": KEY, "channel": ..., "instance": ..., "ca_pem": PEM or null,
+   "inputs_size": N, "output_marker": HEX or null}
+  followed at once by exactly N bytes: a tar archive of the script and the inputs the user named,
+  which the entry point unpacks into the /work tmpfs (nothing of the host is mounted).
   {"type": "abort", "reason": "interrupt" | "terminate" | "hangup" | "timeout"}
   {"type": "access_token", "access_token": JWT, "expiration": UNIX_TIME}   (short-lived mode)
   {"type": "alive"}   every HEARTBEAT_INTERVAL seconds once the script runs
+Entry point -> launcher, on its stdout, after the script has ended (its exit, an error, or an
+abort; not when the launcher is gone): OUTPUT_BEGIN + marker + "\n", the /output tmpfs as a tar
+archive in base64 lines, OUTPUT_END + marker + "\n". The marker is the run's own (sent in the start
+message); NUL never occurs in base64, so the frame cannot be mistaken for part of the archive.
 EOF of stdin (the launcher died or closed the stream) means: kill the script and exit.
 So does silence for HEARTBEAT_TIMEOUT seconds: EOF never arrives when the engine itself dies
 (the stdin pipe is held by the runtime's shim, and the engine is not there to close it), and a
@@ -36,6 +43,8 @@ class Start:
     channel: str
     instance: str | None
     ca_pem: str | None = None
+    inputs_size: int = 0
+    output_marker: str | None = None
 
     def __repr__(self) -> str:  # never print the token
         return f"Start(channel={self.channel!r}, instance={self.instance!r}, token=<hidden>)"
@@ -63,6 +72,23 @@ class Alive:
 
 
 ALIVE = b'{"type":"alive"}\n'
+OUTPUT_BEGIN = b"\x00qsandbox-output-begin:"
+OUTPUT_END = b"\x00qsandbox-output-end:"
+MAX_INPUTS = 1 << 32  # a sanity bound on the announced archive size; the launcher's --input-limit is lower
+
+
+def _size(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_INPUTS:
+        raise HandoffError("bad inputs size")
+    return value
+
+
+def _marker(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.isalnum() or len(value) > 64:
+        raise HandoffError("bad output marker")
+    return value
 
 
 def encode_access_token(token: AccessToken) -> bytes:
@@ -76,6 +102,8 @@ def encode_start(start: Start) -> bytes:
         "channel": start.channel,
         "instance": start.instance,
         "ca_pem": start.ca_pem,
+        "inputs_size": start.inputs_size,
+        "output_marker": start.output_marker,
     }
     return _line(body)
 
@@ -109,6 +137,8 @@ def decode(line: bytes) -> Start | Abort | AccessToken | Alive:
             channel=str(body.get("channel") or "ibm_quantum_platform"),
             instance=body.get("instance"),
             ca_pem=body.get("ca_pem"),
+            inputs_size=_size(body.get("inputs_size", 0)),
+            output_marker=_marker(body.get("output_marker")),
         )
     if kind == "alive":
         return Alive()

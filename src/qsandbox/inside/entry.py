@@ -22,12 +22,15 @@ import resource
 import select
 import signal
 import sys
+import tarfile
 import threading
 import time
 from typing import TYPE_CHECKING, NoReturn
 
 from ..common import handoff
+from ..common.handoff import HandoffError
 from ..common.paths import CA_FILE, QISKIT_DIR, TOKEN_FILE, WORKDIR
+from .transfer import read_exactly, send_output, unpack
 
 if TYPE_CHECKING:
     from .tokenserver import TokenServer  # imported where used: only short-lived mode needs it
@@ -106,6 +109,19 @@ def write_account(start: handoff.Start) -> None:
         _write_private(str(CA_FILE), start.ca_pem)
 
 
+def _hint_missing_input(e: BaseException) -> None:
+    """A data file next to the script is not sent in unless named: say how, once."""
+    if not isinstance(e, FileNotFoundError) or not isinstance(e.filename, str):
+        return
+    path = os.path.normpath(os.path.join(os.getcwd(), e.filename))
+    if path == str(WORKDIR) or path.startswith(f"{WORKDIR}/"):
+        print(
+            f"qsandbox: {path} is not in the sandbox: only the script is sent in; name what it needs "
+            "with --include PATH (relative to the script's directory), or send a project with --workdir DIR",
+            file=sys.stderr,
+        )
+
+
 def _run_script(script: str, args: list[str]) -> NoReturn:
     """In the forked child: become the script, as `python SCRIPT ARGS` would."""
     import runpy
@@ -129,8 +145,9 @@ def _run_script(script: str, args: list[str]) -> NoReturn:
             print(e.code, file=sys.stderr)
     except KeyboardInterrupt:
         code = 130
-    except BaseException:  # noqa: BLE001 - report like the interpreter does
+    except BaseException as e:  # noqa: BLE001 - report like the interpreter does
         traceback.print_exc()
+        _hint_missing_input(e)
         code = 1
     finally:
         try:
@@ -268,6 +285,12 @@ def run(script: str, args: list[str]) -> int:
         _say("expected a start message")
         return 125
     write_account(msg)
+    marker = msg.output_marker
+    try:
+        unpack(read_exactly(0, msg.inputs_size))
+    except (HandoffError, OSError, tarfile.TarError) as e:
+        _say(f"the inputs could not be unpacked into {WORKDIR}: {e}; nothing was run")
+        return 125
     started_at = time.time()
     del msg, line
     tokens: TokenServer | None = None
@@ -294,18 +317,22 @@ def run(script: str, args: list[str]) -> int:
     if output is not None:
         output.start()
     try:
-        return _supervise(pid, tokens, started_at)
+        code, deliver = _supervise(pid, tokens, started_at)
     finally:
+        try:  # whatever the script left running would die with the container anyway
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         if output is not None:
-            try:  # whatever the script left running would die with the container anyway
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             output.finish(2.0)  # the rest of its output, masked
+    if deliver and marker:  # also after an error or an abort: whatever was written so far
+        send_output(marker, lambda data: _write_all(1, data), _say)
+    return code
 
 
-def _supervise(pid: int, tokens: TokenServer | None, started_at: float) -> int:
-    """In the parent: wait for the script's exit, an abort, EOF or silence; return the exit code."""
+def _supervise(pid: int, tokens: TokenServer | None, started_at: float) -> tuple[int, bool]:
+    """In the parent: wait for the script's exit, an abort, EOF or silence. Returns the exit code,
+    and whether the launcher is still there to receive /output."""
     events: queue.Queue[tuple[str, str]] = queue.Queue()
     exited = threading.Event()
     status: list[int] = []
@@ -332,8 +359,8 @@ def _supervise(pid: int, tokens: TokenServer | None, started_at: float) -> int:
         code = status[0]
         if code == -signal.SIGKILL and _oom_kills():
             _say("the script ran out of memory and was killed: raise the limit with --memory")
-            return OOM_EXIT
-        return code if code >= 0 else 128 - code
+            return OOM_EXIT, True
+        return (code if code >= 0 else 128 - code), True
     if kind in ("eof", "silent"):
         # Dead-man switch: the launcher is gone, or the engine between us. Nothing may outlive it.
         if kind == "silent":
@@ -343,7 +370,7 @@ def _supervise(pid: int, tokens: TokenServer | None, started_at: float) -> int:
             )
         _kill_group(pid, signal.SIGKILL, 0, exited)
         exited.wait(2)
-        return 137
+        return 137, False
     # abort: let the script see a KeyboardInterrupt first, then make sure.
     _kill_group(pid, signal.SIGINT, GRACE, exited)
     exited.wait(GRACE + 1)
@@ -351,7 +378,7 @@ def _supervise(pid: int, tokens: TokenServer | None, started_at: float) -> int:
         from .cancel import cancel_jobs_since
 
         cancel_jobs_since(started_at, say=_say)
-    return ABORT_EXIT[reason]
+    return ABORT_EXIT[reason], True
 
 
 def main(argv: list[str] | None = None) -> int:

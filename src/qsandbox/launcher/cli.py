@@ -111,11 +111,30 @@ def doctor(ctx: click.Context) -> None:
     help="ibm_quantum_platform or ibm_cloud [env: QISKIT_IBM_CHANNEL].",
 )
 @click.option(
+    "--include",
+    "includes",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    metavar="PATH",
+    help="Also send this file or directory in (repeatable), at its path relative to the script's "
+    "directory. Only the script is sent otherwise.",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Send this project directory (which holds the script) whole, as /work. Credential stores in "
+    "it (.ssh, .gnupg, .qiskit, .aws, .docker, .netrc, .git-credentials, .env) are left out.",
+)
+@click.option("--input-limit", default="100m", show_default=True, help="Most the inputs may come to.")
+@click.option(
     "--output",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Host directory the script may write to, mounted at /output.",
+    help="Directory that receives what the script wrote to /output, when it ends (also after an error, "
+    "a timeout or Ctrl-C).",
 )
+@click.option("--output-limit", default="256m", show_default=True, help="Size of the /output tmpfs.")
 @click.option("--timeout", type=float, default=None, metavar="SECONDS", help="End the run after this long (exit 124).")
 @click.option("--memory", default="2g", show_default=True, help="Memory limit (no swap).")
 @click.option("--pids", type=int, default=512, show_default=True, help="Process/thread limit.")
@@ -170,7 +189,11 @@ def run(
     token_command: str | None,
     instance: str | None,
     channel: str,
+    includes: tuple[Path, ...],
+    workdir: Path | None,
+    input_limit: str,
     output: Path | None,
+    output_limit: str,
     timeout: float | None,
     memory: str,
     pids: int,
@@ -184,7 +207,8 @@ def run(
 ) -> None:
     """Run SCRIPT [ARGS]... in a fresh sandbox with the API key in RAM only.
 
-    The script sees its directory read-only at /work, finds its account the way
+    Only the script is sent in, to /work, unless --include or --workdir name more (nothing of
+    this machine is mounted); what it writes to /output comes back to --output DIR. It finds its account the way
     QiskitRuntimeService() always does (~/.qiskit, here a tmpfs), and REST scripts read the key
     from the file named by $QISKIT_IBM_TOKEN_FILE. Its exit code is passed through; bad input and
     refusals before anything starts exit 2 (the message names the remedy), qsandbox's or the
@@ -206,8 +230,11 @@ def run(
             channel=channel,
             instance=instance,
             output=output.resolve() if output else None,
+            workdir=workdir,
+            includes=includes,
+            input_limit=parse_size(input_limit),
             timeout=timeout,
-            hardening=Hardening(memory=parse_size(memory), pids=pids),
+            hardening=Hardening(memory=parse_size(memory), pids=pids, output_size=parse_size(output_limit)),
             cancel_on_abort=not no_cancel_on_abort,
             redact=not no_redact,
             strict=strict,

@@ -10,6 +10,7 @@ entry point treats as a dead-man switch.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -24,11 +25,19 @@ import docker
 import docker.errors
 
 from ..common import handoff
-from ..common.errors import EngineUnavailable, ExitCode, ImageError, PreflightRefused, QsandboxError, SandboxError
+from ..common.errors import (
+    EngineUnavailable,
+    ExitCode,
+    ImageError,
+    PreflightRefused,
+    QsandboxError,
+    SandboxError,
+    UsageError,
+)
 from ..common.paths import CA_FILE
 from ..common.platform_constants import INSTANCE_CRN
 from ..common.redact import Redactor
-from . import engine, localplatform, preflight, sandbox
+from . import engine, localplatform, preflight, sandbox, transfer
 from .credentials import KeySource, Secret
 from .revoke import Revocation, mint, revoke
 from .settings import RunSettings
@@ -192,13 +201,21 @@ def _check_image(client: docker.DockerClient, image: str) -> None:
 
 
 def _pump(
-    attachment: sandbox.Attachment, out: BinaryIO, err: BinaryIO, done: threading.Event, secrets: list[str] | None
+    attachment: sandbox.Attachment,
+    out: BinaryIO,
+    err: BinaryIO,
+    done: threading.Event,
+    secrets: list[str] | None,
+    receiver: transfer.OutputReceiver | None,
 ) -> None:
-    """Copy the container's output to ours, live and redacted, until the stream ends."""
+    """Copy the container's output to ours, live and redacted, until the stream ends; the /output
+    archive at its end goes to `receiver`, never to our stdout."""
     targets = {1: out, 2: err}
     redactors = {n: Redactor(secrets) for n in targets} if secrets is not None else None
 
     def write(stream: int, data: bytes) -> None:
+        if redactors:
+            data = redactors[stream].feed(data)
         try:
             targets[stream].write(data)
             targets[stream].flush()
@@ -208,13 +225,20 @@ def _pump(
     try:
         for stream, data in attachment.frames():
             stream = 2 if stream == 2 else 1
-            write(stream, redactors[stream].feed(data) if redactors else data)
+            write(stream, receiver.feed(data) if receiver and stream == 1 else data)
     except OSError:
         pass
     finally:
+        if receiver:
+            write(1, receiver.flush())
         if redactors:
             for stream, r in redactors.items():
-                write(stream, r.flush())
+                tail = r.flush()
+                try:
+                    targets[stream].write(tail)
+                    targets[stream].flush()
+                except (OSError, ValueError):
+                    pass
         done.set()
 
 
@@ -308,6 +332,9 @@ class Run:
         self._started = False  # the sandbox's container was started (the daemon will auto-remove it)
         self._to_revoke: Secret | None = None
         self._done = threading.Event()  # the output stream ended
+        self._marker = secrets.token_hex(16)  # frames /output on the sandbox's stdout
+        self.inputs: transfer.Inputs
+        self.receiver: transfer.OutputReceiver | None = None
 
     # -- the story ------------------------------------------------------------------------------
 
@@ -315,7 +342,6 @@ class Run:
         self.check()
         began = time.monotonic()
         with ExitStack() as local:
-            self._lend_output(local)
             local.callback(self.tear_down)  # engine side, after the launcher-side steps below
             with _Signals():
                 try:
@@ -328,6 +354,7 @@ class Run:
                     self.aborted, self.code = a.reason, int(REASON_EXIT[a.reason])
                     if self.prepared is not None and self._key_read:  # else closing the stream ends it
                         _abort(self.prepared, a.reason)
+                        self._done.wait(REMOVAL_WAIT)  # the rest of the output, and /output, arrive
                 except Exception as e:
                     if not engine.went_away(self.client, e):
                         raise
@@ -343,6 +370,17 @@ class Run:
         self.client = engine.connect()
         self.settings = _preflight(self.client, self.settings, self.err)
         _check_image(self.client, self.settings.image)
+        s = self.settings
+        self.inputs = transfer.collect(s.script, workdir=s.workdir, includes=s.includes, limit=s.input_limit)
+        for note in self.inputs.left_out:
+            self._say(f"not sent into the sandbox: {note}")
+        self.settings = replace(s, hardening=replace(s.hardening, work_size=self.inputs.tmpfs_size))
+        if s.output is not None:
+            try:
+                s.output.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise UsageError(f"--output {s.output}: {e.strerror}") from None
+            self.receiver = transfer.OutputReceiver(self._marker, s.output, s.hardening.output_size, self._say)
 
     def prepare(self, local: ExitStack) -> Secret:
         """Read the key and make the sandbox ready (with its platform, for rehearsals); returns the key."""
@@ -351,10 +389,12 @@ class Run:
             if self.source.interactive:
                 return self._read_key_while_preparing(local)
             secret = self.source.read()  # bad input fails here, before anything starts
+            self._refuse_key_in_inputs(secret)
             self._prepare_sandbox(local)
             return secret
         # A rehearsal needs no real key: without a source, a throwaway one is made.
         secret = localplatform.throwaway_key() if self.source.interactive else self.source.read()
+        self._refuse_key_in_inputs(secret)
         if settings.platform == "shared":
             platform = localplatform.shared(client)
             self.settings = _on_platform(settings, platform.network, platform.instance)
@@ -389,14 +429,19 @@ class Run:
         minted = (
             mint(client, settings.image, secret, network=settings.network, ca_pem=self.ca_pem) if short_lived else None
         )
-        message = handoff.encode_start(
-            handoff.Start(
-                # short-lived: a meaningless placeholder; the sandbox never sees the key
-                token=localplatform.throwaway_key().reveal() if short_lived else secret.reveal(),
-                channel=settings.channel,
-                instance=settings.instance,
-                ca_pem=self.ca_pem,
+        message = (
+            handoff.encode_start(
+                handoff.Start(
+                    # short-lived: a meaningless placeholder; the sandbox never sees the key
+                    token=localplatform.throwaway_key().reveal() if short_lived else secret.reveal(),
+                    channel=settings.channel,
+                    instance=settings.instance,
+                    ca_pem=self.ca_pem,
+                    inputs_size=len(self.inputs.archive),
+                    output_marker=self._marker if self.receiver else None,
+                )
             )
+            + self.inputs.archive
         )
         refresher = None
         if minted is not None:
@@ -406,7 +451,14 @@ class Run:
             refresher = _Refresher(client, settings, secret, self.ca_pem, prepared, int(minted["expiration"]))  # type: ignore[call-overload]
         threading.Thread(
             target=_pump,
-            args=(prepared.attachment, self.out, self.err, self._done, [secret.reveal()] if settings.redact else None),
+            args=(
+                prepared.attachment,
+                self.out,
+                self.err,
+                self._done,
+                [secret.reveal()] if settings.redact else None,
+                self.receiver,
+            ),
             daemon=True,
         ).start()
         if settings.revoke_after:
@@ -444,6 +496,13 @@ class Run:
 
     def confirm(self, duration: float) -> RunResult:
         """The run's result; a failed revocation turns success into a failure."""
+        if self.receiver is not None and self._key_read:
+            got = self.receiver.delivered
+            self._say(
+                f"/output: {len(got)} entr{'y' if len(got) == 1 else 'ies'} delivered to {self.settings.output}"
+                if got is not None
+                else "/output: nothing arrived from the sandbox"
+            )
         if self.revocation is not None and not self.revocation.ok and self.code == 0:
             self.code = int(ExitCode.TOOL)  # the user asked for a dead key; say loudly it is not
         return RunResult(
@@ -461,13 +520,18 @@ class Run:
         self.cleanup.unwind()
         self.left = sandbox.leftovers(self.client, self.run_id)
 
-    def _lend_output(self, local: ExitStack) -> None:
-        """Make --output, and as root lend it to the sandbox uid for the run (taken back at the end)."""
-        if self.settings.output is None:
-            return
-        self.settings.output.mkdir(parents=True, exist_ok=True)
-        _own_output_dir(self.settings, back=False)
-        local.callback(_own_output_dir, self.settings, back=True)
+    def _say(self, text: str) -> None:
+        self.err.write(f"qsandbox: {text}\n".encode())
+        self.err.flush()
+
+    def _refuse_key_in_inputs(self, secret: Secret) -> None:
+        """The key itself in a file the user sends would outlive nothing, but is a mistake: refuse."""
+        found = self.inputs.find(secret.reveal())
+        if found:
+            raise UsageError(
+                f"{found} holds the API key itself, so nothing was sent: remove the key from it (the "
+                "script finds its account without it) or leave the file out"
+            )
 
     def _prepare_sandbox(self, local: ExitStack) -> None:
         """Create, verify, attach and start. The entry point then imports Qiskit and waits for the key."""
@@ -515,6 +579,7 @@ class Run:
         worker.start()
         try:
             secret = self.source.read(self.prompt)
+            self._refuse_key_in_inputs(secret)  # the sandbox is torn down before any key is sent
         finally:
             worker.join()  # whatever it registered is torn down with the rest
         if error:
@@ -532,20 +597,6 @@ def run(
 ) -> RunResult:
     """Run settings.script in a fresh sandbox, handing it the key read from `source`."""
     return Run(settings, source, out=out or sys.stdout.buffer, err=err or sys.stderr.buffer, prompt=prompt).execute()
-
-
-def _own_output_dir(settings: RunSettings, back: bool) -> None:
-    """As root, lend --output to the sandbox uid for the run and take it back afterwards."""
-    out = settings.output
-    if out is None or os.getuid() != 0:
-        return
-    uid = 0 if back else settings.hardening.uid
-    paths = [out, *out.rglob("*")] if back else [out]
-    for p in paths:
-        try:
-            os.lchown(p, uid, uid)
-        except OSError:
-            pass
 
 
 def _stop_emulator(client: docker.DockerClient, emulator: Future[localplatform.LocalPlatform]) -> None:

@@ -23,7 +23,7 @@ from docker.utils.socket import frames_iter
 
 from .. import __version__
 from ..common.errors import HardeningMismatch, SandboxError
-from .settings import LABEL, OUTPUT_DIR, VERSION_LABEL, WORKDIR, Hardening, RunSettings
+from .settings import LABEL, VERSION_LABEL, WORKDIR, Hardening, RunSettings
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +36,10 @@ def labels(run_id: str) -> dict[str, str]:
     return {LABEL: run_id, VERSION_LABEL: __version__}
 
 
-def _binds(settings: RunSettings) -> dict[str, dict[str, str]]:
-    binds = {str(settings.script.parent): {"bind": str(WORKDIR), "mode": "ro"}}
-    if settings.output is not None:
-        binds[str(settings.output)] = {"bind": str(OUTPUT_DIR), "mode": "rw"}
-    return binds
-
-
 def _expected_mounts(settings: RunSettings) -> dict[str, bool]:
-    """Destination -> writable, for every mount that is not a tmpfs."""
-    return {b["bind"]: b["mode"] == "rw" for b in _binds(settings).values()}
+    """Destination -> writable, for every mount that is not a tmpfs: none. Inputs and outputs
+    travel over the attach stream (launcher.transfer), so nothing of the host is mounted."""
+    return {}
 
 
 def mismatches(settings: RunSettings, attrs: dict[str, Any]) -> list[str]:
@@ -98,7 +92,6 @@ def create(client: docker.DockerClient, settings: RunSettings, run_id: str) -> C
             labels=labels(run_id),
             environment=settings.environment(),
             working_dir=str(WORKDIR),
-            volumes=_binds(settings),
             network=settings.network,
             # stdin_open without detach makes the SDK set AttachStdin and StdinOnce: the stream
             # reaches EOF in the container when the attached launcher goes away.

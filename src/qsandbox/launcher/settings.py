@@ -95,6 +95,10 @@ class Hardening:
     pids: int = 512  # Aer/OpenMP and BLAS threads count as pids
     tmp_size: int = 256 << 20
     secret_size: int = 64 << 10  # an account file and a key: a few hundred bytes
+    # /work holds the inputs streamed in (sized per run from them); /output what the script leaves
+    # for --output. Both are tmpfs: nothing of the host is mounted.
+    work_size: int = 1 << 20
+    output_size: int = 256 << 20
     # What the engine can do (for_engine): Podman sets a tmpfs's owner with "U" (chown to the
     # container's user) instead of uid=/gid=; a rootless engine on cgroup v1 cannot apply limits.
     podman: bool = False
@@ -113,6 +117,8 @@ class Hardening:
             "/tmp": _tmpfs_opts(self.tmp_size, "1777", None),  # noqa: S108 - the container's own /tmp
             str(QISKIT_DIR): _tmpfs_opts(self.secret_size, "0700", owner),
             str(SECRET_DIR): _tmpfs_opts(self.secret_size, "0700", owner),
+            str(WORKDIR): _tmpfs_opts(self.work_size, "0700", owner),
+            str(OUTPUT_DIR): _tmpfs_opts(self.output_size, "0700", owner),
         }
 
     def create_kwargs(self) -> dict[str, Any]:
@@ -192,19 +198,6 @@ def _podman_tmpfs(mounts: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def _readable_by(path: Path, uid: int) -> bool:
-    """Could `uid` (with no supplementary groups) read `path`? Checks every directory on the way."""
-    import stat
-
-    def allowed(p: Path, bit_user: int, bit_other: int) -> bool:
-        st = p.stat()
-        return bool(st.st_mode & (bit_user if st.st_uid == uid else bit_other))
-
-    if not allowed(path, stat.S_IRUSR, stat.S_IROTH):
-        return False
-    return all(allowed(d, stat.S_IXUSR, stat.S_IXOTH) for d in path.parents)
-
-
 def _upper(caps: list[str] | None) -> list[str]:
     return sorted(c.upper().removeprefix("CAP_") for c in caps or [])
 
@@ -228,7 +221,10 @@ class RunSettings:
     args: tuple[str, ...] = ()
     channel: str = "ibm_quantum_platform"
     instance: str | None = None
-    output: Path | None = None
+    output: Path | None = None  # where /output is delivered when the script ends
+    workdir: Path | None = None  # a project directory holding the script, sent whole (credential stores left out)
+    includes: tuple[Path, ...] = ()  # more inputs, relative to the script's directory
+    input_limit: int = 100 << 20
     timeout: float | None = None
     image: str = IMAGE
     network: str | None = None  # None: the engine's default bridge (the real platform is online)
@@ -253,11 +249,6 @@ class RunSettings:
     def __post_init__(self) -> None:
         if not self.script.is_file():
             raise UsageError(f"script not found: {self.script}: give the path of a Python file")
-        if not _readable_by(self.script, self.hardening.uid):
-            raise UsageError(
-                f"{self.script} is not readable by the sandbox user (uid {self.hardening.uid}): "
-                "make it and its directories world-readable (chmod o+r FILE, o+x DIRS) or run as its owner"
-            )
         if self.timeout is not None and self.timeout <= 0:
             raise UsageError("--timeout must be a positive number of seconds")
         if self.token_mode not in ("api-key", "short-lived"):
@@ -269,7 +260,8 @@ class RunSettings:
 
     @property
     def script_in_container(self) -> str:
-        return str(WORKDIR / self.script.name)
+        base = (self.workdir or self.script.parent).resolve()
+        return str(WORKDIR / self.script.resolve().relative_to(base).as_posix())
 
     def environment(self) -> dict[str, str]:
         """The container's environment: paths and non-secret settings, never the key."""
