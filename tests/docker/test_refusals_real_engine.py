@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, qsandbox
 
+from qsandbox.common.errors import ImageError
+
 pytestmark = pytest.mark.docker
 
 SCRIPT = ROOT / "tests" / "scripts" / "exit_with.py"
@@ -74,7 +76,7 @@ def test_hardening_mismatch_destroys_the_sandbox_sends_no_key_and_exits_2(image,
     assert labelled(docker_client) == []
 
 
-@pytest.mark.xfail(strict=True, reason="run.py's _check_image still raises ImageError (exit 125): see the report")
+@pytest.mark.xfail(strict=True, raises=ImageError, reason="until run.py's _check_image raises ImageMissing")
 def test_missing_image_is_refused_with_exit_2(docker_client, tmp_path, canary):
     from qsandbox.common.errors import ImageMissing
     from qsandbox.launcher.credentials import KeySource
@@ -91,7 +93,7 @@ def test_missing_image_is_refused_with_exit_2(docker_client, tmp_path, canary):
     assert docker_client.api.containers(all=True) == before
 
 
-@pytest.mark.xfail(strict=True, reason="image.check still raises ImageError (exit 125): see the report")
+@pytest.mark.xfail(strict=True, raises=ImageError, reason="until image.check raises ImageMissing")
 def test_outdated_image_is_refused_with_exit_2(image, docker_client):
     from qsandbox.common.errors import ImageMissing
     from qsandbox.launcher import image as image_mod

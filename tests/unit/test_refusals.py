@@ -156,7 +156,7 @@ class ImagelessClient:
             return []
 
 
-@pytest.mark.xfail(strict=True, reason="run.py's _check_image still raises ImageError (exit 125): see the report")
+@pytest.mark.xfail(strict=True, raises=ImageError, reason="until run.py's _check_image raises ImageMissing")
 def test_missing_image_is_a_refusal_in_run():
     from qsandbox.launcher import run
 
@@ -164,7 +164,7 @@ def test_missing_image_is_a_refusal_in_run():
         run._check_image(ImagelessClient(), "qsandbox:0.0.0-missing")  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(strict=True, reason="image.check still raises ImageError (exit 125): see the report")
+@pytest.mark.xfail(strict=True, raises=ImageError, reason="until image.check raises ImageMissing")
 def test_missing_image_is_a_refusal_in_check():
     from qsandbox.launcher import image
 
