@@ -22,9 +22,27 @@ PLAN_NAME = "Open"
 
 PLAN_PRICING_TYPE = "free"
 
-DEFAULT_BACKENDS = ("FakeManilaV2", "FakeNairobiV2", "FakeKolkataV2")
-"""5, 7 and 27 qubits. A 127-qubit fake (FakeSherbrooke) takes about 1.5 s per noisy
-2-qubit run on Aer, so the largest default is 27 qubits (about 0.3 s)."""
+PLAN_USAGE_LIMIT_SECONDS = 36000
+"""QPU seconds per usage period reported for the instance (reported, never enforced)."""
+
+SMALL_BACKENDS = ("FakeManilaV2", "FakeNairobiV2", "FakeKolkataV2")
+"""5, 7 and 27 qubits, under the fakes' own names (fake_manila, ...)."""
+
+FLEET = (
+    "ibm_torino=FakeTorino",
+    "ibm_fez=FakeFez",
+    "ibm_marrakesh=FakeMarrakesh",
+    "ibm_kingston=FakeKingston",
+    "ibm_aachen=FakeAachen",
+    "ibm_brisbane=FakeBrisbane",
+    "ibm_sherbrooke=FakeSherbrooke",
+)
+"""IBM's real device names, each served from the fake backend with that device's snapshot:
+Heron r1 (torino, 133 qubits), Heron r2 (fez, marrakesh, kingston, aachen, 156 qubits) and
+Eagle r3 (brisbane, sherbrooke, 127 qubits). A job simulates only the qubits it touches, so a
+Bell pair on ibm_fez runs as fast as on fake_manila."""
+
+DEFAULT_BACKENDS = SMALL_BACKENDS + FLEET
 
 DEFAULT_TOKEN_TTL = 3600
 

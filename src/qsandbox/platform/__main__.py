@@ -12,26 +12,29 @@ container maps 443 to it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import threading
 import warnings
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from pydantic.warnings import UnsupportedFieldAttributeWarning
 
 from ..common.platform_constants import HOSTNAMES
-from .app import create_app
+from .app import PlatformConfig, create_app
 from .tls import make_tls
 
 READY_LINE = "qsandbox-platform ready"
 
 
 class _Server(uvicorn.Server):
-    async def startup(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started:
             print(READY_LINE, flush=True)
@@ -48,8 +51,18 @@ def serve(args: argparse.Namespace) -> int:
     # warm-up thread (qiskit's own catch_warnings) can undo mid-request: the warning is known
     # noise, so it is ignored for the whole process rather than raced for.
     warnings.filterwarnings("ignore", category=UnsupportedFieldAttributeWarning)
-    app = create_app()
-    common = {"host": args.host, "port": args.port, "log_level": args.log_level, "access_log": False, "lifespan": "on"}
+    platform_config = PlatformConfig.from_env()
+    if args.queue_time is not None:
+        platform_config = dataclasses.replace(platform_config, queue_time=args.queue_time)
+    app = create_app(platform_config)
+    common: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": args.log_level,
+        "access_log": False,
+        "lifespan": "on",
+    }
+    config: uvicorn.Config
     if args.plain:
         config = uvicorn.Config(app, **common)
         config.load()
@@ -101,6 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--exit-on-stdin-eof", action="store_true", help="exit at once when stdin reaches EOF (the launcher went away)"
+    )
+    p.add_argument(
+        "--queue-time",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help=(
+            "keep each job Queued for 3/4 of SECONDS, then Running for at least the rest, as on a busy "
+            "device (default: QSANDBOX_PLATFORM_QUEUE_TIME, else 0)"
+        ),
     )
     p.add_argument("--plain", action="store_true", help="serve plain HTTP (debugging only)")
     p.add_argument("--log-level", default="warning")

@@ -115,7 +115,12 @@ def _admin_routes(app: FastAPI) -> None:
 
 def create_app(config: PlatformConfig | None = None) -> FastAPI:
     config = config or PlatformConfig.from_env()
-    platform = Platform(config=config, credentials=Credentials(config), devices=Devices(config.backends), store=Store())
+    platform = Platform(
+        config=config,
+        credentials=Credentials(config),
+        devices=Devices(config.backends),
+        store=Store(queue_time=config.queue_time),
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

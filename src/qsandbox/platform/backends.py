@@ -1,68 +1,108 @@
 """The emulated devices: fake backends from ``qiskit_ibm_runtime.fake_provider``.
 
 Configuration and properties are served from the fake backends' own snapshot JSON (the same
-data the client would get from a real device), renamed to the fake backend's name. The noisy Aer
-simulator of each device is built once, lazily, because building it costs up to seconds.
+data the client would get from a real device). A device is configured as ``ClassName`` (served
+under the fake's own name, e.g. ``fake_manila``) or ``name=ClassName`` (served under ``name``:
+``ibm_fez=FakeFez`` is IBM's Heron r2 device with its snapshot's basis gates, coupling map and
+errors). Snapshots are read when first asked for, so that a fleet of 156-qubit devices costs
+nothing at start-up; each job builds a noisy simulator of only the qubits it touches
+(``simulation``).
 """
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
+import hashlib
 import json
 import os
 import threading
+from collections.abc import Iterator
 from typing import Any
 
-from qiskit_aer import AerSimulator
-from qiskit_ibm_runtime import fake_provider
+from qiskit.transpiler import Target  # type: ignore[import-untyped]
+from qiskit_ibm_runtime import fake_provider  # type: ignore[import-untyped]
+from qiskit_ibm_runtime.fake_provider.fake_backend import FakeBackendV2  # type: ignore[import-untyped]
 
 BACKEND_VERSION = "1.0.0"
+
+
+def parse_spec(spec: str) -> tuple[str | None, str]:
+    """``"ibm_fez=FakeFez"`` -> ``("ibm_fez", "FakeFez")``; ``"FakeFez"`` -> ``(None, "FakeFez")``."""
+    name, sep, class_name = spec.partition("=")
+    return (name.strip(), class_name.strip()) if sep else (None, spec.strip())
 
 
 class Device:
     """One emulated QPU; ``lock`` serialises its jobs like a real device's queue."""
 
-    def __init__(self, class_name: str) -> None:
+    def __init__(self, spec: str) -> None:
+        name, class_name = parse_spec(spec)
         cls = getattr(fake_provider, class_name, None)
-        if cls is None:
+        if not (isinstance(cls, type) and issubclass(cls, FakeBackendV2)):
             raise ValueError(f"unknown fake backend {class_name!r}")
-        self.fake = cls()
-        self.name: str = self.fake.name
+        self.fake: FakeBackendV2 = cls()  # cheap: the fake reads its snapshot on first use
+        self.name: str = name or self.fake.name
         self.lock = threading.Lock()
-        self._simulator: AerSimulator | None = None
-        self._configuration = self._load(self.fake.conf_filename)
-        self._properties = self._load(self.fake.props_filename)
+        self._load_lock = threading.Lock()
+        self._configuration: dict[str, Any] | None = None
+        self._properties: dict[str, Any] | None = None
+        self._target: Target | None = None
 
     def _load(self, filename: str) -> dict[str, Any]:
         with open(os.path.join(self.fake.dirname, filename), encoding="utf-8") as fh:
-            data = json.load(fh)
+            data: dict[str, Any] = json.load(fh)
         data["backend_name"] = self.name
         data["backend_version"] = BACKEND_VERSION
         return data
 
+    def _conf(self) -> dict[str, Any]:
+        if self._configuration is None:
+            with self._load_lock:
+                if self._configuration is None:
+                    self._configuration = self._load(self.fake.conf_filename)
+        return self._configuration
+
+    def _props(self) -> dict[str, Any]:
+        if self._properties is None:
+            with self._load_lock:
+                if self._properties is None:
+                    self._properties = self._load(self.fake.props_filename)
+        return self._properties
+
     @property
     def num_qubits(self) -> int:
-        return int(self._configuration["n_qubits"])
+        return int(self._conf()["n_qubits"])
 
-    def simulator(self) -> AerSimulator:
-        """Noisy simulator of this device (call with ``lock`` held)."""
-        if self._simulator is None:
-            self._simulator = AerSimulator.from_backend(self.fake)
-        return self._simulator
+    @property
+    def target(self) -> Target:
+        """The device's transpiler target (errors, durations, T1/T2), built once."""
+        if self._target is None:
+            with self._load_lock:
+                if self._target is None:
+                    self._target = self.fake.target
+        return self._target
+
+    @property
+    def calibration_id(self) -> str:
+        """Id of the one calibration the emulator serves (its snapshot's date, hashed)."""
+        stamp = f"{self.name}:{self._props().get('last_update_date', '')}"
+        return hashlib.sha256(stamp.encode()).hexdigest()[:24]
 
     def configuration(self) -> dict[str, Any]:
-        conf = copy.deepcopy(self._configuration)
+        conf = copy.deepcopy(self._conf())
         # The client silently hides a backend whose online_date it cannot parse.
         conf.setdefault("online_date", "2021-01-01T00:00:00Z")
         return conf
 
     def properties(self) -> dict[str, Any]:
-        return copy.deepcopy(self._properties)
+        props = copy.deepcopy(self._props())
+        props["calibration_id"] = self.calibration_id  # the id `service.backend(calibration_id=)` takes
+        return props
 
     def summary(self, queue_length: int) -> dict[str, Any]:
         """Entry of ``GET /backends``."""
-        conf = self._configuration
+        conf = self._conf()
         return {
             "name": self.name,
             "status": {"name": "online", "reason": "available"},
@@ -91,20 +131,26 @@ class Device:
 class Devices:
     """All devices by name, in configuration order."""
 
-    def __init__(self, class_names: tuple[str, ...]) -> None:
+    def __init__(self, specs: tuple[str, ...]) -> None:
         self._by_name: dict[str, Device] = {}
-        for class_name in class_names:
-            device = Device(class_name)
+        for spec in specs:
+            device = Device(spec)
+            if device.name in self._by_name:
+                raise ValueError(f"backend {device.name!r} is configured twice")
             self._by_name[device.name] = device
 
     def get(self, name: str) -> Device | None:
         return self._by_name.get(name)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Device]:
         return iter(self._by_name.values())
 
     def warm_up(self) -> None:
-        """Build every device's simulator ahead of the first job (up to seconds each)."""
+        """Read every snapshot and build every target ahead of the first request, in order.
+
+        Runs in a background thread after start-up; a request that comes first builds what it
+        needs itself (under the device's load lock), so nothing waits for the whole fleet.
+        """
         for device in self:
-            with device.lock:
-                device.simulator()
+            device.properties()
+            _ = device.target

@@ -21,7 +21,8 @@ controller_router = APIRouter()
 
 
 def _crn(request: Request) -> str:
-    return request.app.state.platform.config.instance_crn
+    crn: str = request.app.state.platform.config.instance_crn
+    return crn
 
 
 def _instance_guid(crn: str) -> str:
@@ -61,21 +62,38 @@ def catalog_entry(entry_id: str, request: Request) -> dict[str, Any]:
     }
 
 
+def _instance(crn: str) -> dict[str, Any]:
+    """Resource Controller ``ResourceInstance`` body of the one instance."""
+    guid = _instance_guid(crn)
+    return {
+        "id": crn,
+        "guid": guid,
+        "url": f"/v2/resource_instances/{guid}",
+        "crn": crn,
+        "name": constants.INSTANCE_NAME,
+        "account_id": constants.ACCOUNT_ID,
+        "resource_plan_id": constants.PLAN_ID,
+        "region_id": crn.split(":")[5],
+        "type": "service_instance",
+        "state": "active",
+        "allow_cleanup": False,
+        "locked": False,
+    }
+
+
 @controller_router.get("/v2/resource_instances")
 def resource_instances(request: Request, name: str | None = None) -> dict[str, Any]:
     bearer_claims(request)
     crn = _crn(request)
-    resources = []
-    if name in (None, constants.INSTANCE_NAME):
-        resources.append(
-            {
-                "id": crn,
-                "guid": _instance_guid(crn),
-                "crn": crn,
-                "name": constants.INSTANCE_NAME,
-                "account_id": constants.ACCOUNT_ID,
-                "resource_plan_id": constants.PLAN_ID,
-                "state": "active",
-            }
-        )
+    resources = [_instance(crn)] if name in (None, constants.INSTANCE_NAME) else []
     return {"rows_count": len(resources), "next_url": None, "resources": resources}
+
+
+@controller_router.get("/v2/resource_instances/{instance_id:path}")
+def resource_instance(instance_id: str, request: Request) -> dict[str, Any]:
+    """One instance, by CRN or GUID (``ResourceControllerV2.get_resource_instance``)."""
+    bearer_claims(request)
+    crn = _crn(request)
+    if instance_id not in (crn, _instance_guid(crn)):
+        raise platform_error(404, f"Instance {instance_id} not found.", "not_found")
+    return _instance(crn)

@@ -31,6 +31,7 @@ class PlatformConfig:
     instance_crn: str = constants.INSTANCE_CRN
     backends: tuple[str, ...] = constants.DEFAULT_BACKENDS
     token_ttl: int = constants.DEFAULT_TOKEN_TTL
+    queue_time: float = 0.0
 
     def __post_init__(self) -> None:
         for digest in self.key_sha256:
@@ -40,6 +41,8 @@ class PlatformConfig:
             raise ValueError("at least one backend is needed")
         if self.token_ttl < 60:
             raise ValueError("QSANDBOX_PLATFORM_TOKEN_TTL must be at least 60 seconds")
+        if not 0 <= self.queue_time <= 86400:
+            raise ValueError("QSANDBOX_PLATFORM_QUEUE_TIME must be between 0 and 86400 seconds")
         if len(self.instance_crn.split(":")) < 8:
             raise ValueError("QSANDBOX_PLATFORM_INSTANCE_CRN is not a CRN")
 
@@ -55,4 +58,5 @@ class PlatformConfig:
             instance_crn=env.get("QSANDBOX_PLATFORM_INSTANCE_CRN") or constants.INSTANCE_CRN,
             backends=_csv(env.get("QSANDBOX_PLATFORM_BACKENDS")) or constants.DEFAULT_BACKENDS,
             token_ttl=int(env.get("QSANDBOX_PLATFORM_TOKEN_TTL") or constants.DEFAULT_TOKEN_TTL),
+            queue_time=float(env.get("QSANDBOX_PLATFORM_QUEUE_TIME") or 0.0),
         )

@@ -22,7 +22,8 @@ KEY_NOT_FOUND = ("BXNIM0415E", "Provided API key could not be found.")
 
 
 def credentials(request: Request) -> Credentials:
-    return request.app.state.platform.credentials
+    creds: Credentials = request.app.state.platform.credentials
+    return creds
 
 
 def bearer_claims(request: Request) -> dict[str, Any]:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from ibm_quantum_schemas.common import CompressedTensorModel
-from ibm_quantum_schemas.executor.version_2_0 import (
+from ibm_quantum_schemas.common import CompressedTensorModel  # type: ignore[import-untyped]
+from ibm_quantum_schemas.executor.version_2_0 import (  # type: ignore[import-untyped]
     ChunkPart,
     ChunkSpan,
     ItemMetadataModel,
@@ -23,19 +24,22 @@ from ibm_quantum_schemas.executor.version_2_0 import (
     QuantumProgramResultItemModel,
     QuantumProgramResultModel,
 )
-from qiskit.primitives import BackendEstimatorV2, PrimitiveResult, PubResult, SamplerPubResult
-from qiskit.primitives.containers.estimator_pub import EstimatorPub
-from qiskit.primitives.containers.sampler_pub import SamplerPub
-from qiskit_aer.primitives import SamplerV2 as AerSampler
-from qiskit_ibm_runtime import RuntimeDecoder, RuntimeEncoder
-from qiskit_ibm_runtime.execution_span import DoubleSliceSpan, ExecutionSpans
-from qiskit_ibm_runtime.fake_provider.executor.run_quantum_program import run_quantum_program
-from qiskit_ibm_runtime.options_models.simulator import SimulatorOptions
-from qiskit_ibm_runtime.quantum_program.converters.converters_2_0 import passthrough_data_to_2_0
-from qiskit_ibm_runtime.quantum_program.params_converters import (
+from qiskit.primitives import BackendEstimatorV2, PrimitiveResult, PubResult, SamplerPubResult  # type: ignore[import-untyped]
+from qiskit.primitives.containers.estimator_pub import EstimatorPub  # type: ignore[import-untyped]
+from qiskit.primitives.containers.observables_array import ObservablesArray  # type: ignore[import-untyped]
+from qiskit.primitives.containers.sampler_pub import SamplerPub  # type: ignore[import-untyped]
+from qiskit.quantum_info import SparsePauliOp  # type: ignore[import-untyped]
+from qiskit_aer.primitives import SamplerV2 as AerSampler  # type: ignore[import-untyped]
+from qiskit_ibm_runtime import RuntimeDecoder, RuntimeEncoder  # type: ignore[import-untyped]
+from qiskit_ibm_runtime.execution_span import DoubleSliceSpan, ExecutionSpans  # type: ignore[import-untyped]
+from qiskit_ibm_runtime.fake_provider.executor.run_quantum_program import run_quantum_program  # type: ignore[import-untyped]
+from qiskit_ibm_runtime.options_models.simulator import SimulatorOptions  # type: ignore[import-untyped]
+from qiskit_ibm_runtime.quantum_program.converters.converters_2_0 import passthrough_data_to_2_0  # type: ignore[import-untyped]
+from qiskit_ibm_runtime.quantum_program.params_converters import (  # type: ignore[import-untyped]
     QUANTUM_PROGRAM_PARAMS_CONVERTERS,
 )
 
+from . import simulation
 from .backends import Device
 
 PROGRAMS = ("sampler", "estimator", "executor")
@@ -48,6 +52,90 @@ class ProgramError(Exception):
     """Bad job input: the job fails with this message as its reason."""
 
 
+@dataclass
+class Outcome:
+    """What running a job gave: results JSON or a failure reason, and lines for the job's logs."""
+
+    result: str | None
+    reason: str | None
+    logs: list[str] = field(default_factory=list)
+
+
+def _enabled(value: Any) -> bool:
+    return bool(value) and value not in ("none", "None")
+
+
+_LEVELS: dict[Any, str] = {
+    1: "measurement mitigation with twirled readout",
+    2: "measurement mitigation and zero-noise extrapolation",
+}
+
+
+def not_simulated(program_id: str, options: dict[str, Any]) -> list[str]:
+    """What the real service would do with these options that the emulator does not.
+
+    The options are accepted and recorded in the result's metadata; these lines go to the
+    job's logs so that a rehearsal says where it differs from a run on the device.
+    """
+    notes = []
+    dd = options.get("dynamical_decoupling") or {}
+    if _enabled(dd.get("enable")):
+        seq = dd.get("sequence_type", "XX")
+        notes.append(f"dynamical decoupling ({seq}) requested: not simulated, idle periods ran as submitted")
+    twirling = options.get("twirling") or {}
+    twirled = [k for k in ("enable_gates", "enable_measure") if _enabled(twirling.get(k))]
+    if twirled:
+        notes.append(f"Pauli twirling ({', '.join(twirled)}) requested: not simulated, circuits ran untwirled")
+    if program_id == "estimator":
+        level = options.get("resilience_level")
+        resilience = options.get("resilience") or {}
+        methods = [k for k in ("measure_mitigation", "zne_mitigation", "pec_mitigation") if _enabled(resilience.get(k))]
+        if level is None and not methods:
+            notes.append(
+                "resilience level 1 (the service's default: measurement mitigation with twirled "
+                "readout) not applied: expectation values are raw noisy estimates"
+            )
+        elif _enabled(level) or methods:
+            detail = ", ".join(methods) or _LEVELS.get(level, "its methods")
+            notes.append(
+                f"resilience level {level if level is not None else 'custom'} ({detail}) not applied: "
+                "expectation values are raw noisy estimates"
+            )
+    execution = options.get("execution") or {}
+    if execution.get("init_qubits") is False or execution.get("rep_delay") is not None:
+        notes.append("execution options (init_qubits, rep_delay) recorded: every shot starts from |0>")
+    return notes
+
+
+def _recorded(options: dict[str, Any], notes: list[str], device: Device, qubits: set[int]) -> dict[str, Any]:
+    """Result metadata: the options as requested, and what the emulator did instead."""
+    recorded: dict[str, Any] = {
+        k: options[k] for k in ("dynamical_decoupling", "twirling", "resilience") if k in options
+    }
+    if "resilience_level" in options:
+        recorded["resilience_level"] = options["resilience_level"]
+    recorded["qsandbox"] = {
+        "simulator": f"noisy Aer simulation of {device.name}",
+        "simulated_qubits": sorted(qubits),
+        "not_simulated": notes,
+    }
+    return recorded
+
+
+def _fits(device: Device, qubits: set[int]) -> int:
+    try:
+        return simulation.check_fits(len(qubits), device.name)
+    except simulation.TooLarge as ex:
+        raise ProgramError(str(ex)) from ex
+
+
+def _simulator(device: Device, qubits: set[int], seed: int | None) -> Any:
+    memory_mb = _fits(device, qubits)
+    sim = simulation.simulator(device.target, qubits or {0}, seed=seed)
+    sim.set_options(max_memory_mb=memory_mb)
+    return sim
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -56,15 +144,19 @@ def _seed(options: dict[str, Any]) -> int | None:
     return (options.get("simulator") or {}).get("seed_simulator")
 
 
-def run_sampler(params: dict[str, Any], device: Device) -> str:
+def run_sampler(params: dict[str, Any], device: Device, logs: list[str]) -> str:
     options = params.get("options") or {}
     shots = options.get("default_shots") or DEFAULT_SHOTS
     try:
         pubs = [SamplerPub.coerce(tuple(p) if isinstance(p, list) else p, shots) for p in params["pubs"]]
     except (KeyError, TypeError, ValueError) as ex:
         raise ProgramError(f"Invalid sampler input: {ex}") from ex
+    _check_width(pubs, device)
+    qubits = set().union(*(simulation.touched_qubits(pub.circuit) for pub in pubs))
+    notes = not_simulated("sampler", options)
+    logs.extend(notes)
     start = _now()
-    sampler = AerSampler.from_backend(device.simulator(), seed=_seed(options))
+    sampler = AerSampler.from_backend(_simulator(device, qubits, _seed(options)), seed=_seed(options))
     raw = sampler.run(pubs).result()
     stop = _now()
     results = [
@@ -80,41 +172,116 @@ def run_sampler(params: dict[str, Any], device: Device) -> str:
             for i, pub in enumerate(pubs)
         },
     )
-    metadata = {"execution": {"execution_spans": ExecutionSpans([span])}, "version": 2}
+    metadata = {
+        "execution": {"execution_spans": ExecutionSpans([span])},
+        "version": 2,
+        **_recorded(options, notes, device, qubits),
+    }
     return json.dumps(PrimitiveResult(results, metadata=metadata), cls=RuntimeEncoder)
 
 
-def run_estimator(params: dict[str, Any], device: Device) -> str:
-    options = params.get("options") or {}
+def _check_width(pubs: list[Any], device: Device) -> None:
+    for pub in pubs:
+        if pub.circuit.num_qubits > device.num_qubits:
+            raise ProgramError(
+                f"The circuit has {pub.circuit.num_qubits} qubits, more than the {device.num_qubits} of {device.name}."
+            )
+
+
+def _reduce_observables(
+    observables: ObservablesArray, active: set[int], readout: dict[int, float]
+) -> tuple[ObservablesArray, Any]:
+    """``observables`` with every factor on an untouched qubit replaced by its value.
+
+    Also returns a mask (``observables``' shape) of the observables that vanish altogether:
+    they are simulated as the identity, and their results are set to 0 afterwards.
+    """
+    n = observables.num_qubits
+    flat = observables.ravel()
+    reduced = np.empty(flat.size, dtype=object)  # filled one by one: numpy would iterate into operators
+    vanishing = np.zeros(flat.size, dtype=bool)
+    for i in range(flat.size):
+        terms = flat[i]
+        if not isinstance(terms, dict) or any(set(label) - set("IXYZ") for label in terms):
+            return observables, np.zeros(observables.shape, dtype=bool)  # projectors: simulate as given
+        op = SparsePauliOp.from_list(list(terms.items()), num_qubits=n)
+        op = simulation.reduce_observable(op, active, readout)
+        if not np.any(op.coeffs):
+            op, vanishing[i] = SparsePauliOp("I" * n), True
+        reduced[i] = op
+    shape = observables.shape
+    return ObservablesArray.coerce(reduced.reshape(shape)), vanishing.reshape(shape)
+
+
+def run_estimator(params: dict[str, Any], device: Device, logs: list[str]) -> str:
+    options = dict(params.get("options") or {})
+    if params.get("resilience_level") is not None:  # the client sends it beside the options
+        options["resilience_level"] = params["resilience_level"]
     precision = options.get("default_precision") or DEFAULT_PRECISION
     try:
         pubs = [EstimatorPub.coerce(tuple(p) if isinstance(p, list) else p, precision) for p in params["pubs"]]
     except (KeyError, TypeError, ValueError) as ex:
         raise ProgramError(f"Invalid estimator input: {ex}") from ex
+    _check_width(pubs, device)
+    readout = simulation.readout_errors(device.target)
+    reduced_pubs = []
+    qubits: set[int] = set()
+    masks: list[Any] = []
+    untouched = 0
+    for pub in pubs:
+        active = simulation.touched_qubits(pub.circuit)
+        qubits |= active
+        observables, vanishing = _reduce_observables(pub.observables, active, readout)
+        masks.append(vanishing)
+        untouched = max(untouched, pub.circuit.num_qubits - len(active))
+        reduced_pubs.append(EstimatorPub(pub.circuit, observables, pub.parameter_values, pub.precision))
+    notes = not_simulated("estimator", options)
+    logs.extend(notes)
+    if untouched:
+        logs.append(
+            f"qubits the circuit leaves idle (up to {untouched}) were not simulated: they are in |0>, so "
+            "their observable factors were applied exactly (Z through the device's readout error)"
+        )
+    seed = options.get("seed_estimator", _seed(options))
     estimator = BackendEstimatorV2(
-        backend=device.simulator(),
-        options={"default_precision": precision, "seed_simulator": _seed(options)},
+        backend=_simulator(device, qubits, seed),
+        options={"default_precision": precision, "seed_simulator": seed},
     )
-    raw = estimator.run(pubs).result()
+    raw = estimator.run(reduced_pubs).result()
     results = []
-    for res in raw:
+    for res, vanishing in zip(raw, masks, strict=True):
         data = res.data
-        fields = {"evs": data.evs, "stds": data.stds, "ensemble_standard_error": data.stds}
-        results.append(PubResult(type(data)(**fields, shape=data.shape), metadata=res.metadata))
-    return json.dumps(PrimitiveResult(results, metadata={"version": 2}), cls=RuntimeEncoder)
+        # 0-d results as 0-d arrays, never numpy scalars: the client reads .shape of each field.
+        evs, stds = np.array(data.evs, dtype=float), np.array(data.stds, dtype=float)
+        zero = np.broadcast_to(vanishing, evs.shape)
+        evs[zero], stds[zero] = 0.0, 0.0
+        fields = {"evs": evs, "stds": stds, "ensemble_standard_error": stds.copy()}
+        results.append(PubResult(type(data)(**fields, shape=evs.shape), metadata=res.metadata))
+    metadata = {"version": 2, **_recorded(options, notes, device, qubits)}
+    return json.dumps(PrimitiveResult(results, metadata=metadata), cls=RuntimeEncoder)
 
 
-def run_executor(params: dict[str, Any], device: Device) -> str:
+def run_executor(params: dict[str, Any], device: Device, logs: list[str]) -> str:
     version = params.get("schema_version")
     converter = QUANTUM_PROGRAM_PARAMS_CONVERTERS.get(version)
     if converter is None:
         raise ProgramError(f"Unsupported executor schema version {version!r}.")
     try:
         program, _ = converter.decoder(converter.model.model_validate(params))
+        for item in program.items:
+            samplex = getattr(item, "samplex", None)
+            if samplex is not None and not getattr(samplex, "_finalized", True):
+                samplex.finalize()  # decoded samplexes are not finalized; the service finalizes them
     except ValueError as ex:
         raise ProgramError(f"Invalid executor input: {ex}") from ex
+    for item in program.items:
+        if item.circuit.num_qubits > device.num_qubits:
+            raise ProgramError(
+                f"The circuit has {item.circuit.num_qubits} qubits, more than the {device.num_qubits} of {device.name}."
+            )
+    qubits = set().union(*(simulation.touched_qubits(item.circuit) for item in program.items))
     start = _now()
-    result = run_quantum_program(device.simulator(), program, SimulatorOptions())
+    result = run_quantum_program(_simulator(device, qubits, None), program, SimulatorOptions())
     stop = _now()
     parts = []
     for idx, item in enumerate(program.items):
@@ -134,15 +301,16 @@ def run_executor(params: dict[str, Any], device: Device) -> str:
         passthrough_data=passthrough_data_to_2_0(program.passthrough_data),
         semantic_role=program._semantic_role,
     )
-    return model.model_dump_json()
+    return str(model.model_dump_json())
 
 
-def run_program(program_id: str, body: str, device: Device) -> str:
-    """Run one job (``body`` is the raw ``POST /jobs`` JSON) and return its results JSON.
+def run_program(program_id: str, body: str, device: Device) -> Outcome:
+    """Run one job (``body`` is the raw ``POST /jobs`` JSON): its results JSON and log lines.
 
     The caller holds ``device.lock``.
     """
     payload = json.loads(body, cls=RuntimeDecoder if program_id != "executor" else None)
     params = payload.get("params") or {}
     runner = {"sampler": run_sampler, "estimator": run_estimator, "executor": run_executor}
-    return runner[program_id](params, device)
+    logs: list[str] = []
+    return Outcome(runner[program_id](params, device, logs), None, logs)

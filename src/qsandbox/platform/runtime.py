@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import platform
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import PlainTextResponse
@@ -22,11 +22,15 @@ from .iam import bearer_claims
 from .programs import PROGRAMS
 from .state import FINAL, QUEUED, RUNNING, Job, Session, Store, iso, new_id
 
+if TYPE_CHECKING:
+    from .app import Platform
+
 router = APIRouter(prefix="/api/v1")
 
 
-def _platform(request: Request) -> Any:
-    return request.app.state.platform
+def _platform(request: Request) -> Platform:
+    platform: Platform = request.app.state.platform
+    return platform
 
 
 def authorize(request: Request) -> str:
@@ -86,14 +90,24 @@ def backends(request: Request, crn: Crn) -> dict[str, Any]:
     return {"devices": [d.summary(store.queue_length(d.name)) for d in _platform(request).devices]}
 
 
+def _calibrated(request: Request, name: str, calibration_id: str | None) -> Device:
+    """The device, if ``calibration_id`` (when given) is its calibration (404 otherwise, like IBM)."""
+    device = _device(request, name)
+    if calibration_id is not None and calibration_id != device.calibration_id:
+        raise platform_error(
+            404, f"Calibration {calibration_id} not found for backend {name}.", "calibration_not_found"
+        )
+    return device
+
+
 @router.get("/backends/{name}/configuration")
-def configuration(name: str, request: Request, crn: Crn) -> dict[str, Any]:
-    return _device(request, name).configuration()
+def configuration(name: str, request: Request, crn: Crn, calibration_id: str | None = None) -> dict[str, Any]:
+    return _calibrated(request, name, calibration_id).configuration()
 
 
 @router.get("/backends/{name}/properties")
-def properties(name: str, request: Request, crn: Crn) -> dict[str, Any]:
-    return _device(request, name).properties()
+def properties(name: str, request: Request, crn: Crn, calibration_id: str | None = None) -> dict[str, Any]:
+    return _calibrated(request, name, calibration_id).properties()
 
 
 @router.get("/backends/{name}/status")
@@ -103,12 +117,20 @@ def status(name: str, request: Request, crn: Crn) -> dict[str, Any]:
 
 @router.get("/instances/usage")
 def usage(request: Request, crn: Crn) -> dict[str, Any]:
-    consumed = sum(j.usage_seconds() for j in _store(request).jobs(crn))
+    # Every job's usage counts, deleted ones too, as on the real service; the limit is reported
+    # (and what remains of it) but not enforced, so a long-lived emulator never stops working.
+    consumed = _store(request).usage_seconds(crn)
+    limit = constants.PLAN_USAGE_LIMIT_SECONDS
+    remaining = max(limit - consumed, 0)
     return {
         "instance_id": crn,
         "plan_id": constants.PLAN_ID,
         "usage_consumed_seconds": consumed,
-        "usage_limit_reached": False,
+        "usage_limit_seconds": limit,
+        "usage_allocation_seconds": limit,
+        "usage_remaining_seconds": remaining,
+        "usage_limit_reached": remaining == 0,
+        "usage_period": {"start_time": iso(_store(request).started), "end_time": None},
     }
 
 
@@ -121,9 +143,13 @@ async def submit_job(request: Request, crn: Crn) -> dict[str, Any]:
     program_id = payload.get("program_id")
     if program_id not in PROGRAMS:
         raise platform_error(404, f"Program {program_id} not found.", "program_not_found")
-    backend = payload.get("backend")
-    if not backend or _platform(request).devices.get(backend) is None:
-        raise platform_error(400, f"Backend {backend} is not available.", "invalid_backend")
+    requested = payload.get("backend")
+    device = _platform(request).devices.get(requested) if isinstance(requested, str) else None
+    if device is None:
+        raise platform_error(400, f"Backend {requested} is not available.", "invalid_backend")
+    backend = device.name
+    if (calibration_id := payload.get("calibration_id")) is not None:
+        _calibrated(request, backend, str(calibration_id))
     session_id = payload.get("session_id")
     if session_id:
         session = _session(request, session_id, crn)
@@ -142,8 +168,9 @@ async def submit_job(request: Request, crn: Crn) -> dict[str, Any]:
         session_id=session_id,
         tags=[str(t) for t in tags],
         private=bool(payload.get("private")),
+        calibration_id=str(calibration_id) if calibration_id is not None else None,
     )
-    _store(request).submit(job, _platform(request).devices.get(backend))
+    _store(request).submit(job, device)
     return {"id": job.id, "backend": backend, "session_id": session_id}
 
 
@@ -193,11 +220,20 @@ def get_job(job_id: str, request: Request, crn: Crn, exclude_params: str = "fals
     return _job(request, job_id, crn).to_json(exclude_params.lower() == "true")
 
 
+@router.delete("/jobs/{job_id}", status_code=204)
+def delete_job(job_id: str, request: Request, crn: Crn) -> Response:
+    """Delete a job and its results; a job not yet final is cancelled first."""
+    _store(request).delete(_job(request, job_id, crn))
+    return Response(status_code=204)
+
+
 @router.get("/jobs/{job_id}/results")
 def job_results(job_id: str, request: Request, crn: Crn) -> Response:
     job = _job(request, job_id, crn)
     if job.status == "Completed" and job.result is not None:
-        return Response(job.result, media_type="application/json")
+        # A private job's results can be read once: the service deletes them after the read.
+        result = _store(request).take_result(job) if job.private else job.result
+        return Response(result or "", media_type="application/json")
     if job.status == "Failed":
         return PlainTextResponse(job.reason or "Job failed.")
     raise platform_error(404, f"Results of job {job_id} are not available ({job.status}).", "results_not_found")
@@ -223,6 +259,12 @@ async def update_tags(job_id: str, request: Request, crn: Crn) -> Response:
 def job_metrics(job_id: str, request: Request, crn: Crn) -> dict[str, Any]:
     job = _job(request, job_id, crn)
     seconds = job.usage_seconds()
+    queued = job.status == QUEUED
+    estimated_start = job.estimated_start if queued else job.running_at
+    estimated_end = (
+        estimated_start + dt.timedelta(seconds=job.estimated_seconds) if queued and estimated_start else job.finished_at
+    )
+    position = _store(request).position(job)
     return {
         "timestamps": {"created": iso(job.created), "running": iso(job.running_at), "finished": iso(job.finished_at)},
         "bss": {"seconds": seconds},
@@ -233,13 +275,22 @@ def job_metrics(job_id: str, request: Request, crn: Crn) -> dict[str, Any]:
             "status": "final" if job.status in FINAL else "pending",
         },
         "qiskit_version": f"qsandbox-emulator/python-{platform.python_version()}",
+        "estimated_start_time": iso(estimated_start),
+        "estimated_completion_time": iso(estimated_end),
+        "position_in_queue": position,
+        "position_in_provider": position,
     }
 
 
 @router.get("/jobs/{job_id}/logs")
 def job_logs(job_id: str, request: Request, crn: Crn) -> PlainTextResponse:
-    _job(request, job_id, crn)
-    return PlainTextResponse("")
+    """What the emulator did differently from the device (available once the job is final)."""
+    job = _job(request, job_id, crn)
+    if job.status not in FINAL or not job.logs:
+        return PlainTextResponse("")
+    lines = [f"qsandbox emulator: job {job.id} on {job.backend} ran on a noisy Aer simulator"]
+    lines += [f"not simulated: {line}" for line in job.logs]
+    return PlainTextResponse("\n".join(lines) + "\n")
 
 
 @router.get("/jobs/{job_id}/interim_results")
