@@ -114,7 +114,7 @@ def doctor(ctx: click.Context) -> None:
     "--include",
     "includes",
     multiple=True,
-    type=click.Path(exists=True, path_type=Path),
+    type=click.Path(path_type=Path),  # relative to the script's directory: checked there, not here
     metavar="PATH",
     help="Also send this file or directory in (repeatable), at its path relative to the script's "
     "directory. Only the script is sent otherwise.",
