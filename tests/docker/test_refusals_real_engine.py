@@ -33,29 +33,27 @@ DENIED = (
     'rootless engine (README: "Rootless Docker for each user") and point DOCKER_HOST or `docker context use` at it'
 )
 
-# The real CLI with one engine answer faked: the readback disagrees with what was asked for.
+# The real CLI with one engine answer faked: the readback disagrees with what was asked for. The
+# run id is fixed so that the engine's events for this run can be told from other runs' on the engine.
 MISMATCH = """
 import sys
 from qsandbox.launcher import sandbox
 real = sandbox.mismatches
 sandbox.mismatches = lambda s, attrs: [*real(s, attrs), "pids limit: engine has 0, wanted 512 (faked by the test)"]
+run_id = sys.argv.pop(1)
+sandbox.new_run_id = lambda: run_id
 from qsandbox.launcher.cli import main
 main()
 """
-
-
-def labelled(client) -> list[str]:
-    from qsandbox.launcher.settings import LABEL
-
-    return [c.name for c in client.containers.list(all=True, filters={"label": LABEL})]
 
 
 def test_hardening_mismatch_destroys_the_sandbox_sends_no_key_and_exits_2(image, docker_client, canary):
     from qsandbox.launcher.settings import LABEL
 
     since = int(time.time()) - 1
+    run_id = f"mismatch{secrets.token_hex(4)}"
     done = subprocess.run(
-        [sys.executable, "-c", MISMATCH, "run", "--token-stdin", str(SCRIPT), "0"],
+        [sys.executable, "-c", MISMATCH, run_id, "run", "--token-stdin", str(SCRIPT), "0"],
         input=canary + "\n",
         capture_output=True,
         text=True,
@@ -68,29 +66,31 @@ def test_hardening_mismatch_destroys_the_sandbox_sends_no_key_and_exits_2(image,
         "pids limit: engine has 0, wanted 512 (faked by the test)"
     )
     # The sandbox really was created (so its readback was really checked) and destroyed, never started.
-    seen = docker_client.events(
-        since=since, until=int(time.time()) + 1, filters={"type": "container", "label": LABEL}, decode=True
-    )
+    this_run = {"type": "container", "label": f"{LABEL}={run_id}"}
+    seen = docker_client.events(since=since, until=int(time.time()) + 1, filters=this_run, decode=True)
     actions = [e["Action"] for e in seen]
     assert "create" in actions and "destroy" in actions and "start" not in actions, actions
-    assert labelled(docker_client) == []
+    assert docker_client.containers.list(all=True, filters={"label": this_run["label"]}) == []
 
 
 @pytest.mark.xfail(strict=True, raises=ImageError, reason="until run.py's _check_image raises ImageMissing")
-def test_missing_image_is_refused_with_exit_2(docker_client, tmp_path, canary):
+def test_missing_image_is_refused_with_exit_2(docker_client, tmp_path, canary, monkeypatch):
     from qsandbox.common.errors import ImageMissing
+    from qsandbox.launcher import sandbox
     from qsandbox.launcher.credentials import KeySource
     from qsandbox.launcher.run import run
     from qsandbox.launcher.settings import RunSettings
 
+    def create_container(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("a container was created although the image is missing")
+
+    monkeypatch.setattr(sandbox, "create_container", create_container)  # other runs share the engine
     tag = f"qsandbox:missing-{secrets.token_hex(4)}"
     keyfile = tmp_path / "key"
     keyfile.write_text(canary + "\n")
-    before = docker_client.api.containers(all=True)
     with pytest.raises(ImageMissing, match=f"image {tag} is not on this engine: run `qsandbox build`") as raised:
         run(RunSettings(script=SCRIPT, image=tag), KeySource(file=str(keyfile)))
     assert raised.value.exit_code == 2
-    assert docker_client.api.containers(all=True) == before
 
 
 @pytest.mark.xfail(strict=True, raises=ImageError, reason="until image.check raises ImageMissing")
