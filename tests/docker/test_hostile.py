@@ -86,13 +86,14 @@ def test_a_sandbox_cannot_read_another_live_sandboxs_key(image, canary):
     try:
         assert other.stdout.readline().strip() == "sleeping"
         mine = secrets.token_urlsafe(33)
-        done = run(mine, "find_other_key.py", hashlib.sha256(canary.encode()).hexdigest())
+        done = run(mine, "find_other_key.py", f"{hashlib.sha256(canary.encode()).hexdigest()}:44")
         assert done.returncode == 0, done.stderr
         assert "other key found: False" in done.stdout
         assert int(done.stdout.split()[2]) > 10  # it did look
-        # The search itself works: given its own key's hash, it finds it.
-        done = run(mine, "find_other_key.py", hashlib.sha256(mine.encode()).hexdigest())
+        # The search itself works: given its own key's hash, it finds it, in its own tmpfs.
+        done = run(mine, "find_other_key.py", f"{hashlib.sha256(mine.encode()).hexdigest()}:44")
         assert "other key found: True" in done.stdout
+        assert "/run/qsandbox/token" in done.stdout.splitlines()[1].split(), done.stdout
     finally:
         other.terminate()
         other.communicate(timeout=60)
