@@ -2,8 +2,10 @@
 
     python other_user_search.py SHA256 SINCE
 
-SINCE (a Unix time) limits the file search to files modified since: the run's key cannot be in
-an older one.
+SINCE (a Unix time) limits the file search to files changed since (mtime or ctime: a copy that
+keeps an old mtime still has a new ctime): the run's key cannot be in an older one. SHA256 may
+carry the key's length (SHA256:44, the default, or SHA256:MIN-MAX); the key is found literal,
+inside a longer run, URL-encoded, or base64/base64url-encoded.
 
 Files: every process's environ and cmdline, every process's view of the sandbox tmpfs paths
 (/proc/PID/root/...), other users' runtime dirs and homes (their container storage included),
@@ -12,17 +14,93 @@ answers, every qsandbox container's key file through `exec` (what a docker-group
 Prints one line: what was looked at, and whether the key was found.
 """
 
+import base64
 import glob
 import hashlib
 import os
 import re
 import stat
 import sys
+import urllib.parse
 
 import docker
 
-target, since = sys.argv[1], float(sys.argv[2])
-token = re.compile(rb"[A-Za-z0-9_-]{40,48}")
+# --- key matcher: the same block in find_other_key.py, other_user_search.py, search_for_key.py ---
+# The key is known only by its SHA-256. A key is 40-48 token characters; it may sit inside a
+# longer run of them, URL-encoded, or base64/base64url-encoded at any alignment: every window of a
+# key's length in every long token run is hashed, in the data as it is and in each run decoded.
+_CANDIDATE = re.compile(rb"[A-Za-z0-9+/_.~%=-]{40,}")  # one pass over the data finds every form
+_TOKEN = re.compile(rb"[A-Za-z0-9_-]{40,}")
+_B64 = re.compile(rb"[A-Za-z0-9+/_-]{52,}={0,2}")
+_LENGTHS = range(44, 45)
+_OVERLAP = 4096  # a run crossing a chunk boundary is seen whole in the next chunk
+_SEEN = set()  # candidates already checked (memory holds many copies of the same strings)
+
+
+def parse_target(arg):
+    """The digest from "SHA256[:LENGTH|:MIN-MAX]"; the key's length defaults to 44 (IBM Cloud's)."""
+    global _LENGTHS
+    sha, _, length = arg.partition(":")
+    low, _, high = (length or "44").partition("-")
+    _LENGTHS = range(int(low), int(high or low) + 1)
+    return bytes.fromhex(sha)
+
+
+def _windows(data, digest):
+    for m in _TOKEN.finditer(data):
+        run = m.group()
+        for n in _LENGTHS:
+            for i in range(len(run) - n + 1):
+                if hashlib.sha256(run[i : i + n]).digest() == digest:
+                    return True
+    return False
+
+
+def _candidate_holds_key(c, digest):
+    if _windows(c, digest):
+        return True
+    if b"%" in c and _windows(urllib.parse.unquote_to_bytes(c), digest):
+        return True
+    for m in _B64.finditer(c):
+        run = m.group().rstrip(b"=").replace(b"-", b"+").replace(b"_", b"/")
+        for start in range(4):
+            part = run[start:]
+            part = part[:-1] if len(part) % 4 == 1 else part  # a lone last character holds no byte
+            part += b"=" * (-len(part) % 4)
+            try:
+                if _windows(base64.b64decode(part), digest):
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
+def holds_key(data, digest):
+    """Whether `data` holds the key (literal, in a longer run, URL-encoded, base64 or base64url)."""
+    for m in _CANDIDATE.finditer(data):
+        c = m.group()
+        if c in _SEEN:
+            continue
+        if len(c) < 4096:
+            _SEEN.add(c)
+        if _candidate_holds_key(c, digest):
+            return True
+    return False
+
+
+def file_holds_key(path, digest):
+    """Read the whole file in chunks (each overlapping the last): whether it holds the key."""
+    with open(path, "rb") as f:
+        tail = b""
+        while chunk := f.read(8 << 20):
+            if holds_key(tail + chunk, digest):
+                return True
+            tail = chunk[-_OVERLAP:]
+    return False
+
+
+# --- end of key matcher ---
+digest, since = parse_target(sys.argv[1]), float(sys.argv[2])
 SANDBOX_FILES = ("run/qsandbox/token", "home/sandbox/.qiskit/qiskit-ibm.json")
 found, looked = [], 0
 
@@ -30,14 +108,14 @@ found, looked = [], 0
 def check(where, data):
     global looked
     looked += 1
-    if any(hashlib.sha256(m.group()).hexdigest() == target for m in token.finditer(data)):
+    if holds_key(data, digest):
         found.append(where)
 
 
 def read(path):
     try:
         with open(path, "rb") as f:
-            return f.read(1 << 20)
+            return f.read()
     except OSError:
         return None
 
@@ -56,7 +134,7 @@ for root in ["/run/user", "/home", "/tmp", "/var/tmp", "/dev/shm"]:
                 st = os.lstat(path)
             except OSError:
                 continue
-            if not stat.S_ISREG(st.st_mode) or st.st_mtime < since:
+            if not stat.S_ISREG(st.st_mode) or max(st.st_mtime, st.st_ctime) < since:
                 continue
             data = read(path)
             if data is not None:
