@@ -79,7 +79,7 @@ def test_sweep_leaves_the_shared_platform_alone(shared_platform, docker_client):
 def test_run_without_platform_up_is_one_line_error(image):
     qsandbox("platform", "down")
     done = qsandbox("run", "--platform", "shared", str(SCRIPTS / "exit_with.py"), "0")
-    assert done.returncode == 125
+    assert done.returncode == 2
     assert done.stderr.strip() == "qsandbox: no shared platform is running: start it with `qsandbox platform up`"
 
 

@@ -21,8 +21,6 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, qsandbox
 
-from qsandbox.common.errors import ImageError
-
 pytestmark = pytest.mark.docker
 
 SCRIPT = ROOT / "tests" / "scripts" / "exit_with.py"
@@ -73,7 +71,6 @@ def test_hardening_mismatch_destroys_the_sandbox_sends_no_key_and_exits_2(image,
     assert docker_client.containers.list(all=True, filters={"label": this_run["label"]}) == []
 
 
-@pytest.mark.xfail(strict=True, raises=ImageError, reason="until run.py's _check_image raises ImageMissing")
 def test_missing_image_is_refused_with_exit_2(docker_client, tmp_path, canary, monkeypatch):
     from qsandbox.common.errors import ImageMissing
     from qsandbox.launcher import sandbox
@@ -93,7 +90,6 @@ def test_missing_image_is_refused_with_exit_2(docker_client, tmp_path, canary, m
     assert raised.value.exit_code == 2
 
 
-@pytest.mark.xfail(strict=True, raises=ImageError, reason="until image.check raises ImageMissing")
 def test_outdated_image_is_refused_with_exit_2(image, docker_client):
     from qsandbox.common.errors import ImageMissing
     from qsandbox.launcher import image as image_mod

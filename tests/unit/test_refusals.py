@@ -156,7 +156,6 @@ class ImagelessClient:
             return []
 
 
-@pytest.mark.xfail(strict=True, raises=ImageError, reason="until run.py's _check_image raises ImageMissing")
 def test_missing_image_is_a_refusal_in_run():
     from qsandbox.launcher import run
 
@@ -164,7 +163,6 @@ def test_missing_image_is_a_refusal_in_run():
         run._check_image(ImagelessClient(), "qsandbox:0.0.0-missing")  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(strict=True, raises=ImageError, reason="until image.check raises ImageMissing")
 def test_missing_image_is_a_refusal_in_check():
     from qsandbox.launcher import image
 

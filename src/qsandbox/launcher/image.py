@@ -2,33 +2,74 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import io
+import tarfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import cast
 
 import docker
 import docker.errors
 
+from .. import __file__ as _package_init
 from .. import __version__
-from ..common.errors import ImageError, UsageError
+from ..common.errors import ImageError, ImageMissing
 from .settings import IMAGE as IMAGE  # re-exported: the CLI names it as image.IMAGE
 from .settings import IMAGE_REPOSITORY, VERSION_LABEL
 
 DEFAULT_BASE = "python:3.12-slim"
 OFFLINE_HINT = (
-    "build an offline base from the OS packages with `bash scripts/offline-base.sh`, "
-    "then run `qsandbox build --base-image qsandbox-base:bookworm`"
+    "on a machine without a registry, build on a base made from the OS packages: `qsandbox build --offline-base`"
 )
 
+# The package this launcher runs from: site-packages/qsandbox when installed, src/qsandbox in a
+# checkout. The image is built from its files, so an installed qsandbox builds its own image.
+PACKAGE = Path(_package_init).resolve().parent
+DOCKERFILE = "qsandbox/image/Dockerfile"  # inside the build context
+# Besides the .py files, what the wheel carries (pyproject.toml's package-data; a unit test keeps the two equal).
+PACKAGE_DATA = ("py.typed", "image/Dockerfile", "image/requirements.txt")
 
-def find_context(explicit: Path | None = None) -> Path:
-    """The directory holding the Dockerfile: --context, the checkout this package runs from, or cwd."""
-    candidates = [explicit] if explicit else [Path(__file__).resolve().parents[2], Path.cwd()]
-    for c in candidates:
-        if c is not None and (c / "Dockerfile").is_file() and (c / "src" / "qsandbox").is_dir():
-            return c
-    where = explicit or "this installation or the current directory"
-    raise UsageError(f"no qsandbox Dockerfile in {where}: run from a qsandbox checkout or pass --context DIR")
+
+def context_files(package: Path = PACKAGE) -> Iterator[tuple[str, Path]]:
+    """(name in the build context, file) for every file the image is built from, sorted.
+
+    Exactly what the wheel holds, whether `package` is a checkout's src/qsandbox or an installed
+    copy: .py files and the package data, never __pycache__ or an egg-info.
+    """
+    wanted = [p for p in package.rglob("*.py") if "__pycache__" not in p.relative_to(package).parts]
+    wanted += [package / d for d in PACKAGE_DATA]
+    for path in sorted(wanted, key=lambda p: p.relative_to(package).as_posix()):
+        if not path.is_file():
+            raise ImageError(f"{path} is missing from the installed qsandbox: reinstall qsandbox")
+        yield f"qsandbox/{path.relative_to(package).as_posix()}", path
+
+
+def context_archive(package: Path = PACKAGE) -> bytes:
+    """The build context as a tar archive with fixed owners, modes and times.
+
+    Only the bytes of the files count, so the same source gives the same context, and the same
+    image (the engine's build cache hits), from a checkout and from any installation of it.
+    """
+
+    def entry(name: str, directory: bool, size: int = 0) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(name)
+        info.type, info.mode = (tarfile.DIRTYPE, 0o755) if directory else (tarfile.REGTYPE, 0o644)
+        info.size, info.mtime, info.uid, info.gid, info.uname, info.gname = size, 0, 0, 0, "root", "root"
+        return info
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        made: set[str] = set()
+        for name, path in context_files(package):
+            parts = name.split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                directory = "/".join(parts[:i])
+                if directory not in made:
+                    made.add(directory)
+                    tar.addfile(entry(directory, True))
+            data = path.read_bytes()
+            tar.addfile(entry(name, False, len(data)), io.BytesIO(data))
+    return buf.getvalue()
 
 
 def ensure_base(client: docker.DockerClient, base: str, say: Callable[[str], None]) -> None:
@@ -49,21 +90,45 @@ def build(
     client: docker.DockerClient,
     *,
     base: str = DEFAULT_BASE,
-    context: Path | None = None,
+    package: Path = PACKAGE,
     tag: str = IMAGE,
     say: Callable[[str], None] = print,
 ) -> str:
-    """Build the image with visible progress; return its id."""
-    ctx = find_context(context)
+    """Build the image from this qsandbox's own files, with visible progress; return its id."""
+    archive = context_archive(package)
     ensure_base(client, base, say)
-    say(f"building {tag} from {ctx} on base {base}")
+    say(f"building {tag} from {package} on base {base}")
+    return stream_build(
+        client,
+        say,
+        archive,
+        dockerfile=DOCKERFILE,
+        tag=tag,
+        buildargs={"BASE_IMAGE": base},
+        labels={VERSION_LABEL: __version__},
+    )
+
+
+def stream_build(
+    client: docker.DockerClient,
+    say: Callable[[str], None],
+    context: bytes,
+    *,
+    dockerfile: str,
+    tag: str,
+    buildargs: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+) -> str:
+    """Build from a context archive through the SDK, passing its progress to `say`; return the image id."""
     image_id: str | None = None
     try:
         for chunk in client.api.build(
-            path=str(ctx),
+            fileobj=io.BytesIO(context),
+            custom_context=True,
+            dockerfile=dockerfile,
             tag=tag,
-            buildargs={"BASE_IMAGE": base},
-            labels={VERSION_LABEL: __version__},
+            buildargs=buildargs,
+            labels=labels,
             decode=True,
             rm=True,
             forcerm=True,
@@ -90,12 +155,14 @@ def check(client: docker.DockerClient, tag: str = IMAGE) -> str:
     except docker.errors.ImageNotFound:
         others = [t for i in client.images.list(name=IMAGE_REPOSITORY) for t in i.tags if t != tag]
         if others:
-            raise ImageError(
+            raise ImageMissing(
                 f"image {tag} missing; only outdated {', '.join(sorted(others))}: run `qsandbox build`"
             ) from None
-        raise ImageError(f"image {tag} missing: run `qsandbox build`") from None
+        raise ImageMissing(f"image {tag} missing: run `qsandbox build`") from None
     built_for = (image.labels or {}).get(VERSION_LABEL)
     if built_for != __version__:
-        raise ImageError(f"image {tag} was built for qsandbox {built_for}, this is {__version__}: run `qsandbox build`")
+        raise ImageMissing(
+            f"image {tag} was built for qsandbox {built_for}, this is {__version__}: run `qsandbox build`"
+        )
     size = image.attrs.get("Size", 0) / 1e6
     return f"{tag} ({image.short_id.removeprefix('sha256:')}, {size:.0f} MB)"

@@ -24,7 +24,7 @@ import docker
 import docker.errors
 from docker.models.networks import Network
 
-from ..common.errors import SandboxError
+from ..common.errors import HardeningMismatch, PlatformNotRunning, SandboxError
 from ..common.platform_constants import HOSTNAMES, INSTANCE_CRN
 from . import sandbox
 from .credentials import Secret
@@ -142,7 +142,7 @@ def start_emulator(
     try:
         wrong = hardening.mismatches(client.api.inspect_container(container_id))
         if wrong:
-            raise SandboxError("the engine did not apply the emulator's hardening: " + "; ".join(wrong))
+            raise HardeningMismatch("the engine did not apply the emulator's hardening: " + "; ".join(wrong))
         attachment = sandbox.attach(client, container_id)
         container.start()
         ca_pem = _read_ca(attachment)
@@ -184,7 +184,7 @@ def shared(client: docker.DockerClient) -> LocalPlatform:
     try:
         container = client.containers.get(SHARED)
     except docker.errors.NotFound:
-        raise SandboxError("no shared platform is running: start it with `qsandbox platform up`") from None
+        raise PlatformNotRunning("no shared platform is running: start it with `qsandbox platform up`") from None
     code, out = container.exec_run(["cat", CA_PATH], user=str(Hardening().uid))
     if code != 0 or b"BEGIN CERTIFICATE" not in out:
         raise SandboxError("the shared platform has no CA certificate: restart it (`qsandbox platform down`, `up`)")

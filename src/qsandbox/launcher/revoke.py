@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import docker
 
-from ..common.errors import SandboxError
+from ..common.errors import QsandboxError, SandboxError
 from . import sandbox
 from .credentials import Secret
 from .settings import module_entrypoint
@@ -53,7 +53,7 @@ def _broker(
         )
         result: dict[str, object] = json.loads(out.decode().strip().splitlines()[-1])  # the broker's one JSON object
         return result
-    except (docker.errors.DockerException, ValueError, IndexError) as e:
+    except (docker.errors.DockerException, QsandboxError, ValueError, IndexError) as e:
         return {"ok": False, "error": f"the key broker failed: {e}"}
 
 

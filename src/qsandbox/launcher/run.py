@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO, cast
 
@@ -28,7 +28,7 @@ from ..common import handoff
 from ..common.errors import (
     EngineUnavailable,
     ExitCode,
-    ImageError,
+    ImageMissing,
     PreflightRefused,
     QsandboxError,
     SandboxError,
@@ -61,6 +61,7 @@ class RunResult:
     duration: float
     leftovers: list[str] = field(default_factory=list)
     aborted: str | None = None
+    revocation: Revocation | None = None  # --revoke-after's outcome, when it ran
 
     def summary(self) -> str:
         state = (
@@ -161,12 +162,15 @@ class _Heartbeat(threading.Thread):
     EOF ends the sandbox when the launcher dies; silence ends it when the engine dies (no EOF then).
     """
 
-    def __init__(self, attachment: sandbox.Attachment, err: BinaryIO) -> None:
+    def __init__(self, attachment: sandbox.Attachment, err: BinaryIO, *, suspend_note: bool = True) -> None:
         super().__init__(daemon=True)
         self.attachment, self.err = attachment, err
         self.stop = threading.Event()
-        # Called in the main thread: Ctrl-Z stops the heartbeat too, so say what that means.
-        self._old_tstp = signal.signal(signal.SIGTSTP, self._on_suspend)
+        # Called in the main thread: Ctrl-Z stops the heartbeat too, so say what that means. A run
+        # driven by a batch is not in the main thread (signal.signal would raise): no note then.
+        self._suspend_note = suspend_note
+        if suspend_note:
+            self._old_tstp = signal.signal(signal.SIGTSTP, self._on_suspend)
 
     def _on_suspend(self, *_: object) -> None:
         self.err.write(
@@ -181,7 +185,8 @@ class _Heartbeat(threading.Thread):
     def end(self) -> None:
         """Stop beating and give Ctrl-Z back its old meaning (main thread)."""
         self.stop.set()
-        signal.signal(signal.SIGTSTP, self._old_tstp)
+        if self._suspend_note:
+            signal.signal(signal.SIGTSTP, self._old_tstp)
 
     def run(self) -> None:
         while not self.stop.wait(handoff.HEARTBEAT_INTERVAL):
@@ -195,7 +200,7 @@ def _check_image(client: docker.DockerClient, image: str) -> None:
     try:
         client.images.get(image)
     except docker.errors.ImageNotFound:
-        raise ImageError(
+        raise ImageMissing(
             f"image {image} is not on this engine: run `qsandbox build` (this qsandbox version needs its own image)"
         ) from None
 
@@ -315,8 +320,16 @@ class Run:
         out: BinaryIO,
         err: BinaryIO,
         prompt: Callable[[], str] | None,
+        driven: bool = False,
+        platform: localplatform.LocalPlatform | None = None,
     ) -> None:
+        """`driven`: a batch runs this in a worker thread; its main thread owns the signals and calls
+        `abort()` instead (signal handlers can only be set in the main thread). `platform`: an
+        emulator the caller started and stops (one per batch), used as `--platform shared` uses its own."""
         self.local = settings.platform in ("local", "shared")
+        self.driven, self.platform = driven, platform
+        self._abort_reason: str | None = None  # asked for by abort()
+        self._abort_forced = threading.Event()  # asked twice: stop waiting for the entry point
         self.settings = replace(settings, prewarm=self.local or source.interactive)
         self.source, self.out, self.err, self.prompt = source, out, err, prompt
         self.cleanup = Cleanup()
@@ -343,9 +356,11 @@ class Run:
         began = time.monotonic()
         with ExitStack() as local:
             local.callback(self.tear_down)  # engine side, after the launcher-side steps below
-            with _Signals():
+            signals: AbstractContextManager[object] = nullcontext() if self.driven else _Signals()
+            with signals:
                 try:
                     secret = self.prepare(local)
+                    self._check_abort()  # before the key goes in: closing the stream ends the sandbox
                     self._key_read = True
                     self.hand_off(secret, local)
                     del secret
@@ -353,13 +368,28 @@ class Run:
                 except _Abort as a:
                     self.aborted, self.code = a.reason, int(REASON_EXIT[a.reason])
                     if self.prepared is not None and self._key_read:  # else closing the stream ends it
-                        _abort(self.prepared, a.reason)
+                        _abort(self.prepared, a.reason, self._abort_forced if self.driven else None)
                         self._done.wait(REMOVAL_WAIT)  # the rest of the output, and /output, arrive
                 except Exception as e:
                     if not engine.went_away(self.client, e):
                         raise
                     self.lost = True
         return self.confirm(time.monotonic() - began)
+
+    def abort(self, reason: str) -> None:
+        """End this run as SIGINT/SIGTERM/SIGHUP or --timeout would (`reason`: a key of REASON_EXIT).
+
+        For a driven run, from the thread that owns the signals; a second call stops waiting for
+        the entry point's clean-up and forces the sandbox's removal, as a second Ctrl-C does.
+        """
+        if self._abort_reason is not None:
+            self._abort_forced.set()
+            return
+        self._abort_reason = reason
+
+    def _check_abort(self) -> None:
+        if self._abort_reason is not None:
+            raise _Abort(self._abort_reason)
 
     # -- the phases -----------------------------------------------------------------------------
 
@@ -395,8 +425,8 @@ class Run:
         # A rehearsal needs no real key: without a source, a throwaway one is made.
         secret = localplatform.throwaway_key() if self.source.interactive else self.source.read()
         self._refuse_key_in_inputs(secret)
-        if settings.platform == "shared":
-            platform = localplatform.shared(client)
+        if self.platform is not None or settings.platform == "shared":
+            platform = self.platform or localplatform.shared(client)
             self.settings = _on_platform(settings, platform.network, platform.instance)
             self._prepare_sandbox(local)
         else:
@@ -468,7 +498,7 @@ class Run:
             local.callback(refresher.stop.set)
         prepared.attachment.send(message)
         del message
-        heartbeat = _Heartbeat(prepared.attachment, self.err)
+        heartbeat = _Heartbeat(prepared.attachment, self.err, suspend_note=not self.driven)
         heartbeat.start()
         local.callback(heartbeat.end)
 
@@ -477,6 +507,7 @@ class Run:
         timeout = self.settings.timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._done.wait(0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))):
+            self._check_abort()
             if deadline is not None and time.monotonic() >= deadline:
                 raise _Abort("timeout")
         return _exit_code(self._ready())
@@ -506,7 +537,12 @@ class Run:
         if self.revocation is not None and not self.revocation.ok and self.code == 0:
             self.code = int(ExitCode.TOOL)  # the user asked for a dead key; say loudly it is not
         return RunResult(
-            run_id=self.run_id, exit_code=self.code, duration=duration, leftovers=self.left, aborted=self.aborted
+            run_id=self.run_id,
+            exit_code=self.code,
+            duration=duration,
+            leftovers=self.left,
+            aborted=self.aborted,
+            revocation=self.revocation,
         )
 
     # -- the steps behind them ------------------------------------------------------------------
@@ -659,12 +695,22 @@ def _exit_code(prepared: _Prepared) -> int:
     return result[0]
 
 
-def _abort(prepared: _Prepared, reason: str) -> None:
-    """Ask the entry point to stop the script and cancel its jobs; force it if it takes too long."""
+def _abort(prepared: _Prepared, reason: str, forced: threading.Event | None = None) -> None:
+    """Ask the entry point to stop the script and cancel its jobs; force it if it takes too long.
+
+    A second signal stops the wait; for a driven run (`forced` given) a second `Run.abort()` does.
+    """
     try:
         prepared.attachment.send(handoff.encode_abort(reason))
     except OSError:
         pass
+    if forced is not None:
+        waiter = threading.Thread(target=prepared.removal.exit_code, daemon=True)
+        waiter.start()
+        end = time.monotonic() + ABORT_GRACE
+        while waiter.is_alive() and not forced.is_set() and time.monotonic() < end:
+            waiter.join(0.2)
+        return
     try:
         with _Signals():
             t = threading.Thread(target=prepared.removal.exit_code, daemon=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-import socket
+import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,10 +19,9 @@ from typing import Any, cast
 import docker
 import docker.errors
 from docker.models.containers import Container
-from docker.utils.socket import frames_iter
 
 from .. import __version__
-from ..common.errors import HardeningMismatch, SandboxError
+from ..common.errors import HardeningMismatch, ImageMissing, SandboxError
 from .settings import LABEL, VERSION_LABEL, WORKDIR, Hardening, RunSettings
 
 log = logging.getLogger(__name__)
@@ -98,7 +97,7 @@ def create(client: docker.DockerClient, settings: RunSettings, run_id: str) -> C
             stdin_open=True,
         )
     except docker.errors.ImageNotFound as e:
-        raise SandboxError(f"image {settings.image} not found: run `qsandbox build`") from e
+        raise ImageMissing(f"image {settings.image} not found: run `qsandbox build`") from e
     except docker.errors.APIError as e:
         raise SandboxError(f"the engine refused to create the sandbox: {e.explanation}") from e
     container_id = cast(str, container.id)  # made from the engine's {"Id": ...}: never None
@@ -118,10 +117,16 @@ def create(client: docker.DockerClient, settings: RunSettings, run_id: str) -> C
 
 @dataclass
 class Attachment:
-    """The attached stdin/stdout/stderr stream of one container."""
+    """The attached stdin/stdout/stderr stream of one container.
 
-    sock: Any  # the SocketIO from attach_socket (it owns the file descriptor)
-    raw: socket.socket
+    The same over every transport docker-py offers: a unix socket (SocketIO), TLS (an SSLSocket),
+    ssh:// with paramiko (a Channel) or with the `ssh` command (docker-py's SSHSocket, pipes to an
+    ssh process). Nothing here half-closes the stream: over ssh that fails, over TLS it ends the
+    TLS session; the end of the hand-off is said in the protocol, and closing says the rest.
+    """
+
+    sock: Any  # what attach_socket returned (it owns the file descriptor, or the ssh process)
+    raw: Any  # what sends and receives: the socket, SSLSocket, Channel or SSHSocket
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def send(self, data: bytes) -> None:
@@ -129,8 +134,37 @@ class Attachment:
             self.raw.sendall(data)
 
     def frames(self) -> Iterator[tuple[int, bytes]]:
-        """(stream, bytes) pairs, stream 1 = stdout, 2 = stderr, until the container exits."""
-        yield from frames_iter(self.sock, tty=False)  # type: ignore[no-untyped-call]  # unannotated in types-docker
+        """(stream, bytes) pairs, stream 1 = stdout, 2 = stderr, until the container exits.
+
+        Blocking reads, no poll() first (docker-py's frames_iter polls the descriptor): a TLS
+        socket can hold decrypted bytes that poll() does not see, which would hold a line back
+        until the next one arrives.
+        """
+        while True:
+            header = self._read_exactly(8)
+            if header is None:
+                return
+            stream, size = struct.unpack(">BxxxL", header)
+            while size > 0:
+                data = self._recv(min(size, 1 << 16))
+                if not data:
+                    return
+                size -= len(data)
+                yield stream, data
+
+    def _recv(self, n: int) -> bytes:
+        reader = self.raw if hasattr(self.raw, "recv") else self.sock
+        data = reader.recv(n) if hasattr(reader, "recv") else reader.read(n)
+        return bytes(data or b"")
+
+    def _read_exactly(self, n: int) -> bytes | None:
+        buf = b""
+        while len(buf) < n:
+            data = self._recv(n - len(buf))
+            if not data:
+                return None
+            buf += data
+        return buf
 
     def close(self) -> None:
         # Both must close: the SocketIO wrapper keeps the descriptor open on its own.
@@ -144,6 +178,9 @@ class Attachment:
 def attach(client: docker.DockerClient, container_id: str) -> Attachment:
     sock = client.api.attach_socket(container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
     raw = getattr(sock, "_sock", sock)  # SocketIO wraps the socket; docker-py exposes no getter
+    for s in {id(sock): sock, id(raw): raw}.values():
+        if hasattr(s, "settimeout"):
+            s.settimeout(None)  # reads block without poll(): a quiet script must not time the stream out
     return Attachment(sock=sock, raw=raw)
 
 
@@ -278,8 +315,9 @@ def run_helper(
         att = attach(client, container_id)
         try:
             start(container)
+            # No half-close after it: over ssh:// it fails (ENOTCONN) and over TLS it drops the TLS
+            # session; every helper reads only what it needs (a probe nothing, the broker one line).
             att.send(stdin)
-            att.raw.shutdown(socket.SHUT_WR)
             out = b"".join(data for stream, data in att.frames() if stream == 1)
         finally:
             att.close()
