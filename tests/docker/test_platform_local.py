@@ -48,6 +48,20 @@ def test_bell_with_the_users_key_leaves_no_trace(image, canary, leak_search):
     assert leak_search.all_hits() == []
 
 
+def test_ibm_fleet_names_run_in_seconds(image):
+    """ibm_fez (156 qubits) and ibm_torino (133) by their real names: a Bell pair and an estimator."""
+    done = qsandbox("run", "--platform", "local", str(SCRIPTS / "fleet_jobs.py"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _line(done.stdout, "least busy:").startswith("ibm_")
+    qubits, *gates = _line(done.stdout, "fez:").split()
+    assert qubits == "156" and "cz" in gates
+    counts = json.loads(_line(done.stdout, "counts:"))
+    assert sum(counts.values()) == 1000 and (counts.get("00", 0) + counts.get("11", 0)) > 850, counts
+    assert float(_line(done.stdout, "torino zz:")) > 0.5
+    assert float(_line(done.stdout, "fez seconds:")) < 15
+    assert float(_line(done.stdout, "torino seconds:")) < 15
+
+
 def test_whoami(image):
     done = qsandbox("run", "--platform", "local", str(EXAMPLES / "whoami.py"))
     assert done.returncode == 0, done.stdout + done.stderr
