@@ -26,7 +26,9 @@ def test_literal_base64_urlencoded_and_jwt_are_masked_across_chunks(split):
     text = (
         f"key={key}\n"
         f"b64={base64.b64encode(key.encode()).decode()}\n"
-        f"b64-shifted={base64.b64encode(b'xy' + key.encode()).decode()}\n"
+        f"b64-shifted1={base64.b64encode(b'x' + key.encode()).decode()}\n"
+        f"b64-shifted2={base64.b64encode(b'xy' + key.encode()).decode()}\n"
+        f"b64url-shifted1={base64.urlsafe_b64encode(b'x' + key.encode()).decode()}\n"
         f"url={urllib.parse.quote(key, safe='')}\n"
         f"Authorization: Bearer {JWT}\n"
         "the end\n"
@@ -45,9 +47,22 @@ def test_literal_base64_urlencoded_and_jwt_are_masked_across_chunks(split):
     out = run(Redactor([key]), chunks)
     assert not leaks(out, key)
     assert JWT.encode() not in out and b"eyJzdWIiOiJ4In0" not in out
-    assert out.count(MASK) >= 5
+    assert out.count(MASK) >= 7
     assert out.endswith(b"the end\n")
     assert b"Authorization: Bearer ***" in out
+
+
+@pytest.mark.parametrize("shift", [0, 1, 2])
+def test_each_base64_alignment_alone_is_masked(shift):
+    """The key's base64 at each of the three alignments, each on its own (and its base64url)."""
+    key = new_canary() + "+/="
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        text = b"before " + encode(b"p" * shift + key.encode()) + b" after\n"
+        out = run(Redactor([key]), [text[i : i + 3] for i in range(0, len(text), 3)])
+        assert not leaks(out, key), (shift, encode.__name__, out)
+        assert MASK in out and out.endswith(b" after\n")
+        unmasked = run(Redactor([new_canary()]), [text])  # the control: another key masks nothing
+        assert unmasked == text
 
 
 def test_ordinary_output_passes_unchanged_and_live():
