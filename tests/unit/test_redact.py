@@ -76,3 +76,26 @@ def test_prefix_of_the_key_is_held_back_until_decided():
     r = Redactor([key])
     assert r.feed(b"x " + key[:10].encode()) == b"x "
     assert r.feed(b" not the key\n") == key[:10].encode() + b" not the key\n"
+
+
+@pytest.mark.parametrize("shift", [0, 1, 2])
+def test_the_whole_base64_run_holding_the_key_is_masked(shift):
+    """No characters of the neighbours' encoding are left around the mask (was `YWNj***ZA==`)."""
+    key = new_canary()
+    encoded = base64.b64encode(b"acc" * shift + b"acc" + key.encode() + b"zz")
+    text = b"before " + encoded + b" after\n"
+    for size in (1, 3, len(text)):
+        out = run(Redactor([key]), [text[i : i + size] for i in range(0, len(text), size)])
+        assert out == b"before *** after\n", (size, out)
+    assert run(Redactor([new_canary()]), [text]) == text  # the control: another key masks nothing
+
+
+def test_a_long_base64_run_without_the_key_passes_quickly_and_whole():
+    data = base64.b64encode(random.randbytes(48000)) + b"\n"
+    r = Redactor([new_canary()])
+    assert run(r, [data[i : i + 4096] for i in range(0, len(data), 4096)]) == data
+
+
+def test_mask_a_closing_line():
+    key = new_canary()
+    assert Redactor([key]).mask(f"refused {key}.evil.test:443 x1") == "refused ***.evil.test:443 x1"
