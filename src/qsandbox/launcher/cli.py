@@ -5,11 +5,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .. import __version__
-from ..common.errors import ExitCode, QsandboxError
+from ..common.errors import ExitCode, QsandboxError, UsageError
+
+if TYPE_CHECKING:
+    from .report import Report
 
 KEY_ORDER = """\b
 The API key is never a command-line value. Sources, in order:
@@ -35,6 +39,74 @@ def key_source_options(f: Callable[..., None]) -> Callable[..., None]:
     return f
 
 
+def egress_options(f: Callable[..., None]) -> Callable[..., None]:
+    """Where the sandbox may connect on the real platform (launcher/egress.py)."""
+    for option in reversed(
+        [
+            click.option(
+                "--network",
+                "egress",
+                type=click.Choice(["allowlist", "open"]),
+                default="allowlist",
+                show_default=True,
+                help="--platform ibm: allowlist lets the sandbox out only through a proxy to IBM Cloud's "
+                "hosts (IAM, Global Search, Global Catalog, the Runtime API) and --allow-host; open gives "
+                "it the engine's ordinary network, where the script can send the key anywhere.",
+            ),
+            click.option(
+                "--allow-host",
+                "allow_hosts",
+                multiple=True,
+                metavar="HOST",
+                help="Also allow HTTPS (443) to HOST through the egress proxy (repeatable).",
+            ),
+            click.option(
+                "--egress-network",
+                default="bridge",
+                show_default=True,
+                metavar="NAME",
+                help="The engine network the egress proxy reaches out through.",
+            ),
+            click.option(
+                "--ca-file",
+                type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                default=None,
+                help="A PEM CA bundle the sandbox trusts instead of the image's (a TLS-inspecting "
+                "corporate proxy, a stand-in platform).",
+            ),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def report_options(f: Callable[..., None]) -> Callable[..., None]:
+    """--json and --junit: machine-readable reports of a run or a batch (launcher/report.py)."""
+    f = click.option(
+        "--junit",
+        "junit_report",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        metavar="FILE",
+        help="Write a JUnit XML report (one testcase per script; redacted output as system-out).",
+    )(f)
+    return click.option(
+        "--json",
+        "json_report",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        metavar="FILE",
+        help="Write a JSON report (schema: qsandbox/launcher/report.schema.json, version 1).",
+    )(f)
+
+
+def _write_reports(report: Report, json_report: Path | None, junit_report: Path | None) -> None:
+    if json_report is not None:
+        report.write_json(json_report)
+    if junit_report is not None:
+        report.write_junit(junit_report)
+
+
 def _fail(e: QsandboxError, debug: bool) -> None:
     if debug:
         raise e
@@ -45,41 +117,62 @@ def _fail(e: QsandboxError, debug: bool) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="qsandbox")
 @click.option("--debug", is_flag=True, help="Show tracebacks for qsandbox's own errors.")
+@click.option(
+    "--ssh-client",
+    is_flag=True,
+    envvar="QSANDBOX_SSH_CLIENT",
+    help="Reach an ssh:// engine (DOCKER_HOST=ssh://user@host) with the ssh command, honouring "
+    "~/.ssh/config and the agent, instead of the built-in paramiko [env: QSANDBOX_SSH_CLIENT=1].",
+)
 @click.pass_context
-def main(ctx: click.Context, debug: bool) -> None:
+def main(ctx: click.Context, debug: bool, ssh_client: bool) -> None:
     """Run Qiskit scripts on machines you do not trust.
 
     The IBM Quantum API key goes into a throwaway, hardened container through a tmpfs (RAM only),
     the script runs against QiskitRuntimeService unchanged, and container and key are destroyed
     when it ends, however it ends.
+
+    \b
+    The engine is found as the docker CLI finds it: DOCKER_HOST, else the docker context, else
+    /var/run/docker.sock. Remote engines: DOCKER_HOST=ssh://user@host (see --ssh-client), or
+    DOCKER_HOST=tcp://host:2376 with DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH.
     """
+    if ssh_client:
+        import os
+
+        os.environ["QSANDBOX_SSH_CLIENT"] = "1"  # engine.connect() reads it, in this process and its helpers
     ctx.obj = {"debug": debug}
 
 
 @main.command()
 @click.option(
-    "--base-image", default=None, metavar="NAME", help="Base image with python3 and venv [default: python:3.12-slim]."
+    "--base-image",
+    default=None,
+    metavar="NAME",
+    help="Base image with python3 and venv [default: python:3.12-slim; with --offline-base: qsandbox-base:bookworm].",
 )
 @click.option(
-    "--context",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Directory with the Dockerfile [default: this checkout].",
+    "--offline-base",
+    is_flag=True,
+    help="No registry: build on a base made from the OS packages (debootstrap, then import; needs root "
+    "once, reused after).",
 )
 @click.pass_context
-def build(ctx: click.Context, base_image: str | None, context: Path | None) -> None:
-    """Build the sandbox image qsandbox:VERSION with the pinned Qiskit stack."""
-    from . import engine, image
+def build(ctx: click.Context, base_image: str | None, offline_base: bool) -> None:
+    """Build the sandbox image qsandbox:VERSION with the pinned Qiskit stack, from this installation."""
+    from . import engine, image, offlinebase
     from .settings import IMAGE
+
+    def say(line: str) -> None:
+        click.echo(line, err=True)
 
     try:
         client = engine.connect(timeout=1800)
-        image_id = image.build(
-            client,
-            base=base_image or image.DEFAULT_BASE,
-            context=context,
-            say=lambda line: click.echo(line, err=True),
-        )
+        if offline_base:
+            base = offlinebase.ensure(client, base_image or offlinebase.OFFLINE_BASE, say=say)
+        else:
+            base = base_image or image.DEFAULT_BASE
+        image_id = image.build(client, base=base, say=say)
     except QsandboxError as e:
         _fail(e, ctx.obj["debug"])
     click.echo(f"qsandbox: built {IMAGE} ({image_id[7:19]})", err=True)
@@ -178,6 +271,8 @@ def doctor(ctx: click.Context) -> None:
 @click.option(
     "--no-cancel-on-abort", is_flag=True, help="On Ctrl-C/SIGTERM/timeout, leave the script's Runtime jobs running."
 )
+@egress_options
+@report_options
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -204,6 +299,12 @@ def run(
     allow_no_limits: bool,
     no_redact: bool,
     no_cancel_on_abort: bool,
+    json_report: Path | None,
+    junit_report: Path | None,
+    egress: str,
+    allow_hosts: tuple[str, ...],
+    egress_network: str,
+    ca_file: Path | None,
 ) -> None:
     """Run SCRIPT [ARGS]... in a fresh sandbox with the API key in RAM only.
 
@@ -214,6 +315,7 @@ def run(
     refusals before anything starts exit 2 (the message names the remedy), qsandbox's or the
     engine's own failures 125, --timeout 124, Ctrl-C 130, SIGTERM 143, SIGHUP 129.
     """
+    from . import report
     from .credentials import KeySource, harden_process
     from .run import run as run_script
     from .settings import Hardening, RunSettings, parse_size
@@ -241,6 +343,10 @@ def run(
             allow_no_limits=allow_no_limits,
             revoke_after=revoke_after,
             token_mode=token_mode,
+            egress=egress,
+            allow_hosts=allow_hosts,
+            egress_network=egress_network,
+            ca_file=ca_file,
         )
         if no_redact:
             click.echo(
@@ -248,11 +354,158 @@ def run(
                 "reaches this terminal, its scrollback and any log of it",
                 err=True,
             )
+        report.check_writable(json_report, junit_report)
         result = run_script(settings, source)
     except QsandboxError as e:
+        if json_report or junit_report:  # CI reads the report whatever happened
+            failed = report.Report(
+                command="run",
+                exit_code=int(e.exit_code),
+                duration=0.0,
+                ended="error",
+                entries=[report.Entry(script=str(script), exit_code=int(e.exit_code), ended="error", error=str(e))],
+            )
+            try:
+                _write_reports(failed, json_report, junit_report)
+            except QsandboxError:
+                pass  # the run's own error is the one to report
         _fail(e, ctx.obj["debug"])
     click.echo(result.summary(), err=True)
+    code = result.exit_code if not result.leftovers else int(ExitCode.TOOL)
+    try:
+        _write_reports(
+            report.Report(
+                command="run",
+                exit_code=code,
+                duration=result.duration,
+                ended=report.ended(result),
+                entries=[report.entry(str(script), result)],
+                revocation=result.revocation,
+            ),
+            json_report,
+            junit_report,
+        )
+    except QsandboxError as e:
+        _fail(e, ctx.obj["debug"])
     sys.exit(result.exit_code if not result.leftovers else int(ExitCode.TOOL))
+
+
+BATCH_HELP = """\b
+Exit codes: 0 every script passed (exit 0, nothing left behind); 1 one or more
+failed or were not run (--fail-fast); 2 nothing started (bad input, a refusal);
+125 qsandbox or the engine left something behind or --revoke-after failed;
+130/143/129 the batch was ended by Ctrl-C/SIGTERM/SIGHUP (every sandbox torn down).
+"""
+# batch takes these of run's options unchanged (same names, help and defaults).
+_FROM_RUN = (
+    "token_stdin token_file token_env token_command instance channel includes input_limit output_limit memory "
+    "pids platform token_mode strict allow_no_limits no_redact no_cancel_on_abort"
+).split()
+
+
+@main.command(epilog=BATCH_HELP + "\n" + KEY_ORDER)
+@click.argument("scripts", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=4, show_default=True, help="Scripts at a time.")
+@click.option("--fail-fast", is_flag=True, help="After the first script that fails, start no more.")
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Directory that receives, in DIR/<script stem>/, what each script wrote to /output.",
+)
+@click.option("--timeout", type=float, default=None, metavar="SECONDS", help="End a script after this long (124).")
+@click.option(
+    "--revoke-after", is_flag=True, help="After the last script (however the batch ends), delete the API key via IAM."
+)
+@report_options
+@click.pass_context
+def batch(
+    ctx: click.Context,
+    /,
+    scripts: tuple[Path, ...],
+    jobs: int,
+    fail_fast: bool,
+    output: Path | None,
+    timeout: float | None,
+    revoke_after: bool,
+    json_report: Path | None,
+    junit_report: Path | None,
+    **shared: Any,
+) -> None:
+    """Run each SCRIPT in its own fresh sandbox, --jobs at a time, under one key read once.
+
+    Each script's output is printed whole when it ends; a summary table follows. --include paths
+    are relative to each script's directory. With --platform local one emulator serves the batch.
+    Ctrl-C, SIGTERM and SIGHUP end every live sandbox and start no more.
+    """
+    from . import report
+    from .batch import Batch
+    from .credentials import KeySource, harden_process
+    from .settings import Hardening, RunSettings, parse_size
+
+    harden_process()
+    o = shared
+    try:
+        source = KeySource(stdin=o["token_stdin"], file=o["token_file"], env=o["token_env"], command=o["token_command"])
+        if not (o["platform"] != "ibm" and source.interactive):
+            source.check()
+        report.check_writable(json_report, junit_report)
+        stems = [s.stem for s in scripts]
+        if output is not None and len(set(stems)) < len(stems):
+            twice = sorted({s for s in stems if stems.count(s) > 1})
+            raise UsageError(f"--output: two scripts are named {twice[0]}, so their DIR/<stem> would clash: rename one")
+        hardening = Hardening(memory=parse_size(o["memory"]), pids=o["pids"], output_size=parse_size(o["output_limit"]))
+        runs = [
+            (
+                str(script),
+                RunSettings(
+                    platform=o["platform"],
+                    script=script.resolve(),
+                    channel=o["channel"],
+                    instance=o["instance"],
+                    output=(output / script.stem).resolve() if output else None,
+                    includes=o["includes"],
+                    input_limit=parse_size(o["input_limit"]),
+                    timeout=timeout,
+                    hardening=hardening,
+                    cancel_on_abort=not o["no_cancel_on_abort"],
+                    redact=not o["no_redact"],
+                    strict=o["strict"],
+                    allow_no_limits=o["allow_no_limits"],
+                    token_mode=o["token_mode"],
+                ),
+            )
+            for script in scripts
+        ]
+        if o["no_redact"]:
+            click.echo(
+                "qsandbox: WARNING: --no-redact: whatever the scripts print, the API key included, is shown", err=True
+            )
+        runner = Batch(
+            runs,
+            source,
+            jobs=jobs,
+            fail_fast=fail_fast,
+            revoke_after=revoke_after,
+            out=sys.stdout.buffer,
+            err=sys.stderr.buffer,
+        )
+        result = runner.execute()
+        click.echo(result.table(), err=True)
+        _write_reports(
+            result.report([runner.secret.reveal()] if runner.secret and not o["no_redact"] else []),
+            json_report,
+            junit_report,
+        )
+    except QsandboxError as e:
+        _fail(e, ctx.obj["debug"])
+    sys.exit(result.exit_code)
+
+
+# Added after click's decorators have run, before the report options: the options shared with
+# `run`, in their order there, so their help and defaults cannot drift apart.
+_at = next(i for i, p in enumerate(batch.params) if p.name == "json_report")
+batch.params[_at:_at] = [p for p in run.params if p.name in _FROM_RUN]
 
 
 @main.command()
@@ -370,6 +623,10 @@ def audit(ctx: click.Context, paths: tuple[str, ...], restart_engine: str | None
     show_default=True,
     help="ibm: IBM Cloud IAM. shared: the emulator from `qsandbox platform up`.",
 )
+@click.option(
+    "--allow-host", "allow_hosts", multiple=True, metavar="HOST", help="Also allow HTTPS to HOST (egress proxy)."
+)
+@click.option("--egress-network", default="bridge", show_default=True, metavar="NAME", help="The proxy's way out.")
 @click.pass_context
 def revoke(
     ctx: click.Context,
@@ -378,9 +635,11 @@ def revoke(
     token_env: str | None,
     token_command: str | None,
     platform: str,
+    allow_hosts: tuple[str, ...],
+    egress_network: str,
 ) -> None:
     """Delete an API key through IBM Cloud IAM (for a key that has leaked, or after use)."""
-    from . import engine, image, localplatform
+    from . import egress, engine, image, localplatform, sandbox
     from .credentials import KeySource, harden_process
     from .revoke import revoke as revoke_key
     from .settings import IMAGE
@@ -390,11 +649,15 @@ def revoke(
         secret = KeySource(stdin=token_stdin, file=token_file, env=token_env, command=token_command).read()
         client = engine.connect()
         image.check(client)
-        network, ca_pem = None, None
         if platform == "shared":
             shared = localplatform.shared(client)
-            network, ca_pem = shared.network, shared.ca_pem
-        result = revoke_key(client, IMAGE, secret, network=network, ca_pem=ca_pem)
+            result = revoke_key(client, IMAGE, secret, network=shared.network, ca_pem=shared.ca_pem)
+        else:  # the broker reaches IBM through the same allowlisting proxy as a run
+            with egress.session(client, IMAGE, sandbox.hardening_for(client), allow_hosts, egress_network) as (
+                net,
+                env,
+            ):
+                result = revoke_key(client, IMAGE, secret, network=net, ca_pem=None, env=env)
     except QsandboxError as e:
         _fail(e, ctx.obj["debug"])
     click.echo(result.line(), err=True)

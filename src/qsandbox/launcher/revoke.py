@@ -38,7 +38,13 @@ class Revocation:
 
 
 def _broker(
-    client: docker.DockerClient, image: str, op: str, secret: Secret, network: str | None, ca_pem: str | None
+    client: docker.DockerClient,
+    image: str,
+    op: str,
+    secret: Secret,
+    network: str | None,
+    ca_pem: str | None,
+    env: dict[str, str] | None,
 ) -> dict[str, object]:
     request = json.dumps({"op": op, "token": secret.reveal(), "ca_pem": ca_pem}).encode() + b"\n"
     try:
@@ -50,6 +56,7 @@ def _broker(
             stdin=request,
             hardening=sandbox.hardening_for(client),
             network=network or "bridge",
+            environment=env,  # the egress proxy's variables: the broker follows the run's allowlist
         )
         result: dict[str, object] = json.loads(out.decode().strip().splitlines()[-1])  # the broker's one JSON object
         return result
@@ -58,19 +65,31 @@ def _broker(
 
 
 def mint(
-    client: docker.DockerClient, image: str, secret: Secret, *, network: str | None, ca_pem: str | None
+    client: docker.DockerClient,
+    image: str,
+    secret: Secret,
+    *,
+    network: str | None,
+    ca_pem: str | None,
+    env: dict[str, str] | None = None,
 ) -> dict[str, object]:
     """An IAM access token for the key (short-lived mode); raises SandboxError if IAM refuses."""
-    result = _broker(client, image, "token", secret, network, ca_pem)
+    result = _broker(client, image, "token", secret, network, ca_pem, env)
     if not result.get("ok"):
         raise SandboxError(f"could not get an IAM access token for the key: {result.get('error')}")
     return result
 
 
 def revoke(
-    client: docker.DockerClient, image: str, secret: Secret, *, network: str | None, ca_pem: str | None
+    client: docker.DockerClient,
+    image: str,
+    secret: Secret,
+    *,
+    network: str | None,
+    ca_pem: str | None,
+    env: dict[str, str] | None = None,
 ) -> Revocation:
-    result = _broker(client, image, "revoke", secret, network, ca_pem)
+    result = _broker(client, image, "revoke", secret, network, ca_pem, env)
     if result.get("ok"):
         return Revocation(True, f"id {result.get('id')}")
     return Revocation(False, str(result.get("error")))

@@ -37,7 +37,7 @@ from ..common.errors import (
 from ..common.paths import CA_FILE
 from ..common.platform_constants import INSTANCE_CRN
 from ..common.redact import Redactor
-from . import engine, localplatform, preflight, sandbox, transfer
+from . import egress, engine, localplatform, preflight, sandbox, transfer
 from .credentials import KeySource, Secret
 from .revoke import Revocation, mint, revoke
 from .settings import RunSettings
@@ -62,6 +62,7 @@ class RunResult:
     leftovers: list[str] = field(default_factory=list)
     aborted: str | None = None
     revocation: Revocation | None = None  # --revoke-after's outcome, when it ran
+    egress_refused: str = ""  # what the egress proxy refused, "host:port xN, ..." (redacted)
 
     def summary(self) -> str:
         state = (
@@ -70,7 +71,8 @@ class RunResult:
             else "LEFT BEHIND: " + ", ".join(self.leftovers) + " (run `qsandbox sweep`)"
         )
         why = f" ({self.aborted})" if self.aborted else ""
-        return f"qsandbox: run {self.run_id} exit {self.exit_code}{why} in {self.duration:.2f}s; {state}"
+        refused = f"; egress refused: {self.egress_refused} (allow with --allow-host)" if self.egress_refused else ""
+        return f"qsandbox: run {self.run_id} exit {self.exit_code}{why} in {self.duration:.2f}s; {state}{refused}"
 
 
 class _Abort(Exception):
@@ -118,10 +120,18 @@ def _preflight(client: docker.DockerClient, settings: RunSettings, err: BinaryIO
                 "--allow-no-limits is refused while host swap is on: without a memory limit the key's "
                 "tmpfs pages could be swapped to disk; turn swap off (swapoff -a)"
             )
+        if any(f.name == "engine host swap" and not f.checked for f in found):
+            raise PreflightRefused(
+                "--allow-no-limits is refused on a remote engine: its host's swap cannot be checked from here, "
+                "and without a memory limit the key's tmpfs pages could be swapped to disk there"
+            )
         warnings.append(f"{info.kind} on cgroup v1: no memory, pids or CPU limits (--allow-no-limits)")
     for w in warnings:
         err.write(f"qsandbox: warning: {w}\n".encode())
-        err.flush()
+    for f in found:  # a remote engine's host: what could not be checked is said, not passed as fine
+        if f.unchecked:
+            err.write(f"qsandbox: {f.unchecked}\n".encode())
+    err.flush()
     return replace(settings, hardening=hardening)
 
 
@@ -141,12 +151,18 @@ class _Refresher(threading.Thread):
         self.client, self.settings, self.secret, self.ca_pem = client, settings, secret, ca_pem
         self.prepared, self.expiration = prepared, expiration
         self.stop = threading.Event()
+        self.env: dict[str, str] | None = None  # the egress proxy's variables, if any
 
     def run(self) -> None:
         while not self.stop.wait(max(5.0, (self.expiration - time.time()) * 0.8)):
             try:
                 minted = mint(
-                    self.client, self.settings.image, self.secret, network=self.settings.network, ca_pem=self.ca_pem
+                    self.client,
+                    self.settings.image,
+                    self.secret,
+                    network=self.settings.network,
+                    ca_pem=self.ca_pem,
+                    env=self.env,
                 )
                 self.expiration = int(minted["expiration"])  # type: ignore[call-overload]
                 self.prepared.attachment.send(
@@ -348,6 +364,11 @@ class Run:
         self._marker = secrets.token_hex(16)  # frames /output on the sandbox's stdout
         self.inputs: transfer.Inputs
         self.receiver: transfer.OutputReceiver | None = None
+        self._patterns: tuple[str, ...] = ()
+        self._proxy_start: Future[egress.Proxy] | None = None
+        self.proxy: egress.Proxy | None = None
+        self._helper_env: dict[str, str] | None = None
+        self._closing = Redactor([])
 
     # -- the story ------------------------------------------------------------------------------
 
@@ -401,6 +422,7 @@ class Run:
         self.settings = _preflight(self.client, self.settings, self.err)
         _check_image(self.client, self.settings.image)
         s = self.settings
+        self._check_egress()
         self.inputs = transfer.collect(s.script, workdir=s.workdir, includes=s.includes, limit=s.input_limit)
         for note in self.inputs.left_out:
             self._say(f"not sent into the sandbox: {note}")
@@ -417,10 +439,15 @@ class Run:
         client, settings = self.client, self.settings
         if not self.local:
             if self.source.interactive:
-                return self._read_key_while_preparing(local)
-            secret = self.source.read()  # bad input fails here, before anything starts
-            self._refuse_key_in_inputs(secret)
-            self._prepare_sandbox(local)
+                self._open_egress()
+                secret = self._read_key_while_preparing(local)
+            else:
+                secret = self.source.read()  # bad input fails here, before anything starts
+                self._refuse_key_in_inputs(secret)
+                self._open_egress()
+                self._prepare_sandbox(local)
+            if self._proxy_start is not None:
+                self.proxy = self._proxy_start.result()  # listening before the key goes in
             return secret
         # A rehearsal needs no real key: without a source, a throwaway one is made.
         secret = localplatform.throwaway_key() if self.source.interactive else self.source.read()
@@ -456,8 +483,11 @@ class Run:
         """Start the live output, then send the key (or, short-lived, a minted token) into the sandbox."""
         client, settings, prepared = self.client, self.settings, self._ready()
         short_lived = settings.token_mode == "short-lived"  # noqa: S105 - a mode name
+        self._closing = Redactor([secret.reveal()])  # for the closing line's refused hosts
         minted = (
-            mint(client, settings.image, secret, network=settings.network, ca_pem=self.ca_pem) if short_lived else None
+            mint(client, settings.image, secret, network=settings.network, ca_pem=self.ca_pem, env=self._helper_env)
+            if short_lived
+            else None
         )
         message = (
             handoff.encode_start(
@@ -479,6 +509,7 @@ class Run:
                 handoff.AccessToken(str(minted["access_token"]), int(minted["expiration"]))  # type: ignore[call-overload]
             )
             refresher = _Refresher(client, settings, secret, self.ca_pem, prepared, int(minted["expiration"]))  # type: ignore[call-overload]
+            refresher.env = self._helper_env
         threading.Thread(
             target=_pump,
             args=(
@@ -543,6 +574,7 @@ class Run:
             leftovers=self.left,
             aborted=self.aborted,
             revocation=self.revocation,
+            egress_refused=self._closing.mask(self.proxy.summary()) if self.proxy else "",
         )
 
     # -- the steps behind them ------------------------------------------------------------------
@@ -595,11 +627,57 @@ class Run:
         if self._to_revoke is None:
             return
         self.revocation = revoke(
-            self.client, self.settings.image, self._to_revoke, network=self.settings.network, ca_pem=self.ca_pem
+            self.client,
+            self.settings.image,
+            self._to_revoke,
+            network=self.settings.network,
+            ca_pem=self.ca_pem,
+            env=self._helper_env,
         )
         self._to_revoke = None
         self.err.write(self.revocation.line().encode() + b"\n")
         self.err.flush()
+
+    def _check_egress(self) -> None:
+        """--platform ibm: the allowlist's extra hosts and CA are checked before anything starts."""
+        s = self.settings
+        if s.ca_file is not None:
+            try:
+                self.ca_pem = s.ca_file.read_text()
+            except (OSError, UnicodeDecodeError) as e:
+                raise UsageError(f"--ca-file {s.ca_file}: cannot read it ({e})") from None
+            if "-----BEGIN CERTIFICATE-----" not in self.ca_pem:
+                raise UsageError(f"--ca-file {s.ca_file}: not a PEM certificate bundle")
+            self.settings = replace(
+                s, extra_env=(*s.extra_env, ("REQUESTS_CA_BUNDLE", str(CA_FILE)), ("SSL_CERT_FILE", str(CA_FILE)))
+            )
+        if self.local:
+            return
+        if s.egress == "open":
+            self._say(
+                "warning: --network open: the script, and every package it imports, can send the API key to "
+                "any host on the internet while the run lasts"
+            )
+            return
+        self._patterns = egress.ALLOWLIST + tuple(egress.host_pattern(h) for h in s.allow_hosts)
+
+    def _open_egress(self) -> None:
+        """The run's internal network, and the proxy that is its only way out (started meanwhile)."""
+        if self.local or self.settings.egress != "allowlist":
+            return
+        client, s = self.client, self.settings
+        localplatform.remove_stale_networks(client)
+        network = localplatform.create_network(client, self.run_id)
+        self.cleanup.push("remove the run's network", lambda: localplatform.remove_network(client, network))
+        pool = ThreadPoolExecutor(1)
+        start = pool.submit(
+            egress.start_proxy, client, s.image, self.run_id, network, s.hardening, self._patterns, s.egress_network
+        )
+        pool.shutdown(wait=False)
+        self._proxy_start = start
+        self.cleanup.push("stop the egress proxy", lambda: _stop_proxy(client, start))
+        self._helper_env = dict(egress.proxy_environment())
+        self.settings = replace(s, network=network, extra_env=(*s.extra_env, *egress.proxy_environment()))
 
     def _read_key_while_preparing(self, local: ExitStack) -> Secret:
         """At the prompt, the sandbox is made ready while the user types (a bad key tears it down)."""
@@ -633,6 +711,14 @@ def run(
 ) -> RunResult:
     """Run settings.script in a fresh sandbox, handing it the key read from `source`."""
     return Run(settings, source, out=out or sys.stdout.buffer, err=err or sys.stderr.buffer, prompt=prompt).execute()
+
+
+def _stop_proxy(client: docker.DockerClient, start: Future[egress.Proxy]) -> None:
+    try:
+        proxy = start.result()
+    except Exception:  # noqa: BLE001 - it failed to start and removed itself; its error is the run's
+        return
+    proxy.stop(client)
 
 
 def _stop_emulator(client: docker.DockerClient, emulator: Future[localplatform.LocalPlatform]) -> None:

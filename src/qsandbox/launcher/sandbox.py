@@ -289,6 +289,7 @@ def run_helper(
     stdin: bytes,
     hardening: Hardening,
     network: str = "none",
+    environment: dict[str, str] | None = None,
 ) -> bytes:
     """Run a short-lived helper container with the sandbox hardening; return its stdout.
 
@@ -303,6 +304,7 @@ def run_helper(
         entrypoint=entrypoint,
         command=command,
         labels=labels(run_id),
+        environment=environment or {},
         **({"network_mode": network} if network in ("none", "bridge") else {"network": network}),
         stdin_open=True,
     )

@@ -225,6 +225,12 @@ class RunSettings:
     workdir: Path | None = None  # a project directory holding the script, sent whole (credential stores left out)
     includes: tuple[Path, ...] = ()  # more inputs, relative to the script's directory
     input_limit: int = 100 << 20
+    # --platform ibm: "allowlist" (the default) lets the sandbox out only through the egress proxy,
+    # to IBM's hosts and allow_hosts; "open" is the engine's ordinary bridge (launcher/egress.py).
+    egress: str = "allowlist"
+    allow_hosts: tuple[str, ...] = ()
+    egress_network: str = "bridge"  # the proxy's way out
+    ca_file: Path | None = None  # a CA bundle the sandbox trusts instead of the image's
     timeout: float | None = None
     image: str = IMAGE
     network: str | None = None  # None: the engine's default bridge (the real platform is online)
@@ -253,6 +259,8 @@ class RunSettings:
             raise UsageError("--timeout must be a positive number of seconds")
         if self.token_mode not in ("api-key", "short-lived"):
             raise UsageError(f"unknown token mode {self.token_mode!r}: use api-key or short-lived")
+        if self.egress not in ("allowlist", "open"):
+            raise UsageError(f"unknown network mode {self.egress!r}: use allowlist or open")
         if self.platform not in ("ibm", "local", "shared"):
             raise UsageError(f"unknown platform {self.platform!r}: use ibm, local or shared")
         if self.channel not in ("ibm_quantum_platform", "ibm_cloud"):
