@@ -4,7 +4,7 @@
 # and by CI (.ci/run). Safe to re-run; each step is skipped when already done.
 #
 # QSANDBOX_BASE_IMAGE overrides the base; otherwise python:3.12-slim if it can be pulled, else an
-# offline base made from the OS packages (scripts/offline-base.sh).
+# offline base made from the OS packages (`qsandbox build --offline-base`: debootstrap, then import).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,14 +33,14 @@ say "installing qsandbox into .venv"
 .venv/bin/pip install -q -e '.[sandbox,platform,test,lint]' 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
 
 # 3. The image. Rebuilding is cheap when nothing changed (layer cache).
-base=${QSANDBOX_BASE_IMAGE:-}
-if [ -z "$base" ]; then
-  if docker image inspect python:3.12-slim >/dev/null 2>&1 || docker pull -q python:3.12-slim >/dev/null 2>&1; then
-    base=python:3.12-slim
-  else
-    say "python:3.12-slim cannot be pulled (no registry): making the offline base"
-    bash scripts/offline-base.sh qsandbox-base:bookworm
-    base=qsandbox-base:bookworm
+build=(--base-image "${QSANDBOX_BASE_IMAGE:-python:3.12-slim}")
+if [ -z "${QSANDBOX_BASE_IMAGE:-}" ] \
+  && ! docker image inspect python:3.12-slim >/dev/null 2>&1 && ! docker pull -q python:3.12-slim >/dev/null 2>&1; then
+  say "python:3.12-slim cannot be pulled (no registry): building on the offline base"
+  if ! docker image inspect qsandbox-base:bookworm >/dev/null 2>&1 && ! command -v debootstrap >/dev/null \
+    && [ ! -x /usr/sbin/debootstrap ] && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
   fi
+  build=(--offline-base)
 fi
-.venv/bin/qsandbox build --base-image "$base" 2> >(grep -E '^(Step|qsandbox|setup)' >&2)
+.venv/bin/qsandbox build "${build[@]}" 2> >(grep -E '^(Step|qsandbox|setup|offline base)' >&2)

@@ -73,7 +73,7 @@ def image(docker_client) -> Iterator[str]:
         base = os.environ.get("QSANDBOX_BASE_IMAGE") or (
             "qsandbox-base:bookworm" if docker_client.images.list(name="qsandbox-base") else image_mod.DEFAULT_BASE
         )
-        image_mod.build(docker_client, base=base, context=ROOT, say=lambda _l: None)
+        image_mod.build(docker_client, base=base, say=lambda _l: None)
     yield IMAGE
     from qsandbox.launcher import sandbox
 

@@ -70,7 +70,7 @@ def test_unpullable_base_is_one_line_with_remedy(docker_client):
     assert done.returncode == 125
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("qsandbox: cannot pull base image registry.invalid/none/python:0")
-    assert "scripts/offline-base.sh" in last
+    assert "qsandbox build --offline-base" in last
 
 
 def test_outdated_image_is_reported(image, docker_client):
