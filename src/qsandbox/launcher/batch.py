@@ -1,0 +1,363 @@
+"""`qsandbox batch`: many scripts in one launcher, each in its own fresh sandbox, N at a time.
+
+The key is read once, from the usual sources. Each script is one `Run` (its own container, its own
+tmpfs, its own run id), driven from a worker thread; this module's thread owns the signals
+(`signal.signal` works only in the main thread) and, on SIGINT, SIGTERM or SIGHUP, stops starting
+scripts and aborts every live run, which then tears itself down as `qsandbox run` would. Each
+script's output (redacted by its run) is buffered and printed whole when it ends. With
+`--platform local` the batch starts one emulator for all its scripts and removes it at the end;
+`--revoke-after` revokes the key once, after the last script.
+"""
+
+from __future__ import annotations
+
+import io
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import docker
+
+from ..common.errors import ExitCode, QsandboxError
+from . import engine, localplatform, sandbox
+from .credentials import KeySource, Secret
+from .report import Entry, Report, entry
+from .revoke import Revocation, revoke
+from .run import REASON_EXIT, SIGNAL_REASONS, Run, RunResult
+from .settings import RunSettings
+
+BATCH_FAILED = ExitCode.FAILURE  # one script or more did not pass (or was not run after --fail-fast)
+POLL = 0.2  # how often the main thread looks up from waiting (signal handlers run between looks)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _KeyOnce(KeySource):
+    """The batch's key, read once; each run takes it from here instead of reading its source again."""
+
+    secret: Secret = field(repr=False)
+
+    def check(self) -> None:
+        return None
+
+    @property
+    def interactive(self) -> bool:
+        return False
+
+    def read(self, prompt: Callable[[], str] | None = None) -> Secret:
+        return self.secret
+
+
+@dataclass
+class ScriptOutcome:
+    """One script of the batch: its run's result, or the error that ended it, and its output."""
+
+    label: str  # the script as given on the command line
+    output: bytes = b""
+    result: RunResult | None = None
+    error: QsandboxError | None = None
+    duration: float = 0.0
+
+    @property
+    def ran(self) -> bool:
+        return self.result is not None or self.error is not None
+
+    @property
+    def exit_code(self) -> int | None:
+        if self.result is not None:
+            return self.result.exit_code
+        return None if self.error is None else int(self.error.exit_code)
+
+    @property
+    def passed(self) -> bool:
+        return self.result is not None and self.result.exit_code == 0 and not self.result.leftovers
+
+    def entry(self) -> Entry:
+        text = self.output.decode(errors="replace")
+        if self.result is not None:
+            return entry(self.label, self.result, text)
+        if self.error is not None:
+            return Entry(
+                script=self.label,
+                exit_code=int(self.error.exit_code),
+                duration=self.duration,
+                ended="error",
+                error=str(self.error),
+                output=text,
+            )
+        return Entry(script=self.label)
+
+
+@dataclass
+class BatchResult:
+    batch_id: str  # labels the batch's own objects (its emulator)
+    scripts: list[ScriptOutcome]
+    exit_code: int
+    duration: float
+    aborted: str | None = None  # the signal that ended the batch
+    revocation: Revocation | None = None
+    leftovers: list[str] = field(default_factory=list)  # the batch's own objects (its emulator)
+
+    def report(self, secrets: list[str]) -> Report:
+        return Report(
+            command="batch",
+            exit_code=self.exit_code,
+            duration=self.duration,
+            ended=self.aborted or ("exited" if all(s.ran for s in self.scripts) else "not-run"),
+            entries=[s.entry() for s in self.scripts],
+            revocation=self.revocation,
+            leftovers=self.leftovers,
+            batch_id=self.batch_id,
+            secrets=secrets,
+        )
+
+    def table(self) -> str:
+        """The summary a user reads at the end: one line per script, then the totals."""
+        width = max([len(s.label) for s in self.scripts] + [6])
+        lines = [f"{'script':{width}}  {'result':7} {'exit':>4} {'time':>7}  ended"]
+        for s in self.scripts:
+            e = s.entry()
+            result = "passed" if s.passed else ("-" if not s.ran else "FAILED")
+            code = "-" if e.exit_code is None else str(e.exit_code)
+            how = e.ended if e.error is None else f"error: {e.error}"
+            lines.append(f"{s.label:{width}}  {result:7} {code:>4} {e.duration:6.2f}s  {how}")
+        passed = sum(s.passed for s in self.scripts)
+        not_run = sum(not s.ran for s in self.scripts)
+        failed = len(self.scripts) - passed - not_run
+        why = f" ({self.aborted})" if self.aborted else ""
+        lines.append(
+            f"qsandbox: batch {self.batch_id}: {len(self.scripts)} scripts: {passed} passed, {failed} failed, "
+            f"{not_run} not run in {self.duration:.2f}s; exit {self.exit_code}{why}"
+        )
+        if self.revocation is not None:
+            lines.append(self.revocation.line())
+        if self.leftovers:
+            lines.append("LEFT BEHIND: " + ", ".join(self.leftovers) + " (run `qsandbox sweep`)")
+        return "\n".join(lines)
+
+
+class _Lines:
+    """One script's output, both streams in one buffer, a whole line at a time.
+
+    Each stream keeps its unfinished line to itself, so a line of stdout and one of stderr never
+    end up glued together (each stream's redactor holds back a tail until it knows it is no key).
+    """
+
+    def __init__(self) -> None:
+        self._lines: list[bytes] = []
+        self._lock = threading.Lock()
+        self.out, self.err = _LineWriter(self), _LineWriter(self)
+
+    def add(self, data: bytes) -> None:
+        with self._lock:
+            self._lines.append(data)
+
+    def getvalue(self) -> bytes:
+        """Everything so far, the unfinished lines last."""
+        with self._lock:
+            return b"".join([*self._lines, self.out.pending, self.err.pending])
+
+
+class _LineWriter(io.BytesIO):
+    def __init__(self, into: _Lines) -> None:
+        super().__init__()
+        self.into, self.pending = into, b""
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]  # bytes only, as Run writes
+        *whole, self.pending = (self.pending + bytes(data)).split(b"\n")
+        if whole:
+            self.into.add(b"".join(line + b"\n" for line in whole))
+        return len(data)
+
+
+class Batch:
+    """Scripts, each with its settings, run `jobs` at a time under one key."""
+
+    def __init__(
+        self,
+        scripts: Sequence[tuple[str, RunSettings]],
+        source: KeySource,
+        *,
+        jobs: int,
+        fail_fast: bool = False,
+        revoke_after: bool = False,
+        out: BinaryIO,
+        err: BinaryIO,
+        prompt: Callable[[], str] | None = None,
+    ) -> None:
+        self.scripts, self.source, self.jobs, self.fail_fast = list(scripts), source, max(1, jobs), fail_fast
+        self.revoke_after, self.out, self.err, self.prompt = revoke_after, out, err, prompt
+        self.batch_id = sandbox.new_run_id()  # labels the batch's own emulator
+        self.secret: Secret | None = None
+        self.aborted: str | None = None
+        self._live: dict[Future[None], Run] = {}
+        self._lock = threading.Lock()
+
+    def execute(self) -> BatchResult:
+        began = time.monotonic()
+        platform_kind = self.scripts[0][1].platform
+        local = platform_kind in ("local", "shared")
+        # A rehearsal needs no real key: without a source, one throwaway key serves the whole batch.
+        self.secret = (
+            localplatform.throwaway_key() if local and self.source.interactive else self.source.read(self.prompt)
+        )
+        outcomes = [ScriptOutcome(label) for label, _ in self.scripts]
+        revocation: Revocation | None = None
+        leftovers: list[str] = []
+        client = engine.connect()
+        platform: localplatform.LocalPlatform | None = None
+        with self._signals():
+            try:
+                if platform_kind == "local":
+                    image = self.scripts[0][1].image
+                    platform = localplatform.start(
+                        client, image, self.batch_id, [localplatform.digest(self.secret)], sandbox.hardening_for(client)
+                    )
+                self._run_all(outcomes, platform)
+            finally:
+                if self.revoke_after and any(o.ran for o in outcomes):
+                    revocation = self._revoke(client, platform)
+                if platform is not None:
+                    localplatform.stop(client, platform)
+                leftovers = sandbox.leftovers(client, self.batch_id)
+        code = self._exit_code(outcomes, revocation, leftovers)
+        return BatchResult(
+            batch_id=self.batch_id,
+            scripts=outcomes,
+            exit_code=code,
+            duration=time.monotonic() - began,
+            aborted=self.aborted,
+            revocation=revocation,
+            leftovers=leftovers,
+        )
+
+    # -- the steps ------------------------------------------------------------------------------
+
+    def _run_all(self, outcomes: list[ScriptOutcome], platform: localplatform.LocalPlatform | None) -> None:
+        assert self.secret is not None  # noqa: S101 - read in execute() first
+        source = _KeyOnce(secret=self.secret)
+        queue = list(enumerate(self.scripts))
+        stopping = False
+        owner: dict[Future[None], ScriptOutcome] = {}
+        with ThreadPoolExecutor(self.jobs, thread_name_prefix="qsandbox-batch") as pool:
+            try:
+                while queue or self._live:
+                    while queue and len(self._live) < self.jobs and not stopping and self.aborted is None:
+                        index, (_, settings) = queue.pop(0)
+                        buffer = _Lines()
+                        # Revocation is the batch's, after its last script: never per run.
+                        run = Run(
+                            _no_revoke(settings),
+                            source,
+                            out=buffer.out,
+                            err=buffer.err,
+                            prompt=None,
+                            driven=True,
+                            platform=platform,
+                        )
+                        future = pool.submit(self._one, run, outcomes[index], buffer)
+                        with self._lock:
+                            self._live[future] = run
+                        owner[future] = outcomes[index]
+                    if not self._live:
+                        break
+                    done, _ = wait(list(self._live), timeout=POLL, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        with self._lock:
+                            del self._live[future]
+                        future.result()  # a bug in a run (not a QsandboxError) surfaces here
+                        outcome = owner.pop(future)
+                        self._show(outcome)
+                        if self.fail_fast and not outcome.passed:
+                            stopping = True
+            except BaseException:
+                self._abort_all("interrupt")  # a bug: end every live run cleanly before the traceback
+                raise
+
+    def _one(self, run: Run, outcome: ScriptOutcome, buffer: _Lines) -> None:
+        """In a worker thread: one script, start to confirmed teardown."""
+        began = time.monotonic()
+        try:
+            outcome.result = run.execute()
+        except QsandboxError as e:
+            outcome.error = e
+            buffer.err.write(f"qsandbox: {e}\n".encode())
+        finally:
+            outcome.duration = time.monotonic() - began
+            if outcome.result is not None:
+                buffer.err.write(outcome.result.summary().encode() + b"\n")
+            outcome.output = buffer.getvalue()
+
+    def _show(self, outcome: ScriptOutcome) -> None:
+        """The script's whole output, as one block, when it ends."""
+        state = "passed" if outcome.passed else f"FAILED (exit {outcome.exit_code})"
+        block = f"===== {outcome.label} =====\n".encode() + outcome.output
+        if not block.endswith(b"\n"):
+            block += b"\n"
+        block += f"===== {outcome.label}: {state} =====\n".encode()
+        try:
+            self.out.write(block)
+            self.out.flush()
+        except (OSError, ValueError):  # our terminal is gone (SIGHUP): the reports still get it
+            pass
+
+    def _revoke(self, client: docker.DockerClient, platform: localplatform.LocalPlatform | None) -> Revocation:
+        assert self.secret is not None  # noqa: S101 - read in execute() first
+        settings = self.scripts[0][1]
+        network, ca_pem = None, None
+        if platform is not None:
+            network, ca_pem = platform.network, platform.ca_pem
+        elif settings.platform == "shared":
+            shared = localplatform.shared(client)
+            network, ca_pem = shared.network, shared.ca_pem
+        result = revoke(client, settings.image, self.secret, network=network, ca_pem=ca_pem)
+        self.err.write(result.line().encode() + b"\n")
+        self.err.flush()
+        return result
+
+    def _exit_code(self, outcomes: list[ScriptOutcome], revocation: Revocation | None, leftovers: list[str]) -> int:
+        if self.aborted is not None:
+            return int(REASON_EXIT[self.aborted])
+        if leftovers or any(o.result is not None and o.result.leftovers for o in outcomes):
+            return int(ExitCode.TOOL)
+        if revocation is not None and not revocation.ok:
+            return int(ExitCode.TOOL)
+        return int(ExitCode.OK) if all(o.passed for o in outcomes) else int(BATCH_FAILED)
+
+    # -- signals --------------------------------------------------------------------------------
+
+    def abort(self, reason: str) -> None:
+        """Stop starting scripts and end every live run (a second call forces their removal)."""
+        if self.aborted is None:
+            self.aborted = reason
+            self.err.write(f"qsandbox: batch {reason}: ending every live sandbox\n".encode())
+            self.err.flush()
+        self._abort_all(reason)
+
+    def _abort_all(self, reason: str) -> None:
+        with self._lock:
+            live = list(self._live.values())
+        for run in live:
+            run.abort(reason)
+
+    @contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGINT, SIGTERM and SIGHUP abort the batch (main thread; handlers only set flags)."""
+        old = {s: signal.getsignal(s) for s in SIGNAL_REASONS}
+        for s, reason in SIGNAL_REASONS.items():
+            signal.signal(s, lambda *_, reason=reason: self.abort(reason))
+        try:
+            yield
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+
+
+def _no_revoke(settings: RunSettings) -> RunSettings:
+    from dataclasses import replace
+
+    return replace(settings, revoke_after=False)
