@@ -148,10 +148,12 @@ def test_nothing_outside_the_run_network_is_reached(docker_client, image, workdi
             *outside,
             ["emulator", "quantum.cloud.ibm.com", 443],  # the run's own network does work
         ]
-        tmp = workdir / f".targets-{marker}"
-        tmp.write_text(json.dumps(targets))
-        tmp.chmod(0o644)
-        tmp.rename(workdir / f"targets-{marker}")
+        # Through the engine, as a file made whole by a rename (nothing of the host is mounted).
+        write = (
+            f"import os; open('/tmp/.t', 'w').write({json.dumps(targets)!r}); "
+            f"os.rename('/tmp/.t', '/tmp/targets-{marker}')"
+        )
+        assert sandbox.exec_run([PYTHON, "-c", write]).exit_code == 0
         out, err = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:

@@ -41,7 +41,7 @@ def _forms(key: str) -> dict[str, bytes]:
 
 @pytest.fixture
 def workdir() -> Iterator[Path]:
-    """A directory the sandbox user can read (pytest's tmp_path lies under a root-only one)."""
+    """A project directory, sent in whole as /work (--workdir)."""
     d = Path(tempfile.mkdtemp(prefix="qsandbox-search-"))
     d.chmod(0o755)  # noqa: S103 - no secret in it: the controls hold a throwaway value
     yield d
@@ -60,7 +60,9 @@ def test_find_other_key_finds_every_form_and_not_a_near_miss(image, canary, work
     (workdir / "near-miss").write_bytes(b"api_key: " + near.encode() + b"\n" + base64.b64encode(near.encode()))
     for p in workdir.iterdir():
         p.chmod(0o644)
-    done = qsandbox("run", "--token-stdin", str(script), _target(value), "/work", input=canary + "\n")
+    done = qsandbox(
+        "run", "--token-stdin", "--workdir", str(workdir), str(script), _target(value), "/work", input=canary + "\n"
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     assert lines[0] == f"looked at {len(planted) + 2} files; other key found: True", done.stdout
@@ -76,11 +78,13 @@ def test_find_other_key_given_a_range_of_lengths(image, canary, workdir):
     for p in workdir.iterdir():
         p.chmod(0o644)
     sha = hashlib.sha256(value.encode()).hexdigest()
-    done = qsandbox("run", "--token-stdin", str(script), f"{sha}:40-48", "/work", input=canary + "\n")
+    done = qsandbox(
+        "run", "--token-stdin", "--workdir", str(workdir), str(script), f"{sha}:40-48", "/work", input=canary + "\n"
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[1] == "found in: /work/planted"
-    done = qsandbox("run", "--token-stdin", str(script), sha, "/work", input=canary + "\n")  # 44 by default
-    assert done.stdout.strip().splitlines()[1] == "found in:", done.stdout
+    done = qsandbox("run", "--token-stdin", "--workdir", str(workdir), str(script), sha, "/work", input=canary + "\n")
+    assert done.stdout.strip().splitlines()[1] == "found in:", done.stdout  # 44 characters by default
 
 
 def test_search_for_key_finds_a_key_held_only_in_memory(image, canary):

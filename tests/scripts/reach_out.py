@@ -1,8 +1,9 @@
 """From a local-platform run: can anything outside the run's network be reached?
 
     reach_out.py HOST PORT             the listener HOST:PORT, and the default route's gateway
-    reach_out.py --targets MARKER      print "ready", wait for the JSON file targets-MARKER beside
-                                       this script ([[label, host, port], ...]), try each of them
+    reach_out.py --targets MARKER      print "ready", wait for the JSON file /tmp/targets-MARKER
+                                       ([[label, host, port], ...], made through the engine: nothing
+                                       of the host is mounted), try each of them
     reach_out.py --targets-json JSON   the same, targets given inline (a positive control run)
 
 Each target prints "LABEL: reached" or "LABEL: unreachable ERROR"; DNS prints "dns: resolved" or
@@ -39,7 +40,7 @@ def dns() -> None:
 
 if sys.argv[1] in ("--targets", "--targets-json"):
     if sys.argv[1] == "--targets":
-        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "targets-" + sys.argv[2])
+        path = "/tmp/targets-" + sys.argv[2]
         print("ready", flush=True)
         end = time.monotonic() + 120
         while not os.path.exists(path) and time.monotonic() < end:

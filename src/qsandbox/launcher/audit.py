@@ -216,6 +216,7 @@ class LeakSearch:
         self._overlap = max(len(n) for n in self.needles)
         self.since = time.time() - 1
         self.project = project or Path.cwd()
+        self.run_ids: list[str] = []  # of the live sandboxes found (live_container)
 
     # -- matching --------------------------------------------------------------------------------
 
@@ -435,6 +436,7 @@ class LeakSearch:
             found = [c for c in api.containers(filters={"label": LABEL}) if marker in (c.get("Command") or "")]
             for c in found:
                 attrs = api.inspect_container(c["Id"])
+                self.run_ids.append(str((attrs["Config"].get("Labels") or {}).get(LABEL)))
                 place.searched += 1
                 place.hits += [f"container {c['Id'][:12]} {h}" for h in self._json_hits(attrs, "")]
                 for what, data in (("top", api.top(c["Id"])), ("diff", api.diff(c["Id"]))):
@@ -550,16 +552,22 @@ def _launch(
     return subprocess.CompletedProcess(argv, p.returncode, out + rest, err), live
 
 
-def _wait_gone(client: docker.DockerClient, limit: float = 10.0) -> list[str]:
+def _wait_gone(client: docker.DockerClient, run_ids: list[str], limit: float = 10.0) -> Place:
+    """The run's own labelled objects (containers, networks) left after it, waited for a while.
+
+    Only this run's: other runs may share the engine. A run whose id was never seen (its sandbox
+    was not found running) cannot be checked: NOT SEARCHED.
+    """
+    place = Place("the run's labelled objects after it (containers, networks)", "leftovers")
+    if not run_ids:
+        place.unreadable.append("the run's id (its sandbox was never seen running)")
+        return place
     end = time.monotonic() + limit
     while True:
-        left = [
-            str(c.name)
-            for c in client.containers.list(all=True, filters={"label": LABEL})
-            if not sandbox.is_shared_platform(c.labels)
-        ]
+        left = [name for run_id in run_ids for name in sandbox.leftovers(client, run_id)]
         if not left or time.monotonic() > end:
-            return left
+            place.searched, place.hits = len(run_ids), left
+            return place
         time.sleep(0.1)
 
 
@@ -611,7 +619,7 @@ def audit(
             output = Place("the run's stdout and stderr (redacted)", "output", searched=1)
             if search._grep(done.stdout + done.stderr):
                 output.hits.append("output")
-            left = Place("labelled containers after the run", "leftovers", searched=1, hits=_wait_gone(client))
+            left = _wait_gone(client, search.run_ids)
             places = [*live, output, left, *search.all()]
             hits = sum(len(p.hits) for p in places)
             outcome.hits += hits
