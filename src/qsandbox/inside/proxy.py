@@ -28,7 +28,9 @@ from urllib.parse import urlsplit
 TINYPROXY = "/usr/bin/tinyproxy"
 CONF_DIR = "/tmp"  # noqa: S108 - the container's own tmpfs
 READY = "qsandbox-proxy: ready"
-REFUSED = re.compile(r'(?:refused on filtered (?:url|domain)|Refused CONNECT method on port)\s+"?([^"\s]+)"?')
+FILTERED = re.compile(r'refused on filtered (?:url|domain)\s+"([^"\s]+)"')
+PORT_REFUSED = re.compile(r"Refused CONNECT method on port (\d+)")
+CONNECT_REQUEST = re.compile(r"Request \(file descriptor \d+\): CONNECT (\S+) ")
 
 
 def config(port: int, subnet: str, filter_file: str) -> str:
@@ -52,16 +54,28 @@ def config(port: int, subnet: str, filter_file: str) -> str:
     )
 
 
-def refused_target(line: str) -> str | None:
-    """host:port of a refused request in tinyproxy's log line, without any path or query."""
-    m = REFUSED.search(line)
-    if not m:
+class Refusals:
+    """Reads tinyproxy's log, one line at a time; says host:port of each refused request, never a
+    URL's path or query. A refused port is logged without its host, so the CONNECT line before it
+    (same port) names the host."""
+
+    def __init__(self) -> None:
+        self._last_connect: dict[str, str] = {}
+
+    def feed(self, line: str) -> str | None:
+        if m := CONNECT_REQUEST.search(line):
+            target = m.group(1)
+            self._last_connect[target.rsplit(":", 1)[-1]] = target
+            return None
+        if m := PORT_REFUSED.search(line):
+            return self._last_connect.get(m.group(1), f"?:{m.group(1)}")
+        if m := FILTERED.search(line):
+            target = m.group(1)
+            if "://" in target:
+                parts = urlsplit(target)
+                return f"{parts.hostname or '?'}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+            return target.split("/", 1)[0]
         return None
-    target = m.group(1)
-    if "://" in target:
-        parts = urlsplit(target)
-        return f"{parts.hostname or '?'}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
-    return target.split("/", 1)[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     _wait_listening(args.port, proxy)
     print(READY, flush=True)
     assert proxy.stdout is not None  # noqa: S101 - Popen with stdout=PIPE
+    refusals = Refusals()
     for raw in proxy.stdout:
-        target = refused_target(raw.decode(errors="replace"))
+        target = refusals.feed(raw.decode(errors="replace"))
         if target:
             print(f"refused {target}", flush=True)
     return proxy.wait()

@@ -57,7 +57,7 @@ _HOST = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-
 def host_pattern(host: str) -> str:
     """An anchored pattern for one more allowed host (443 only); UsageError for anything else."""
     name = host.strip().lower()
-    if not _HOST.match(name):
+    if not _HOST.match(name) or name.rsplit(".", 1)[-1].isdigit():  # no IP literals: names only
         raise UsageError(f"--allow-host {host!r}: give a host name such as api.example.org (no port, scheme or IP)")
     return "^" + re.escape(name) + ":443$"
 

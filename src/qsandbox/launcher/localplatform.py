@@ -17,7 +17,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
+import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import cast
 
 import docker
@@ -57,15 +59,31 @@ class LocalPlatform:
     instance: str = INSTANCE_CRN
 
 
+STALE_AFTER = 120.0  # seconds: a run's network gets its first container within a second or two
+
+
 def remove_stale_networks(client: docker.DockerClient) -> None:
-    """Labelled networks with no containers left: what a killed launcher could not remove."""
+    """Labelled networks with no containers left: what a killed launcher could not remove. A new
+    one is left alone: another run may have just created it and not yet attached its containers."""
+    now = time.time()
     for net in client.networks.list(filters={"label": LABEL}):
         try:
             net.reload()
-            if not net.attrs.get("Containers"):
+            created = _created(net.attrs.get("Created", ""))
+            if not net.attrs.get("Containers") and created is not None and now - created > STALE_AFTER:
                 net.remove()
         except docker.errors.APIError:
             pass  # in use by a run starting right now, or already gone
+
+
+def _created(stamp: str) -> float | None:
+    """The engine's RFC 3339 time with nanoseconds, as seconds since the epoch."""
+    try:
+        date, _, rest = stamp.partition(".")
+        zone = rest[rest.find("Z") :] if "Z" in rest else rest[-6:]
+        return datetime.fromisoformat(date + (zone if zone != "Z" else "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def create_network(client: docker.DockerClient, run_id: str) -> str:

@@ -37,10 +37,10 @@ from ..common.errors import (
 from ..common.paths import CA_FILE
 from ..common.platform_constants import INSTANCE_CRN
 from ..common.redact import Redactor
-from . import egress, engine, localplatform, preflight, sandbox, transfer
+from . import deps, egress, engine, image, localplatform, preflight, sandbox, transfer
 from .credentials import KeySource, Secret
 from .revoke import Revocation, mint, revoke
-from .settings import RunSettings
+from .settings import IMAGE, RunSettings
 
 ABORT_GRACE = 30.0  # entry point: interrupt the script (5 s), then cancel jobs (<= 20 s)
 REMOVAL_WAIT = 10.0
@@ -421,8 +421,14 @@ class Run:
         self.client = engine.connect()
         self.settings = _preflight(self.client, self.settings, self.err)
         _check_image(self.client, self.settings.image)
-        s = self.settings
+        if self.settings.image != IMAGE:  # --image: a lab's own, built FROM ours
+            image.check_lab_image(self.client, self.settings.image)
+        if self.settings.needs is not None:  # built (once) or reused here, before the key is read
+            derived = deps.ensure_image(self.client, self.settings.image, self.settings.needs, self._say)
+            self.settings = replace(self.settings, image=derived)
+        deps.record_use(self.settings.image)  # for `qsandbox images` (last use) and --prune
         self._check_egress()
+        s = self.settings
         self.inputs = transfer.collect(s.script, workdir=s.workdir, includes=s.includes, limit=s.input_limit)
         for note in self.inputs.left_out:
             self._say(f"not sent into the sandbox: {note}")
