@@ -106,7 +106,7 @@ def run_ibm(stand_in: StandIn, canary: str, script: Path, *args: str, options: t
     )
 
 
-@pytest.mark.parametrize("example", ["bell.py", "rest_api.py", "session.py"])
+@pytest.mark.parametrize("example", ["bell.py", "estimator.py", "executor_sampler.py", "session.py", "rest_api.py"])
 def test_unchanged_scripts_reach_ibm_through_the_proxy(stand_in, canary, example, leak_search):
     done = run_ibm(stand_in, canary, EXAMPLES / example)
     assert done.returncode == 0, done.stdout + done.stderr
