@@ -55,6 +55,13 @@ class ImageMissing(ImageError):
     exit_code = ExitCode.USAGE
 
 
+class ImageRefused(ImageError):
+    """Raised before anything starts when `--image` names an image not built FROM this version's
+    qsandbox image (its qsandbox.version label) or with another entry point; the message says which."""
+
+    exit_code = ExitCode.USAGE
+
+
 class HardeningMismatch(QsandboxError):
     """Raised when the engine reports a container setting other than the one requested.
 

@@ -228,6 +228,22 @@ def doctor(ctx: click.Context) -> None:
     "a timeout or Ctrl-C).",
 )
 @click.option("--output-limit", default="256m", show_default=True, help="Size of the /output tmpfs.")
+@click.option(
+    "--requirements",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="The script's own dependencies (one requirement a line), for a script without PEP 723 "
+    "`# /// script` metadata: installed once into an image derived from the sandbox's, then reused.",
+)
+@click.option(
+    "--image",
+    "image_name",
+    default=None,
+    metavar="NAME",
+    help="A lab's own image, built FROM this version's qsandbox image (checked by its qsandbox.version "
+    "label and entry point) [default: qsandbox:VERSION].",
+)
 @click.option("--timeout", type=float, default=None, metavar="SECONDS", help="End the run after this long (exit 124).")
 @click.option("--memory", default="2g", show_default=True, help="Memory limit (no swap).")
 @click.option("--pids", type=int, default=512, show_default=True, help="Process/thread limit.")
@@ -299,6 +315,8 @@ def run(
     allow_no_limits: bool,
     no_redact: bool,
     no_cancel_on_abort: bool,
+    requirements: Path | None,
+    image_name: str | None,
     json_report: Path | None,
     junit_report: Path | None,
     egress: str,
@@ -317,8 +335,9 @@ def run(
     """
     from . import report
     from .credentials import KeySource, harden_process
+    from .deps import for_script
     from .run import run as run_script
-    from .settings import Hardening, RunSettings, parse_size
+    from .settings import IMAGE, Hardening, RunSettings, parse_size
 
     harden_process()
     try:
@@ -347,6 +366,8 @@ def run(
             allow_hosts=allow_hosts,
             egress_network=egress_network,
             ca_file=ca_file,
+            image=image_name or IMAGE,
+            needs=for_script(script, requirements) if script.is_file() else None,
         )
         if no_redact:
             click.echo(
@@ -506,6 +527,42 @@ def batch(
 # `run`, in their order there, so their help and defaults cannot drift apart.
 _at = next(i for i, p in enumerate(batch.params) if p.name == "json_report")
 batch.params[_at:_at] = [p for p in run.params if p.name in _FROM_RUN]
+
+
+@main.command()
+@click.option("--prune", is_flag=True, help="Remove derived images (a script's own dependencies) instead of listing.")
+@click.option(
+    "--days",
+    type=click.FloatRange(min=0),
+    default=30,
+    show_default=True,
+    help="With --prune: those not used for this many days.",
+)
+@click.option("--all", "prune_all", is_flag=True, help="With --prune: every derived image.")
+@click.pass_context
+def images(ctx: click.Context, prune: bool, days: float, prune_all: bool) -> None:
+    """List the sandbox images and those derived for scripts' own dependencies: size and last use.
+
+    Last use is recorded by qsandbox in ~/.cache/qsandbox/last-used.json (an image's labels cannot
+    change); an image never used from this account counts from its creation.
+    """
+    import time
+
+    from . import deps, engine
+
+    try:
+        client = engine.connect()
+        if prune:
+            removed = deps.prune(client, days=None if prune_all else days, say=click.echo)
+            click.echo(f"qsandbox: pruned {removed} derived image(s)", err=True)
+            return
+        rows = deps.listing(client)
+    except QsandboxError as e:
+        _fail(e, ctx.obj["debug"])
+    click.echo(f"{'IMAGE':<42} {'KIND':<8} {'SIZE':>8}  {'CREATED':<19}  {'LAST USED':<16}  REQUIREMENTS")
+    for r in rows:
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.last_used)) if r.last_used else "-"
+        click.echo(f"{r.tag:<42} {r.kind:<8} {r.size / 1e6:>5.0f} MB  {r.created:<19}  {used:<16}  {r.requirements}")
 
 
 @main.command()

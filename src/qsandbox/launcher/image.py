@@ -13,9 +13,9 @@ import docker.errors
 
 from .. import __file__ as _package_init
 from .. import __version__
-from ..common.errors import ImageError, ImageMissing
+from ..common.errors import ImageError, ImageMissing, ImageRefused
 from .settings import IMAGE as IMAGE  # re-exported: the CLI names it as image.IMAGE
-from .settings import IMAGE_REPOSITORY, VERSION_LABEL
+from .settings import IMAGE_REPOSITORY, VERSION_LABEL, module_entrypoint
 
 DEFAULT_BASE = "python:3.12-slim"
 OFFLINE_HINT = (
@@ -166,3 +166,30 @@ def check(client: docker.DockerClient, tag: str = IMAGE) -> str:
         )
     size = image.attrs.get("Size", 0) / 1e6
     return f"{tag} ({image.short_id.removeprefix('sha256:')}, {size:.0f} MB)"
+
+
+def check_lab_image(client: docker.DockerClient, name: str) -> None:
+    """Refuse `--image NAME` unless it was built FROM this version's image and keeps its entry point.
+
+    Both are read from the engine: the qsandbox.version label (a FROM inherits it; nothing else
+    sets it) and the configured entry point, which the sandbox's hand-off depends on.
+    """
+    try:
+        found = client.images.get(name)
+    except docker.errors.ImageNotFound:
+        raise ImageMissing(f"--image {name} is not on this engine: build it FROM {IMAGE}, or load it") from None
+    built_for = (found.labels or {}).get(VERSION_LABEL)
+    if built_for is None:
+        raise ImageRefused(
+            f"--image {name} has no {VERSION_LABEL} label, so it is not built FROM {IMAGE}: rebuild it so"
+        )
+    if built_for != __version__:
+        raise ImageRefused(
+            f"--image {name} is built FROM qsandbox {built_for}'s image, this is {__version__}: rebuild it FROM {IMAGE}"
+        )
+    entry = (found.attrs.get("Config") or {}).get("Entrypoint")
+    want = module_entrypoint("qsandbox.inside.entry")
+    if entry != want:
+        raise ImageRefused(
+            f"--image {name} has entry point {entry}, not qsandbox's {want}: do not set ENTRYPOINT in a lab image"
+        )

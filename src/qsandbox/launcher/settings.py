@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..common.errors import UsageError
@@ -27,6 +27,9 @@ from ..common.paths import TOKEN_FILE as TOKEN_FILE
 from ..common.paths import TOKEN_SERVER_PORT as TOKEN_SERVER_PORT
 from ..common.paths import VENV_PYTHON as VENV_PYTHON
 from ..common.paths import WORKDIR as WORKDIR
+
+if TYPE_CHECKING:
+    from .deps import Needs
 
 IMAGE_REPOSITORY = "qsandbox"
 IMAGE = f"{IMAGE_REPOSITORY}:{__version__}"
@@ -233,6 +236,7 @@ class RunSettings:
     ca_file: Path | None = None  # a CA bundle the sandbox trusts instead of the image's
     timeout: float | None = None
     image: str = IMAGE
+    needs: Needs | None = None  # the script's own dependencies (PEP 723 or --requirements): a derived image
     network: str | None = None  # None: the engine's default bridge (the real platform is online)
     hardening: Hardening = field(default_factory=Hardening)
     extra_env: tuple[tuple[str, str], ...] = ()

@@ -1,0 +1,364 @@
+"""A script's own dependencies: PEP 723 inline metadata or --requirements, as an image derived
+FROM the sandbox image, built once per set of requirements and reused.
+
+The sandbox image's pinned stack stays pinned: the image carries /opt/qsandbox/constraints.txt
+(pip freeze of its venv, written at build time), a requirement that contradicts a pin is refused
+before anything starts, and pip installs the rest under those constraints. The derived image keeps
+the base's user, entry point, labels and read-only-root readiness (bytecode compiled at build).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import tarfile
+import time
+import tomllib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import docker
+import docker.errors
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import canonicalize_name
+
+from .. import __version__
+from ..common.errors import ImageError, UsageError
+from . import image
+from .settings import IMAGE_REPOSITORY, VERSION_LABEL
+
+DERIVED_REPOSITORY = f"{IMAGE_REPOSITORY}-deps"
+DERIVED_LABEL = "qsandbox.derived-from"  # the base image's id
+REQUIREMENTS_LABEL = "qsandbox.requirements"
+CONSTRAINTS = "/opt/qsandbox/constraints.txt"  # written by the Dockerfile: pip freeze of the venv
+VENV = "/opt/qsandbox"
+
+# PEP 723's reference implementation, verbatim: the block, then TOML.
+PEP723_REGEX = r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$"
+
+
+class DependencyConflict(UsageError):
+    """Raised before anything starts when a script's requirements contradict the image's pinned
+    stack or its Python; trying again unchanged gives the same answer (exit 2)."""
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a script needs beyond the sandbox image, and where that was written."""
+
+    requirements: tuple[Requirement, ...]
+    requires_python: SpecifierSet | None
+    source: str  # "fit.py (# /// script)" or "--requirements reqs.txt"
+
+    def normalized(self) -> list[str]:
+        """One line per requirement, names canonical, sorted and deduplicated: what names the image."""
+        lines = set()
+        for req in self.requirements:
+            copy = Requirement(str(req))
+            copy.name = canonicalize_name(copy.name)
+            lines.add(str(copy))
+        return sorted(lines)
+
+
+def read_pep723(script: str) -> dict[str, Any] | None:
+    """The script's `# /// script` block as TOML, exactly as PEP 723's reference implementation reads it."""
+    name = "script"
+    matches = [m for m in re.finditer(PEP723_REGEX, script) if m.group("type") == name]
+    if len(matches) > 1:
+        raise ValueError(f"Multiple {name} blocks found")
+    if len(matches) == 1:
+        content = "".join(
+            line[2:] if line.startswith("# ") else line[1:]
+            for line in matches[0].group("content").splitlines(keepends=True)
+        )
+        return tomllib.loads(content)
+    return None
+
+
+def _requirement(text: str, where: str) -> Requirement:
+    try:
+        return Requirement(text)
+    except InvalidRequirement as e:
+        raise UsageError(f"{where}: not a requirement: {text!r} ({e})") from None
+
+
+def from_script(path: Path) -> Needs | None:
+    """The PEP 723 metadata of a Python script, or None when it has none."""
+    if path.suffix == ".ipynb":
+        return None  # notebooks carry no PEP 723 block: --requirements serves them
+    where = f"{path.name} (# /// script)"
+    try:
+        meta = read_pep723(path.read_text(encoding="utf-8", errors="replace"))
+    except (ValueError, tomllib.TOMLDecodeError) as e:
+        raise UsageError(f"{where}: malformed inline metadata: {e}") from None
+    if meta is None:
+        return None
+    deps, python = meta.get("dependencies", []), meta.get("requires-python")
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        raise UsageError(f"{where}: `dependencies` must be a list of strings (PEP 723)")
+    if python is not None and not isinstance(python, str):
+        raise UsageError(f"{where}: `requires-python` must be a string (PEP 723)")
+    try:
+        spec = SpecifierSet(python) if python is not None else None
+    except InvalidSpecifier:
+        raise UsageError(f"{where}: `requires-python` is not a version specifier: {python!r}") from None
+    return Needs(tuple(_requirement(d, where) for d in deps), spec, where)
+
+
+def from_requirements(path: Path) -> Needs:
+    """A requirements file of PEP 508 lines (comments and blank lines allowed; no pip options)."""
+    where = f"--requirements {path}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"{where}: {e.strerror}") from None
+    reqs = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = re.sub(r"(^|\s)#.*$", "", raw).strip()
+        if not line:
+            continue
+        if line.startswith("-"):
+            raise UsageError(
+                f"{where}, line {number}: pip options ({line.split()[0]}) are not supported: list packages only"
+            )
+        reqs.append(_requirement(line, f"{where}, line {number}"))
+    return Needs(tuple(reqs), None, where)
+
+
+def for_script(script: Path, requirements: Path | None) -> Needs | None:
+    """The script's needs from its inline metadata or --requirements (not both); None when it has none."""
+    inline = from_script(script)
+    if inline is not None and requirements is not None:
+        raise UsageError(f"{inline.source} already declares dependencies: drop --requirements, or the block")
+    needs = from_requirements(requirements) if requirements is not None else inline
+    return needs if needs and (needs.requirements or needs.requires_python) else None
+
+
+# -- the image's pins --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pins:
+    """The base image's pinned stack (its constraints.txt) and its Python version."""
+
+    python: str
+    versions: dict[str, str]  # canonical name -> pinned version
+
+
+def parse_constraints(text: str) -> Pins:
+    python, versions = "", dict[str, str]()
+    for line in text.splitlines():
+        if line.startswith("# python "):
+            python = line.removeprefix("# python ").strip()
+        elif "==" in line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            versions[canonicalize_name(name.strip())] = version.strip()
+    return Pins(python, versions)
+
+
+def read_pins(client: docker.DockerClient, base: str) -> Pins:
+    """Read constraints.txt out of the image: a container is created, never started, and removed."""
+    try:
+        container = client.containers.create(base, network_disabled=True)
+    except docker.errors.APIError as e:
+        raise ImageError(f"cannot read the pins of {base}: {e.explanation}") from e
+    try:
+        chunks, _ = container.get_archive(CONSTRAINTS)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
+            member = tar.extractfile(tar.getmembers()[0])
+            text = member.read().decode() if member else ""
+    except docker.errors.NotFound:
+        raise ImageError(f"{base} has no {CONSTRAINTS}: rebuild it with `qsandbox build`") from None
+    finally:
+        container.remove(force=True)
+    return parse_constraints(text)
+
+
+def check(needs: Needs, pins: Pins) -> list[Requirement]:
+    """Refuse what contradicts the pins or the image's Python; return the requirements to install."""
+    env = {"python_version": ".".join(pins.python.split(".")[:2]), "python_full_version": pins.python}
+    if needs.requires_python is not None and pins.python and not needs.requires_python.contains(pins.python, True):
+        raise DependencyConflict(
+            f"{needs.source} requires Python {needs.requires_python}; the sandbox image has {pins.python}: "
+            "change requires-python, or build the image on another base (`qsandbox build --base-image ...`)"
+        )
+    wanted = []
+    for req in needs.requirements:
+        if req.marker is not None and not req.marker.evaluate(env):
+            continue  # not for the image's Python
+        pinned = pins.versions.get(canonicalize_name(req.name))
+        if pinned is not None and (req.url or not req.specifier.contains(pinned, prereleases=True)):
+            raise DependencyConflict(
+                f"{needs.source}: {req} conflicts with the sandbox image's pinned {req.name}=={pinned} "
+                "(the Qiskit stack stays as built): relax or drop that requirement"
+            )
+        wanted.append(req)
+    return wanted
+
+
+# -- the derived image -------------------------------------------------------------------------
+
+
+def derived_tag(base_id: str, lines: Iterable[str]) -> str:
+    """qsandbox-deps:VERSION-HASH, the hash over this version, the base image and the requirements."""
+    digest = hashlib.sha256("\n".join([__version__, base_id, *lines]).encode()).hexdigest()
+    return f"{DERIVED_REPOSITORY}:{__version__}-{digest[:16]}"
+
+
+def _dockerfile(base_id: str, user: str) -> str:
+    return f"""\
+FROM {base_id}
+USER 0:0
+COPY requirements.txt {VENV}/script-requirements.txt
+# Under the base's constraints: the pinned stack cannot move. Compiled here, as the base is: the
+# sandbox's root file system is read-only, so nothing could be cached at run time.
+RUN PIP_ROOT_USER_ACTION=ignore {VENV}/bin/pip install --no-compile -c {CONSTRAINTS} \\
+      -r {VENV}/script-requirements.txt \\
+ && {VENV}/bin/python -m compileall -q -j 0 {VENV} >/dev/null
+USER {user}
+"""
+
+
+def _context(base_id: str, user: str, lines: list[str]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in (("Dockerfile", _dockerfile(base_id, user)), ("requirements.txt", "\n".join(lines) + "\n")):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data.encode()), 0o644
+            tar.addfile(info, io.BytesIO(data.encode()))
+    return buf.getvalue()
+
+
+def ensure_image(client: docker.DockerClient, base: str, needs: Needs, say: Callable[[str], None]) -> str:
+    """The derived image for these needs on `base`: reused when built before, else built now, with progress.
+
+    Raises DependencyConflict (exit 2) when the needs contradict the base's pins, before any build.
+    """
+    base_image = client.images.get(base)
+    base_id = cast(str, base_image.id)
+    wanted = check(needs, read_pins(client, base))
+    lines = sorted({line for line in Needs(tuple(wanted), None, needs.source).normalized()})
+    if not lines:
+        return base
+    tag = derived_tag(base_id, lines)
+    try:
+        client.images.get(tag)
+        say(f"dependencies of {needs.source}: reusing {tag}")
+    except docker.errors.ImageNotFound:
+        say(f"dependencies of {needs.source}: building {tag} ({', '.join(lines)}), once")
+        log: list[str] = []
+
+        def progress(line: str) -> None:
+            log.append(line)
+            if not line.startswith(("--->", "Removing intermediate", " ---> ")):  # the builder's bookkeeping
+                say(f"  {line}")
+
+        user = base_image.attrs.get("Config", {}).get("User") or "root"
+        try:
+            image.stream_build(
+                client,
+                progress,
+                _context(base_id, user, lines),
+                dockerfile="Dockerfile",
+                tag=tag,
+                labels={DERIVED_LABEL: base_id, REQUIREMENTS_LABEL: "\n".join(lines)},
+            )
+        except ImageError as e:
+            text = "\n".join(log)
+            if "ResolutionImpossible" in text or "conflict" in text.lower():
+                cause = next((x.strip() for x in log if "conflict" in x.lower() or "requires" in x), "")
+                raise DependencyConflict(
+                    f"{needs.source}: pip cannot satisfy these requirements under the sandbox image's pins "
+                    f"({cause or e}): relax or drop the conflicting requirement"
+                ) from None
+            raise
+    record_use(tag)
+    return tag
+
+
+# -- last use, and the list ---------------------------------------------------------------------
+
+
+def _state_file() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "qsandbox" / "last-used.json"
+
+
+def _last_uses() -> dict[str, float]:
+    try:
+        data = json.loads(_state_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: float(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _save(uses: dict[str, float]) -> None:
+    path = _state_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(uses, indent=1, sort_keys=True))
+        tmp.replace(path)
+    except OSError:
+        pass  # a record of last use is a convenience: never a reason to fail a run
+
+
+def record_use(tag: str, when: float | None = None) -> None:
+    """Note that `tag` was used now (a state file under the user's cache directory; labels cannot change)."""
+    uses = _last_uses()
+    uses[tag] = time.time() if when is None else when
+    _save(uses)
+
+
+@dataclass(frozen=True)
+class Listed:
+    tag: str
+    kind: str  # "base" or "derived"
+    size: int
+    created: str
+    last_used: float | None
+    requirements: str
+
+
+def listing(client: docker.DockerClient) -> list[Listed]:
+    """Base images (qsandbox:VERSION) and derived ones, with size and last use."""
+    uses, found = _last_uses(), []
+    for img in client.images.list(filters={"label": VERSION_LABEL}):
+        labels = img.labels or {}
+        kind = "derived" if DERIVED_LABEL in labels else "base"
+        for tag in img.tags or []:
+            if kind == "derived" or tag.startswith(f"{IMAGE_REPOSITORY}:"):
+                created = str(img.attrs.get("Created", ""))[:19].replace("T", " ")
+                reqs = labels.get(REQUIREMENTS_LABEL, "").replace("\n", ", ")
+                found.append(Listed(tag, kind, int(img.attrs.get("Size", 0)), created, uses.get(tag), reqs))
+    return sorted(found, key=lambda x: (x.kind != "base", x.tag))
+
+
+def prune(client: docker.DockerClient, *, days: float | None, say: Callable[[str], None]) -> int:
+    """Remove derived images not used for `days` (None: all of them); return how many were removed."""
+    uses, removed, now = _last_uses(), 0, time.time()
+    for item in listing(client):
+        if item.kind != "derived":
+            continue
+        last = item.last_used
+        if last is None:
+            created = client.images.get(item.tag).attrs.get("Created", "")
+            last = time.mktime(time.strptime(str(created)[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+        if days is not None and now - last < days * 86400:
+            continue
+        try:
+            client.images.remove(item.tag)
+        except docker.errors.APIError as e:
+            say(f"kept {item.tag}: {e.explanation}")
+            continue
+        uses.pop(item.tag, None)
+        removed += 1
+        say(f"removed {item.tag}")
+    _save(uses)
+    return removed

@@ -1,0 +1,4 @@
+# /// script
+# requires-python = ">=3.99"
+# ///
+print("never runs")
