@@ -183,6 +183,7 @@ class Batch:
         source: KeySource,
         *,
         jobs: int,
+        ahead: int | None = None,
         fail_fast: bool = False,
         revoke_after: bool = False,
         out: BinaryIO,
@@ -190,11 +191,16 @@ class Batch:
         prompt: Callable[[], str] | None = None,
     ) -> None:
         self.scripts, self.source, self.jobs, self.fail_fast = list(scripts), source, max(1, jobs), fail_fast
+        # Sandboxes made ready ahead of their turn (created, verified, started, waiting for the key),
+        # so a script starts the moment a slot frees instead of after an engine round trip or ten.
+        self.ahead = self.jobs if ahead is None else max(0, ahead)
+        self._gate = threading.Semaphore(self.jobs)
         self.revoke_after, self.out, self.err, self.prompt = revoke_after, out, err, prompt
         self.batch_id = sandbox.new_run_id()  # labels the batch's own emulator
         self.secret: Secret | None = None
         self.aborted: str | None = None
         self._live: dict[Future[None], Run] = {}
+        self._cancelled: set[Run] = set()  # ready, never handed the key: --fail-fast ended them
         self._lock = threading.Lock()
 
     def execute(self) -> BatchResult:
@@ -243,10 +249,10 @@ class Batch:
         queue = list(enumerate(self.scripts))
         stopping = False
         owner: dict[Future[None], ScriptOutcome] = {}
-        with ThreadPoolExecutor(self.jobs, thread_name_prefix="qsandbox-batch") as pool:
+        with ThreadPoolExecutor(self.jobs + self.ahead, thread_name_prefix="qsandbox-batch") as pool:
             try:
                 while queue or self._live:
-                    while queue and len(self._live) < self.jobs and not stopping and self.aborted is None:
+                    while queue and len(self._live) < self.jobs + self.ahead and not stopping and self.aborted is None:
                         index, (_, settings) = queue.pop(0)
                         buffer = _Lines()
                         # Revocation is the batch's, after its last script: never per run.
@@ -258,6 +264,7 @@ class Batch:
                             prompt=None,
                             driven=True,
                             platform=platform,
+                            gate=self._gate,
                         )
                         future = pool.submit(self._one, run, outcomes[index], buffer)
                         with self._lock:
@@ -271,9 +278,11 @@ class Batch:
                             del self._live[future]
                         future.result()  # a bug in a run (not a QsandboxError) surfaces here
                         outcome = owner.pop(future)
-                        self._show(outcome)
-                        if self.fail_fast and not outcome.passed:
+                        if outcome.ran:
+                            self._show(outcome)
+                        if self.fail_fast and outcome.ran and not outcome.passed and not stopping:
                             stopping = True
+                            self._cancel_waiting()
             except BaseException:
                 self._abort_all("interrupt")  # a bug: end every live run cleanly before the traceback
                 raise
@@ -282,7 +291,9 @@ class Batch:
         """In a worker thread: one script, start to confirmed teardown."""
         began = time.monotonic()
         try:
-            outcome.result = run.execute()
+            result = run.execute()
+            if run.handed_off or self.aborted is None and run not in self._cancelled:
+                outcome.result = result  # else ended while waiting for its turn: not run
         except QsandboxError as e:
             outcome.error = e
             buffer.err.write(f"qsandbox: {e}\n".encode())
@@ -337,6 +348,14 @@ class Batch:
             self.err.write(f"qsandbox: batch {reason}: ending every live sandbox\n".encode())
             self.err.flush()
         self._abort_all(reason)
+
+    def _cancel_waiting(self) -> None:
+        """--fail-fast: end the sandboxes made ready ahead of their turn (no key went into them)."""
+        with self._lock:
+            waiting = [run for run in self._live.values() if not run.handed_off]
+        for run in waiting:
+            self._cancelled.add(run)
+            run.abort("interrupt")
 
     def _abort_all(self, reason: str) -> None:
         with self._lock:

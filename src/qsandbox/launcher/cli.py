@@ -427,6 +427,13 @@ _FROM_RUN = (
 @main.command(epilog=BATCH_HELP + "\n" + KEY_ORDER)
 @click.argument("scripts", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=4, show_default=True, help="Scripts at a time.")
+@click.option(
+    "--ahead",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Sandboxes made ready (started, no key yet) ahead of their turn [default: --jobs].",
+)
 @click.option("--fail-fast", is_flag=True, help="After the first script that fails, start no more.")
 @click.option(
     "--output",
@@ -445,6 +452,7 @@ def batch(
     /,
     scripts: tuple[Path, ...],
     jobs: int,
+    ahead: int | None,
     fail_fast: bool,
     output: Path | None,
     timeout: float | None,
@@ -506,6 +514,7 @@ def batch(
             runs,
             source,
             jobs=jobs,
+            ahead=ahead,
             fail_fast=fail_fast,
             revoke_after=revoke_after,
             out=sys.stdout.buffer,

@@ -338,14 +338,19 @@ class Run:
         prompt: Callable[[], str] | None,
         driven: bool = False,
         platform: localplatform.LocalPlatform | None = None,
+        gate: threading.Semaphore | None = None,
     ) -> None:
         """`driven`: a batch runs this in a worker thread; its main thread owns the signals and calls
         `abort()` instead (signal handlers can only be set in the main thread). `platform`: an
-        emulator the caller started and stops (one per batch), used as `--platform shared` uses its own."""
+        emulator the caller started and stops (one per batch), used as `--platform shared` uses its own.
+        `gate`: the sandbox is made ready, then waits for a slot before the key goes in (a batch
+        prepares the next sandboxes while others run); the wait is not part of the duration."""
         self.local = settings.platform in ("local", "shared")
         self.driven, self.platform = driven, platform
         self._abort_reason: str | None = None  # asked for by abort()
         self._abort_forced = threading.Event()  # asked twice: stop waiting for the entry point
+        self.gate = gate
+        self._waited = 0.0  # seconds spent ready, waiting for the gate
         self.settings = replace(settings, prewarm=self.local or source.interactive)
         self.source, self.out, self.err, self.prompt = source, out, err, prompt
         self.cleanup = Cleanup()
@@ -381,6 +386,7 @@ class Run:
             with signals:
                 try:
                     secret = self.prepare(local)
+                    self._wait_for_gate(local)
                     self._check_abort()  # before the key goes in: closing the stream ends the sandbox
                     self._key_read = True
                     self.hand_off(secret, local)
@@ -395,7 +401,21 @@ class Run:
                     if not engine.went_away(self.client, e):
                         raise
                     self.lost = True
-        return self.confirm(time.monotonic() - began)
+        return self.confirm(time.monotonic() - began - self._waited)
+
+    @property
+    def handed_off(self) -> bool:
+        """Whether the key went in (so the script ran, or was about to)."""
+        return self._key_read
+
+    def _wait_for_gate(self, local: ExitStack) -> None:
+        if self.gate is None:
+            return
+        began = time.monotonic()
+        while not self.gate.acquire(timeout=0.2):
+            self._check_abort()
+        local.callback(self.gate.release)  # before the engine-side teardown: the next one may start
+        self._waited = time.monotonic() - began
 
     def abort(self, reason: str) -> None:
         """End this run as SIGINT/SIGTERM/SIGHUP or --timeout would (`reason`: a key of REASON_EXIT).
