@@ -186,6 +186,12 @@ def test_output_dir_and_read_only_workdir(image, canary, tmp_path, docker_client
     assert result.stat().st_uid == os.getuid()
 
 
+def _containers_with(client, marker: str) -> list[str]:
+    """Containers (any state) whose command holds `marker`: this attempt's, whatever other runs
+    share the engine (a refused run is refused before anything is created, so none may exist)."""
+    return [c["Id"][:12] for c in client.api.containers(all=True) if marker in (c.get("Command") or "")]
+
+
 BAD_KEYS = [
     ("", "is empty"),
     ("short", "only 5 characters long"),
@@ -197,12 +203,12 @@ BAD_KEYS = [
 
 @pytest.mark.parametrize(("key", "message"), BAD_KEYS)
 def test_bad_keys_are_refused_and_start_nothing(image, docker_client, key, message):
-    before = docker_client.api.containers(all=True)
-    done = qsandbox("run", "--token-stdin", str(SCRIPTS / "exit_with.py"), "0", input=key + "\n")
+    marker = secrets.token_hex(8)
+    done = qsandbox("run", "--token-stdin", str(SCRIPTS / "exit_with.py"), "0", marker, input=key + "\n")
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], done.stderr
-    assert docker_client.api.containers(all=True) == before
+    assert _containers_with(docker_client, marker) == []
 
 
 @pytest.mark.parametrize(
@@ -216,12 +222,12 @@ def test_bad_keys_are_refused_and_start_nothing(image, docker_client, key, messa
     ],
 )
 def test_bad_sources_are_refused_and_start_nothing(docker_client, args, env, message):
-    before = docker_client.api.containers(all=True)
-    done = qsandbox("run", *args, str(SCRIPTS / "exit_with.py"), "0", env=env)
+    marker = secrets.token_hex(8)
+    done = qsandbox("run", *args, str(SCRIPTS / "exit_with.py"), "0", marker, env=env)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], done.stderr
-    assert docker_client.api.containers(all=True) == before
+    assert _containers_with(docker_client, marker) == []
 
 
 def test_token_command_and_file_sources(image, canary, tmp_path):
