@@ -1,0 +1,78 @@
+"""The leak search's own logic, without an engine: forms, verdicts, and what a file walk reads."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+from conftest import new_canary
+
+from qsandbox.common.errors import UsageError
+from qsandbox.launcher.audit import LeakSearch, Place, audit, encodings, not_searched, planted_forms
+
+
+class NoEngine:
+    def info(self) -> dict[str, str]:
+        raise AssertionError("not asked")
+
+
+def _search(value: str, tmp_path: Path) -> LeakSearch:
+    return LeakSearch(NoEngine(), value, project=tmp_path)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("suffix", ["", "+/=", "é"])
+def test_every_planted_form_holds_a_needle_and_another_key_none(suffix):
+    value = new_canary() + suffix
+    needles = encodings(value)
+    for form, data in planted_forms(value).items():
+        assert any(n in data for n in needles), form
+    other = encodings(new_canary())
+    assert not any(n in data for n in other for data in planted_forms(value).values())
+
+
+def test_a_place_not_searched_never_reads_as_zero():
+    place = Place("engine data root /var/lib/docker", "data-root", unreadable=["/var/lib/docker/ (Permission denied)"])
+    assert place.failed
+    assert place.line().startswith("NOT SEARCHED engine data root /var/lib/docker: could not read /var/lib/docker/")
+    assert "0 hit(s) in engine data root" not in place.line()
+    skipped = Place("journal", "journal", skipped="no journald running here")
+    assert not skipped.failed and skipped.line() == "skipped journal: no journald running here"
+    fine = Place("host /tmp", "host-tmp", searched=3)
+    fine.left_out["file(s) unchanged since the search began"] += 7
+    assert fine.line() == "0 hit(s) in host /tmp: 3 searched; left out: 7 file(s) unchanged since the search began"
+    assert not_searched([place, skipped, fine]) == ["data-root"]
+    assert not_searched([place, skipped, fine], accepted=["data-root"]) == []
+
+
+def test_unknown_accepted_place_is_a_usage_error():
+    with pytest.raises(UsageError, match="unknown place"):
+        audit(NoEngine(), ("success",), say=print, allow_unsearched=("nowhere",))  # type: ignore[arg-type]
+
+
+def test_the_file_walk_reads_by_ctime_skips_fifos_and_does_not_follow_links(tmp_path):
+    value = new_canary()
+    search = _search(value, tmp_path)
+    old = tmp_path / "old-mtime"
+    old.write_bytes(planted_forms(value)["base64+2"])
+    os.utime(old, (946684800, 946684800))  # its ctime is now: read
+    os.mkfifo(tmp_path / "fifo")  # would block a reader: never opened
+    outside = tmp_path.parent / f"outside-{secrets.token_hex(4)}"
+    outside.write_bytes(value.encode())
+    (tmp_path / "link").symlink_to(outside)  # the target is not in the place: not followed
+    big = tmp_path / "big"
+    big.write_bytes(b"." * (3 << 20) + planted_forms(value)["literal"])  # past any first-MiB cut
+    try:
+        place = Place("t", "project")
+        search._files(place, tmp_path)
+    finally:
+        outside.unlink()
+    assert sorted(place.hits) == sorted([str(old), str(big)])
+    assert not place.failed
+
+
+def test_an_absent_place_is_skipped_with_its_reason(tmp_path):
+    search = _search(new_canary(), tmp_path)
+    place = search._tree("host", "host-tmp", tmp_path / "absent")
+    assert place.skipped == "not present on this host" and not place.failed
