@@ -25,6 +25,13 @@ if ! docker info >/dev/null 2>&1; then
 fi
 say "engine: $(docker version --format '{{.Server.Version}} (API {{.Server.APIVersion}})')"
 
+# The remote-engine tests run a real sshd on loopback and the ssh client (tests/docker/test_remote_engines.py).
+if [ "$(id -u)" = 0 ] && { [ ! -x /usr/sbin/sshd ] || ! command -v ssh >/dev/null 2>&1; }; then
+  say "installing openssh-server and openssh-client (the ssh:// engine tests)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >/dev/null
+fi
+
 # 2. The launcher, in a venv. The extras carry the emulated platform's and the tests' needs.
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

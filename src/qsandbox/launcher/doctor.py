@@ -21,9 +21,11 @@ class Check:
     ok: bool
     detail: str
     warn: bool = False  # not required, but weakens a guarantee
+    checked: bool = True  # False: a check of a remote engine's host, which cannot be made from here
 
     def line(self) -> str:
-        return f"{'FAIL' if not self.ok else 'warn' if self.warn else 'ok  '} {self.name}: {self.detail}"
+        status = "FAIL" if not self.ok else "warn" if self.warn else "ok  " if self.checked else "n/a "
+        return f"{status} {self.name}: {self.detail}"
 
 
 def probe(client: docker.DockerClient, hardening: Hardening, tag: str = IMAGE) -> dict[str, object]:
@@ -62,7 +64,7 @@ def checks(say: Callable[[Check], None]) -> bool:
         return False
     say(Check("engine", True, f"{info.kind} {info.version}, API {info.api_version}"))
     for f in preflight.findings(info):
-        say(Check(f.name, True, f.warning or f.detail, warn=f.warning is not None))
+        say(Check(f.name, True, f.warning or f.detail, warn=f.warning is not None, checked=f.checked))
     try:
         say(Check("image", True, image.check(client)))
     except QsandboxError as e:

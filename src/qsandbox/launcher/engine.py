@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import docker
 import docker.errors
@@ -21,18 +22,101 @@ ROOTLESS_HINT = (
 )
 
 
+SSH_CLIENT_ENV = "QSANDBOX_SSH_CLIENT"  # 1: reach ssh:// engines through the `ssh` command, not paramiko
+_API_FLOOR = "1.24"  # docker-py's minimum; the engine's own version is asked for right after
+
+
+def ssh_client_mode(environ: Mapping[str, str]) -> bool:
+    """Whether ssh:// engines are reached with the system's `ssh` (its ~/.ssh/config, agent and
+    ProxyJump, one ssh process per request) rather than paramiko inside the launcher."""
+    return environ.get(SSH_CLIENT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def connect(timeout: int = 120) -> docker.DockerClient:
     """Return a client for the engine named by DOCKER_HOST, the current docker context, or the default socket.
 
+    Remote engines work as with the docker CLI: `tcp://` with DOCKER_TLS_VERIFY/DOCKER_CERT_PATH,
+    and `ssh://` (paramiko, or the `ssh` command when QSANDBOX_SSH_CLIENT=1).
     Raises EngineUnavailable with the remedy when nothing answers or this user may not use it.
     """
     try:
-        client = docker.from_env(timeout=timeout)
+        # The API version is asked for only once the TLS settings are pinned (see _pin_tls).
+        client = docker.from_env(timeout=timeout, version=_API_FLOOR, use_ssh_client=ssh_client_mode(os.environ))
+        _pin_tls(client.api)
+        _one_ssh_pool(client.api)
+        client.api._version = str(client.api.version(api_version=False)["ApiVersion"])  # type: ignore[attr-defined]  # noqa: SLF001 - docker-py's own negotiation, after the pin
         client.ping()
-    except docker.errors.DockerException as e:
+    except Exception as e:  # noqa: BLE001 - paramiko's and ssh's errors are not DockerExceptions: all mean no engine
+        if not isinstance(e, docker.errors.DockerException | OSError | EOFError) and not _is_ssh_error(e):
+            raise
         where, path = target(os.environ)
-        raise EngineUnavailable(unreachable(where, path, denied=_denied(e, path))) from e
+        raise EngineUnavailable(unreachable(where, path, denied=_denied(e, path), reason=_reason(e))) from e
     return client
+
+
+def _pin_tls(api: docker.APIClient) -> None:
+    """Keep the engine's CA (DOCKER_CERT_PATH/ca.pem, or no verification when asked) for every request.
+
+    requests lets REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE in the environment replace a session's CA
+    for each request (psf/requests#3829), so on a machine that sets them (a TLS-intercepting
+    proxy's bundle, common on CI runners) a TLS engine's certificate would be checked against the
+    wrong CAs and refused.
+    """
+    verify = api.verify
+    if verify is True:  # no TLS settings: nothing to pin
+        return
+    merge = api.merge_environment_settings
+
+    def pinned(*args: Any, **kwargs: Any) -> Any:
+        settings = merge(*args, **kwargs)
+        settings["verify"] = verify
+        return settings
+
+    api.merge_environment_settings = pinned  # type: ignore[method-assign]  # per instance, for this engine only
+
+
+SSH_IDLE_CONNECTIONS = 4  # ssh channels (or ssh processes) kept open between requests
+
+
+def _one_ssh_pool(api: docker.APIClient) -> None:
+    """Over ssh:// with paramiko, keep at most SSH_IDLE_CONNECTIONS channels open between requests.
+
+    docker-py keeps one connection pool per request URL there (up to 9 of them, each holding its
+    ssh session channel open on the one paramiko connection). With a run's long-lived streams
+    (attach, the wait for removal) on top, that passes sshd's default MaxSessions of 10, and the
+    server then refuses new requests ("open failed"). One pool for every URL keeps the count at
+    the few requests in flight plus the streams. (With the ssh command every request is an ssh
+    process of its own, read once and ended: nothing to change.)
+    """
+    try:
+        from docker.transport.sshconn import SSHHTTPAdapter
+    except ImportError:  # no paramiko: no ssh:// either
+        return
+    adapter = getattr(api, "_custom_adapter", None)
+    if not isinstance(adapter, SSHHTTPAdapter) or adapter.ssh_client is None:
+        return
+    adapter.max_pool_size = SSH_IDLE_CONNECTIONS
+    original = adapter.get_connection
+
+    def one_pool(url: str, proxies: Any = None) -> Any:
+        return original("http+docker://ssh", proxies)  # the adapter caches the pool under this one key
+
+    adapter.get_connection = one_pool  # type: ignore[method-assign,assignment]  # per instance, for this engine only
+
+
+def _is_ssh_error(e: BaseException) -> bool:
+    """paramiko's own exceptions (authentication, host key, protocol), without importing it here."""
+    return any(c.__module__.startswith("paramiko") for c in type(e).__mro__)
+
+
+def _reason(e: BaseException) -> str | None:
+    """The first line of what went wrong, for a remote engine (a local socket's failure says nothing more)."""
+    text = str(e).strip()
+    if "paramiko" in text.lower():
+        return "ssh:// engines need paramiko: pip install 'docker[ssh]'"
+    if _is_ssh_error(e) and "known_hosts" in text:
+        return f"{text}: add the host's key to ~/.ssh/known_hosts (e.g. ssh to it once)"
+    return text.splitlines()[0][:300] if text else type(e).__name__
 
 
 def configured_host(environ: Mapping[str, str]) -> tuple[str, str | None] | None:
@@ -83,7 +167,7 @@ def _denied(exc: BaseException, path: str | None) -> bool:
     return False
 
 
-def unreachable(where: str, path: str | None, *, denied: bool) -> str:
+def unreachable(where: str, path: str | None, *, denied: bool, reason: str | None = None) -> str:
     """The one line saying why no engine can be used, with what to do."""
     if denied and path is not None:
         try:
@@ -92,10 +176,26 @@ def unreachable(where: str, path: str | None, *, denied: bool) -> str:
         except OSError:  # a directory on the way is closed to us: we cannot even see it
             there = f"this user may not reach {where} (permission denied)"
         return f"{there}: {ROOTLESS_HINT}"
+    if path is None and reason:  # a remote engine: what failed on the way says more than a remedy
+        return f"no container engine answers at {where}: {reason}"
     return (
         f"no container engine answers at {where}: start Docker (dockerd) or Podman "
         "(`podman system service`) and set DOCKER_HOST if it is not the default"
     )
+
+
+def remote_url(environ: Mapping[str, str]) -> str | None:
+    """The engine's URL when it is reached over the network (ssh://, tcp://, http(s)://), so it
+    may run on another host; None for a unix socket (an engine on this machine)."""
+    configured = configured_host(environ)
+    if configured is None or configured[0].startswith(("unix://", "npipe://", "fd://")):
+        return None
+    return configured[0]
+
+
+def tls_configured(environ: Mapping[str, str]) -> bool:
+    """Whether a tcp:// engine is reached over TLS (docker-py's and the CLI's rule)."""
+    return bool(environ.get("DOCKER_TLS_VERIFY") or environ.get("DOCKER_CERT_PATH"))
 
 
 def answers(client: docker.DockerClient) -> bool:
@@ -116,7 +216,9 @@ def went_away(client: docker.DockerClient, exc: BaseException) -> bool:
     """
     import requests.exceptions
 
-    return isinstance(exc, requests.exceptions.RequestException | ConnectionError) or not answers(client)
+    if isinstance(exc, requests.exceptions.RequestException | ConnectionError) or _is_ssh_error(exc):
+        return True  # over ssh:// paramiko's own errors are the connection failing too
+    return not answers(client)
 
 
 def wait_back(client: docker.DockerClient, limit: float) -> bool:

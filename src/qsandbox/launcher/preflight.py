@@ -10,30 +10,46 @@ import grp
 import os
 import pwd
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-from .engine import EngineInfo, configured_host
+from .engine import EngineInfo, configured_host, remote_url, tls_configured
 
 
 @dataclass(frozen=True)
 class Finding:
     name: str
-    warning: str | None  # None: fine
+    warning: str | None  # None: fine, or not checked
     detail: str
+    checked: bool = True  # False: a check of the engine's host, which this launcher cannot see
+
+    @property
+    def unchecked(self) -> str | None:
+        """The line saying what was not checked, and why; None when it was checked."""
+        return None if self.checked else f"{self.name}: {self.detail}"
 
 
-def swap(swaps_text: str) -> Finding:
-    """Host swap: the launcher's memory (which holds the key) could be written to disk."""
+def not_checked(name: str, url: str, what: str) -> Finding:
+    """A check of the engine's host that cannot be made from here: said, never passed as fine."""
+    return Finding(
+        name, None, f"not checked: the engine runs on another host ({url}), where {what} cannot be seen", checked=False
+    )
+
+
+def swap(swaps_text: str, remote: bool = False) -> Finding:
+    """Host swap: the launcher's memory (which holds the key) could be written to disk. On a local
+    engine the sandbox's memory is this host's too; a remote engine's host is `engine host swap`."""
+    where = " (this machine, where the launcher holds the key)" if remote else ""
     active = [line.split()[0] for line in swaps_text.splitlines()[1:] if line.strip()]
     if active:
         return Finding(
             "host swap",
-            f"host swap is on ({', '.join(active)}): the launcher's memory, "
+            f"host swap is on{where} ({', '.join(active)}): the launcher's memory, "
             "key included, can be swapped to disk; turn swap off (swapoff -a) on shared machines",
-            "on",
+            "on" + where,
         )
-    return Finding("host swap", None, "off")
+    return Finding("host swap", None, "off" + where)
 
 
 def engine_logging(info: EngineInfo) -> Finding:
@@ -43,13 +59,20 @@ def engine_logging(info: EngineInfo) -> Finding:
     return Finding("engine debug", None, f"off; default log driver {info.log_driver or 'unknown'}, runs use none")
 
 
-def engine_access(info: EngineInfo, docker_host: str | None, uid: int) -> Finding:
+def engine_access(info: EngineInfo, docker_host: str | None, uid: int, *, tls: bool = False) -> Finding:
     """Who else can reach this engine: a rootful engine's group members are root-equivalent.
 
-    `docker_host` is the engine's URL (DOCKER_HOST or the docker context's), None for the default socket.
+    `docker_host` is the engine's URL (DOCKER_HOST or the docker context's), None for the default
+    socket; `tls`: a tcp:// engine is reached with TLS (DOCKER_TLS_VERIFY/DOCKER_CERT_PATH).
+    Over ssh:// or TLS only the engine's host knows who else can reach it: not checked, and said.
+    A tcp:// engine without TLS answers anyone who can reach the port: a warning.
     """
     if info.rootless:
         return Finding("engine access", None, f"{info.kind}: only you can reach it")
+    if docker_host and docker_host.startswith("ssh://"):
+        return not_checked("engine access", docker_host, "who may use its socket")
+    if docker_host and docker_host.startswith("tcp://") and tls:
+        return not_checked("engine access", docker_host, "who else holds a client certificate or may use its socket")
     path = (
         urlparse(docker_host).path
         if docker_host and docker_host.startswith("unix://")
@@ -94,12 +117,28 @@ def engine_access(info: EngineInfo, docker_host: str | None, uid: int) -> Findin
     return Finding("engine access", None, f"{path}: root and group {gname} (no other members)")
 
 
-def findings(info: EngineInfo) -> list[Finding]:
+def engine_host_swap(url: str | None) -> Finding | None:
+    """On a remote engine the key's tmpfs lives in another host's memory, whose swap is not ours to
+    see; None for a local engine (the host swap check covers it)."""
+    return None if url is None else not_checked("engine host swap", url, "swap")
+
+
+def findings(info: EngineInfo, environ: Mapping[str, str] | None = None) -> list[Finding]:
+    """Every preflight finding: this machine's (swap: the launcher holds the key), and the
+    engine's; the checks of a remote engine's host come back as not checked, never as fine."""
+    env = os.environ if environ is None else environ
     try:
         with open("/proc/swaps", encoding="ascii") as f:
             swaps_text = f.read()
     except OSError:
         swaps_text = ""
-    configured = configured_host(os.environ)  # DOCKER_HOST or a docker context; None: the default socket
+    configured = configured_host(env)  # DOCKER_HOST or a docker context; None: the default socket
     host = configured[0] if configured else None
-    return [swap(swaps_text), engine_logging(info), engine_access(info, host, os.getuid())]
+    remote = remote_url(env)
+    found = [
+        swap(swaps_text, remote is not None),
+        engine_logging(info),
+        engine_access(info, host, os.getuid(), tls=tls_configured(env)),
+    ]
+    engine_swap = engine_host_swap(remote)
+    return found if engine_swap is None else [*found, engine_swap]
