@@ -445,6 +445,7 @@ _FROM_RUN = (
 @click.option(
     "--revoke-after", is_flag=True, help="After the last script (however the batch ends), delete the API key via IAM."
 )
+@egress_options
 @report_options
 @click.pass_context
 def batch(
@@ -502,6 +503,10 @@ def batch(
                     strict=o["strict"],
                     allow_no_limits=o["allow_no_limits"],
                     token_mode=o["token_mode"],
+                    egress=o["egress"],
+                    allow_hosts=o["allow_hosts"],
+                    egress_network=o["egress_network"],
+                    ca_file=o["ca_file"],
                 ),
             )
             for script in scripts
