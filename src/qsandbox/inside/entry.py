@@ -138,7 +138,12 @@ def _run_script(script: str, args: list[str]) -> NoReturn:
     sys.path[0] = os.path.dirname(script)
     code = 0
     try:
-        runpy.run_path(script, run_name="__main__")
+        if script.endswith(".ipynb"):
+            from .notebook import run as run_notebook
+
+            code = run_notebook(script)
+        else:
+            runpy.run_path(script, run_name="__main__")
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if not isinstance(e.code, int | None):
@@ -207,6 +212,7 @@ class _Output:
         from .tokenwatch import install
 
         install(self.tok[1])
+        os.environ["QSANDBOX_TOKEN_FD"] = str(self.tok[1])  # a notebook's kernel watches on it too
 
     def start(self) -> None:
         for fd in (self.out[1], self.err[1], self.tok[1]):

@@ -341,6 +341,10 @@ def run(
 
     harden_process()
     try:
+        if script.suffix == ".ipynb" and args:
+            raise UsageError(
+                f"a notebook takes no arguments (got {' '.join(args)}): pass values in a file with --include"
+            )
         source = KeySource(stdin=token_stdin, file=token_file, env=token_env, command=token_command)
         if not (platform != "ibm" and source.interactive):
             source.check()
