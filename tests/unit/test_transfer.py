@@ -151,3 +151,16 @@ def test_a_damaged_or_unfinished_frame_delivers_nothing_and_says_so(tmp_path):
     r2.feed(OUTPUT_BEGIN + b"m\nAAAA\n")
     r2.flush()
     assert "before its /output arrived whole" in said[1]
+
+
+def test_a_link_already_in_the_output_dir_is_not_followed_out_of_it(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "sub").symlink_to(outside)
+    refused: list[str] = []
+    got = extract(tar_of(info("sub/x.txt", size=2), info("ok.txt", size=2), data=b"hi"), dest, 1 << 20, refused)
+    assert got == ["ok.txt"]
+    assert refused == [f"sub/x.txt (would land outside {dest})"]
+    assert list(outside.iterdir()) == []
