@@ -31,6 +31,8 @@ from qsandbox.launcher.settings import IMAGE, Hardening
 HERE = Path(__file__).resolve().parent
 SCRIPTS = HERE / "scripts"
 LAUNCHER = [sys.executable, "-m", "qsandbox", "run", "--token-stdin"]
+BATCH = [sys.executable, "-m", "qsandbox", "batch", "--token-stdin"]
+SDK_FLOOR = [sys.executable, str(HERE / "sdk_floor.py")]
 
 
 def floor_argv(script: str) -> list[str]:
@@ -71,7 +73,8 @@ def floor_argv(script: str) -> list[str]:
         "/opt/qsandbox/bin/python",
     ]
     for path, opts in h.tmpfs().items():
-        argv += ["--tmpfs", f"{path}:{opts}"]
+        if path != "/work":  # the floor bind-mounts the scripts there instead of streaming them in
+            argv += ["--tmpfs", f"{path}:{opts}"]
     return [*argv, IMAGE, f"/work/{script}"]
 
 
@@ -79,10 +82,10 @@ def key() -> bytes:
     return (secrets.token_urlsafe(33) + "\n").encode()
 
 
-def timed(argv: list[str], stdin: bytes | None) -> tuple[float, float, int]:
+def timed(argv: list[str], stdin: bytes | None, env: dict[str, str] | None = None) -> tuple[float, float, int]:
     """Wall seconds, the process's own CPU seconds, and its peak RSS in KiB."""
     t0 = time.perf_counter()
-    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     if stdin:
         p.stdin.write(stdin)
     p.stdin.close()
@@ -189,6 +192,67 @@ def bench_throughput(total: int = 16, parallel: int = 4) -> dict:
     return {"runs": total, "parallel": parallel, "ours_s": ours, "floor_s": floor, "throughput_ratio": floor / ours}
 
 
+def bench_sdk_floor(runs: int) -> dict:
+    """One no-op run: qsandbox, the SDK floor (sdk_floor.py) and bare `docker run`, interleaved."""
+    ours, sdk, bare = [], [], []
+    for _ in range(runs):  # interleaved, so the machine's load drifts over all three alike
+        ours.append(timed([*LAUNCHER, str(SCRIPTS / "noop.py")], key())[0])
+        sdk.append(timed([*SDK_FLOOR, "noop.py"], None)[0])
+        bare.append(timed(floor_argv("noop.py"), None)[0])
+    return {
+        "ours_median_s": median(ours),
+        "sdk_floor_median_s": median(sdk),
+        "bare_floor_median_s": median(bare),
+        "ratio_to_sdk_floor": median(ours) / median(sdk),
+        "ratio_to_bare_floor": median(ours) / median(bare),
+    }
+
+
+def bench_batch(reps: int, total: int = 16, parallel: int = 4, before: Path | None = None) -> dict:
+    """`qsandbox batch -j 4` of 16 no-op scripts against 16 bare `docker run`s 4 at a time.
+
+    Also without pre-warm (--ahead 0) and with --network open (no per-run egress proxy), to show
+    where the time goes; all variants interleaved, `reps` times each. `before`: a source tree (say
+    `git archive HEAD~1 src | tar -x -C DIR`) whose batch runs as one more variant, for a
+    before/after comparison in the same run.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files = []
+        for i in range(total):
+            f = Path(tmp) / f"noop{i:02d}.py"
+            f.write_text((SCRIPTS / "noop.py").read_text())
+            files.append(str(f))
+        variants = {
+            "batch": [*BATCH, "-j", str(parallel), *files],
+            "batch_no_prewarm": [*BATCH, "-j", str(parallel), "--ahead", "0", *files],
+            "batch_network_open": [*BATCH, "-j", str(parallel), "--network", "open", *files],
+        }
+        envs: dict[str, dict[str, str] | None] = {name: None for name in variants}
+        if before is not None:
+            variants["batch_before"] = variants["batch"]
+            envs["batch_before"] = {**os.environ, "PYTHONPATH": str(before / "src")}
+        cpu: dict[str, list[float]] = {name: [] for name in variants}
+        times: dict[str, list[float]] = {name: [] for name in [*variants, "floor"]}
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(parallel) as pool:
+                list(pool.map(lambda _: timed(floor_argv("noop.py"), None), range(total)))
+            times["floor"].append(time.perf_counter() - t0)
+            for name, argv in variants.items():
+                wall, cpu_s, _ = timed(argv, key(), envs.get(name))
+                times[name].append(wall)
+                cpu[name].append(cpu_s)
+    floor = median(times["floor"])
+    out: dict = {"runs": total, "parallel": parallel, "reps": reps, "floor_s": floor}
+    for name in variants:
+        out[f"{name}_s"] = median(times[name])
+        out[f"{name}_throughput_ratio"] = floor / median(times[name])
+        out[f"{name}_launcher_cpu_s"] = median(cpu[name])
+    return out
+
+
 def bench_interactive(runs: int, typing_s: float = 3.0) -> dict:
     """Enter pressed -> first line, for a script importing qiskit_ibm_runtime; floor: start -> line."""
     results = []
@@ -264,6 +328,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--json", type=Path, default=HERE / "results" / "latest.json")
     ap.add_argument("--skip-image", action="store_true", help="skip the image-size comparison build")
+    ap.add_argument("--only", default="", help="comma-separated steps to run (default: all)")
+    ap.add_argument("--before", type=Path, default=None, help="batch step: also run this source tree's batch")
     args = ap.parse_args()
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     client = docker.from_env()
@@ -273,13 +339,51 @@ def main() -> int:
         ("first_line", lambda: bench_first_line(args.runs)),
         ("teardown", lambda: bench_teardown(client, max(3, args.runs // 2))),
         ("throughput", bench_throughput),
+        ("sdk_floor", lambda: bench_sdk_floor(args.runs)),
+        ("batch", lambda: bench_batch(max(2, args.runs // 3), before=args.before)),
         ("interactive", lambda: bench_interactive(max(3, args.runs // 3))),
     ]
     if not args.skip_image:
         steps.append(("image", lambda: image_sizes(client)))
+    only = [s for s in args.only.split(",") if s]
+    if only:
+        steps = [(name, step) for name, step in steps if name in only]
     for name, step in steps:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         out[name] = step()
+    report(out)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"bench: wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+def report(out: dict) -> None:
+    """The table: only the rows whose steps ran."""
+    if "sdk_floor" in out:
+        f = out["sdk_floor"]
+        print(f"{'measure':50} {'qsandbox':>9} {'floor':>9} {'ratio':>7}")
+        print(f"{'no-op run vs SDK floor (goal <= 1.15)':50} {f['ours_median_s']:8.3f}s {f['sdk_floor_median_s']:8.3f}s"
+              f" {f['ratio_to_sdk_floor']:7.2f}")  # fmt: skip
+        print(f"{'no-op run vs bare docker run':50} {f['ours_median_s']:8.3f}s {f['bare_floor_median_s']:8.3f}s"
+              f" {f['ratio_to_bare_floor']:7.2f}")  # fmt: skip
+    if "batch" in out:
+        b = out["batch"]
+        for name, label in (
+            ("batch", "batch -j 4, 16 no-op (goal: floor/ours >= 1.0)"),
+            ("batch_no_prewarm", "  the same, --ahead 0 (no pre-warm)"),
+            ("batch_network_open", "  the same, --network open (no egress proxy)"),
+            ("batch_before", "  the same, from the --before tree"),
+        ):
+            if name + "_s" not in b:
+                continue
+            print(f"{label:50} {b[name + '_s']:8.3f}s {b['floor_s']:8.3f}s {b[name + '_throughput_ratio']:7.2f}")
+    if not {"noop", "first_line", "throughput", "interactive", "teardown"} <= out.keys():
+        if "first_line" in out:
+            f = out["first_line"]
+            label = "first line, imports qiskit_ibm_runtime (goal <= 1.15)"
+            print(f"{label:50} {f['ours_median_s']:8.3f}s {f['floor_median_s']:8.3f}s {f['ratio']:7.2f}")
+        return
     rows = [
         (
             "no-op run, median (goal: ratio <= 1.10)",
@@ -320,10 +424,6 @@ def main() -> int:
             f"{'image size vs plain pip install qiskit-ibm-runtime':50} {i['ours_mb']:7.0f}MB"
             f" {i['plain_pip_mb']:7.0f}MB {i['ratio']:7.2f}"
         )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"bench: wrote {args.json}", file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":

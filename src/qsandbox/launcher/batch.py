@@ -24,11 +24,11 @@ from typing import BinaryIO
 import docker
 
 from ..common.errors import ExitCode, QsandboxError
-from . import engine, localplatform, sandbox
+from . import localplatform, sandbox
 from .credentials import KeySource, Secret
 from .report import Entry, Report, entry
 from .revoke import Revocation, revoke
-from .run import REASON_EXIT, SIGNAL_REASONS, Run, RunResult
+from .run import REASON_EXIT, SIGNAL_REASONS, EngineChecked, Run, RunResult, check_engine
 from .settings import RunSettings
 
 BATCH_FAILED = ExitCode.FAILURE  # one script or more did not pass (or was not run after --fail-fast)
@@ -207,6 +207,9 @@ class Batch:
         began = time.monotonic()
         platform_kind = self.scripts[0][1].platform
         local = platform_kind in ("local", "shared")
+        # Engine, preflight and image checked once for every run (warnings said once), with one
+        # client; before the key is read, so a refusal never waits for a prompt.
+        checked = check_engine(self.scripts[0][1], self.err)
         # A rehearsal needs no real key: without a source, one throwaway key serves the whole batch.
         self.secret = (
             localplatform.throwaway_key() if local and self.source.interactive else self.source.read(self.prompt)
@@ -214,7 +217,7 @@ class Batch:
         outcomes = [ScriptOutcome(label) for label, _ in self.scripts]
         revocation: Revocation | None = None
         leftovers: list[str] = []
-        client = engine.connect()
+        client = checked.client
         platform: localplatform.LocalPlatform | None = None
         with self._signals():
             try:
@@ -223,7 +226,7 @@ class Batch:
                     platform = localplatform.start(
                         client, image, self.batch_id, [localplatform.digest(self.secret)], sandbox.hardening_for(client)
                     )
-                self._run_all(outcomes, platform)
+                self._run_all(outcomes, platform, checked)
             finally:
                 if self.revoke_after and any(o.ran for o in outcomes):
                     revocation = self._revoke(client, platform)
@@ -243,7 +246,9 @@ class Batch:
 
     # -- the steps ------------------------------------------------------------------------------
 
-    def _run_all(self, outcomes: list[ScriptOutcome], platform: localplatform.LocalPlatform | None) -> None:
+    def _run_all(
+        self, outcomes: list[ScriptOutcome], platform: localplatform.LocalPlatform | None, checked: EngineChecked
+    ) -> None:
         assert self.secret is not None  # noqa: S101 - read in execute() first
         source = _KeyOnce(secret=self.secret)
         queue = list(enumerate(self.scripts))
@@ -265,6 +270,7 @@ class Batch:
                             driven=True,
                             platform=platform,
                             gate=self._gate,
+                            checked=checked,
                         )
                         future = pool.submit(self._one, run, outcomes[index], buffer)
                         with self._lock:

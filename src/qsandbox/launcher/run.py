@@ -40,7 +40,7 @@ from ..common.redact import Redactor
 from . import deps, egress, engine, image, localplatform, preflight, sandbox, transfer
 from .credentials import KeySource, Secret
 from .revoke import Revocation, mint, revoke
-from .settings import IMAGE, RunSettings
+from .settings import IMAGE, Hardening, RunSettings
 
 ABORT_GRACE = 30.0  # entry point: interrupt the script (5 s), then cancel jobs (<= 20 s)
 REMOVAL_WAIT = 10.0
@@ -73,6 +73,22 @@ class RunResult:
         why = f" ({self.aborted})" if self.aborted else ""
         refused = f"; egress refused: {self.egress_refused} (allow with --allow-host)" if self.egress_refused else ""
         return f"qsandbox: run {self.run_id} exit {self.exit_code}{why} in {self.duration:.2f}s; {state}{refused}"
+
+
+@dataclass(frozen=True)
+class EngineChecked:
+    """The engine as `Run.check` finds it: a batch checks it once and hands this to each of its runs."""
+
+    client: docker.DockerClient
+    hardening: Hardening  # fitted to the engine (and read back per sandbox all the same)
+
+
+def check_engine(settings: RunSettings, err: BinaryIO) -> EngineChecked:
+    """Connect, preflight (warnings said once, or refused) and the image: what every run checks first."""
+    client = engine.connect()
+    checked = _preflight(client, settings, err)
+    _check_image(client, checked.image)
+    return EngineChecked(client, checked.hardening)
 
 
 class _Abort(Exception):
@@ -339,17 +355,19 @@ class Run:
         driven: bool = False,
         platform: localplatform.LocalPlatform | None = None,
         gate: threading.Semaphore | None = None,
+        checked: EngineChecked | None = None,
     ) -> None:
         """`driven`: a batch runs this in a worker thread; its main thread owns the signals and calls
         `abort()` instead (signal handlers can only be set in the main thread). `platform`: an
         emulator the caller started and stops (one per batch), used as `--platform shared` uses its own.
         `gate`: the sandbox is made ready, then waits for a slot before the key goes in (a batch
-        prepares the next sandboxes while others run); the wait is not part of the duration."""
+        prepares the next sandboxes while others run); the wait is not part of the duration.
+        `checked`: the engine as the batch found it, instead of connecting and preflighting again."""
         self.local = settings.platform in ("local", "shared")
         self.driven, self.platform = driven, platform
         self._abort_reason: str | None = None  # asked for by abort()
         self._abort_forced = threading.Event()  # asked twice: stop waiting for the entry point
-        self.gate = gate
+        self.gate, self.checked = gate, checked
         self._waited = 0.0  # seconds spent ready, waiting for the gate
         self.settings = replace(settings, prewarm=self.local or source.interactive)
         self.source, self.out, self.err, self.prompt = source, out, err, prompt
@@ -438,9 +456,13 @@ class Run:
         """Everything that can refuse before anything starts: key source, engine, preflight, image."""
         if not (self.local and self.source.interactive):
             self.source.check()
-        self.client = engine.connect()
-        self.settings = _preflight(self.client, self.settings, self.err)
-        _check_image(self.client, self.settings.image)
+        if self.checked is None:
+            self.client = engine.connect()
+            self.settings = _preflight(self.client, self.settings, self.err)
+            _check_image(self.client, self.settings.image)
+        else:  # a batch checked the engine once for all its runs (one client, fewer round trips)
+            self.client = self.checked.client
+            self.settings = replace(self.settings, hardening=self.checked.hardening)
         if self.settings.image != IMAGE:  # --image: a lab's own, built FROM ours
             image.check_lab_image(self.client, self.settings.image)
         if self.settings.needs is not None:  # built (once) or reused here, before the key is read
