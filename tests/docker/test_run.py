@@ -246,6 +246,10 @@ def test_missing_script_is_a_usage_error(docker_client):
     assert done.stderr.strip() == "qsandbox: script not found: /nonexistent/script.py: give the path of a Python file"
 
 
+@pytest.mark.skipif(
+    bool(os.environ.get("QSANDBOX_TESTS_SHARED_ENGINE")),
+    reason="`qsandbox sweep` removes every labelled object: on a shared engine, other people's live runs",
+)
 def test_sweep_removes_leftovers(image, docker_client):
     from qsandbox.launcher.settings import LABEL
 
