@@ -661,12 +661,28 @@ def platform_down(ctx: click.Context) -> None:
     "for the engine-restart path. It disturbs every container on the engine.",
 )
 @click.option("--allow-no-limits", is_flag=True, help="Passed to every run (see `qsandbox run --help`).")
+@click.option(
+    "--allow-unsearched",
+    "allow_unsearched",
+    multiple=True,
+    metavar="PLACE",
+    help="Accept that PLACE cannot be searched here (repeatable; e.g. data-root for an ordinary user "
+    "of a rootful engine). The places' names are listed in the audit's output.",
+)
 @click.pass_context
-def audit(ctx: click.Context, paths: tuple[str, ...], restart_engine: str | None, allow_no_limits: bool) -> None:
+def audit(
+    ctx: click.Context,
+    paths: tuple[str, ...],
+    restart_engine: str | None,
+    allow_no_limits: bool,
+    allow_unsearched: tuple[str, ...],
+) -> None:
     """Send a canary key through real runs and search every place a key could leak.
 
-    Prints each place searched and its number of hits; exits 1 on any hit, or when a path was not
-    taken as asked (wrong exit code, or the script never saw the key): its search proves nothing.
+    Prints each place: searched (with its hits), skipped (absent here, with the reason) or NOT
+    SEARCHED. Exits 1 on any hit, or when a path was not taken as asked (wrong exit code, or the
+    script never saw the key): its search proves nothing; exits 125 with NOT A PASS when a place
+    could not be searched, unless accepted with --allow-unsearched.
     """
     from . import engine
     from .audit import ENGINE_RESTART, EXIT_PATHS
@@ -681,6 +697,7 @@ def audit(ctx: click.Context, paths: tuple[str, ...], restart_engine: str | None
             say=click.echo,
             restart_engine=restart_engine,
             run_options=("--allow-no-limits",) if allow_no_limits else (),
+            allow_unsearched=allow_unsearched,
         )
     except QsandboxError as e:
         _fail(e, ctx.obj["debug"])
