@@ -169,6 +169,7 @@ class Place:
             return (
                 f"NOT SEARCHED {self.name}: could not read {shown}; "
                 f"{len(self.hits)} hit(s) in the {self.searched} searched{detail}{left}"
+                + (f" [--allow-unsearched {self.key}]" if self.key else "")
             )
         return f"{len(self.hits)} hit(s) in {self.name}: {self.searched} searched{detail}{left}"
 
