@@ -75,11 +75,11 @@ def _pin_tls(api: docker.APIClient) -> None:
     api.merge_environment_settings = pinned  # type: ignore[method-assign]  # per instance, for this engine only
 
 
-SSH_IDLE_CONNECTIONS = 4  # ssh channels (or ssh processes) kept open between requests
+SSH_IDLE_CONNECTIONS = 2  # paramiko ssh channels kept open between requests (sshd allows 10 sessions)
 
 
 def _one_ssh_pool(api: docker.APIClient) -> None:
-    """Over ssh:// with paramiko, keep at most SSH_IDLE_CONNECTIONS channels open between requests.
+    """Over ssh:// with paramiko, keep at most SSH_IDLE_CONNECTIONS idle channels open between requests.
 
     docker-py keeps one connection pool per request URL there (up to 9 of them, each holding its
     ssh session channel open on the one paramiko connection). With a run's long-lived streams
