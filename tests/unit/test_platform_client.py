@@ -307,6 +307,52 @@ def test_circuit_too_large_fails_as_a_job_error_and_the_platform_lives_on(svc): 
     assert_bell(small.result()[0].data.meas.get_counts(), 200)
 
 
+def test_measuring_every_qubit_of_a_wide_device_runs_in_independent_parts(svc):  # type: ignore[no-untyped-def]
+    """A Bell pair measured with all 27 qubits of fake_kolkata: 27 qubits do not fit this emulator's
+    256 MiB as one state, but the 25 idle ones are independent of the pair and of each other."""
+    from qiskit_ibm_runtime import SamplerV2
+
+    backend = svc.backend("fake_kolkata")
+    circuit = bell(backend, measure=False)
+    circuit.measure_all()  # after transpiling: every physical qubit is measured
+    assert circuit.num_clbits == 27
+    started = time.monotonic()
+    bits = SamplerV2(mode=backend).run([circuit], shots=2000).result()[0].data.meas
+    assert time.monotonic() - started < 60
+    array = bits.to_bool_array(order="little")  # column q is physical qubit q
+    pair = [circuit.layout.final_index_layout()[i] for i in (0, 1)]
+    agree = np.mean(array[:, pair[0]] == array[:, pair[1]])
+    ones = np.mean(array[:, pair[0]])
+    assert agree > 0.85 and 0.35 < ones < 0.65, (agree, ones)
+    idle = [q for q in range(27) if q not in pair]
+    flips = array[:, idle].mean(axis=0)
+    readout = backend.target["measure"]
+    assert flips.max() < 0.12 and flips.mean() < 0.05  # |0>, read out through readout errors
+    assert flips.mean() > 0.2 * np.mean([readout[(q,)].error for q in idle])  # ... which are simulated
+
+
+def test_executor_sampler_with_twirling_runs_samplex_items(svc):  # type: ignore[no-untyped-def]
+    """(a) the client-side Sampler with gate twirling sends samplex items: they must run."""
+    from qiskit.circuit import Parameter
+    from qiskit_ibm_runtime.executor_sampler import Sampler
+    from qiskit_ibm_runtime.options_models import SamplerOptions
+
+    backend = svc.backend("fake_manila")
+    theta = Parameter("theta")
+    circuit = QuantumCircuit(2)
+    circuit.rx(theta, 0)
+    circuit.cx(0, 1)
+    circuit.measure_all()
+    isa = generate_preset_pass_manager(optimization_level=1, backend=backend).run(circuit)
+    options = SamplerOptions()
+    options.twirling.enable_gates = True
+    options.default_shots = 500
+    job = Sampler(backend, options).run([(isa, [[0.0], [np.pi]])])
+    result = job.result()
+    counts = [result[0].data.meas[i].get_counts() for i in range(2)]
+    assert counts[0].get("00", 0) > 400 and counts[1].get("11", 0) > 400, counts
+
+
 def test_job_that_kills_its_simulation_fails_with_a_message():  # type: ignore[no-untyped-def]
     """A simulation process that dies (OOM killer: SIGKILL) fails its job and says why."""
     from qsandbox.platform.state import _death_reason

@@ -27,7 +27,6 @@ import uvicorn
 from pydantic.warnings import UnsupportedFieldAttributeWarning
 
 from ..common.platform_constants import HOSTNAMES
-from .app import PlatformConfig, create_app
 from .tls import make_tls
 
 READY_LINE = "qsandbox-platform ready"
@@ -51,6 +50,8 @@ def serve(args: argparse.Namespace) -> int:
     # warm-up thread (qiskit's own catch_warnings) can undo mid-request: the warning is known
     # noise, so it is ignored for the whole process rather than raced for.
     warnings.filterwarnings("ignore", category=UnsupportedFieldAttributeWarning)
+    from .app import PlatformConfig, create_app  # Qiskit and Aer: not needed for --help
+
     platform_config = PlatformConfig.from_env()
     if args.queue_time is not None:
         platform_config = dataclasses.replace(platform_config, queue_time=args.queue_time)

@@ -29,10 +29,10 @@ from qiskit.primitives.containers.estimator_pub import EstimatorPub  # type: ign
 from qiskit.primitives.containers.observables_array import ObservablesArray  # type: ignore[import-untyped]
 from qiskit.primitives.containers.sampler_pub import SamplerPub  # type: ignore[import-untyped]
 from qiskit.quantum_info import SparsePauliOp  # type: ignore[import-untyped]
-from qiskit_aer.primitives import SamplerV2 as AerSampler  # type: ignore[import-untyped]
+from qiskit_aer import AerSimulator  # type: ignore[import-untyped]
 from qiskit_ibm_runtime import RuntimeDecoder, RuntimeEncoder  # type: ignore[import-untyped]
 from qiskit_ibm_runtime.execution_span import DoubleSliceSpan, ExecutionSpans  # type: ignore[import-untyped]
-from qiskit_ibm_runtime.fake_provider.executor.run_quantum_program import run_quantum_program  # type: ignore[import-untyped]
+from qiskit_ibm_runtime.fake_provider.executor import run_quantum_program as rqp_module  # type: ignore[import-untyped]
 from qiskit_ibm_runtime.options_models.simulator import SimulatorOptions  # type: ignore[import-untyped]
 from qiskit_ibm_runtime.quantum_program.converters.converters_2_0 import passthrough_data_to_2_0  # type: ignore[import-untyped]
 from qiskit_ibm_runtime.quantum_program.params_converters import (  # type: ignore[import-untyped]
@@ -46,6 +46,17 @@ PROGRAMS = ("sampler", "estimator", "executor")
 
 DEFAULT_SHOTS = 4096
 DEFAULT_PRECISION = 0.015625
+
+
+run_quantum_program = rqp_module.run_quantum_program
+
+
+class _SplitSamplerFactory:
+    def __init__(self, device: Device) -> None:
+        self._device = device
+
+    def from_backend(self, _backend: Any, seed: int | None = None) -> simulation.SplitSampler:
+        return simulation.SplitSampler(self._device.target, seed, self._device.name)
 
 
 class ProgramError(Exception):
@@ -156,8 +167,7 @@ def run_sampler(params: dict[str, Any], device: Device, logs: list[str]) -> str:
     notes = not_simulated("sampler", options)
     logs.extend(notes)
     start = _now()
-    sampler = AerSampler.from_backend(_simulator(device, qubits, _seed(options)), seed=_seed(options))
-    raw = sampler.run(pubs).result()
+    raw = simulation.SplitSampler(device.target, _seed(options), device.name).run(pubs).result()
     stop = _now()
     results = [
         SamplerPubResult(res.data, metadata={"circuit_metadata": pub.circuit.metadata})
@@ -279,9 +289,12 @@ def run_executor(params: dict[str, Any], device: Device, logs: list[str]) -> str
             raise ProgramError(
                 f"The circuit has {item.circuit.num_qubits} qubits, more than the {device.num_qubits} of {device.name}."
             )
-    qubits = set().union(*(simulation.touched_qubits(item.circuit) for item in program.items))
+    seed = (params.get("options") or {}).get("simulator", {}).get("seed_simulator")
     start = _now()
-    result = run_quantum_program(_simulator(device, qubits, None), program, SimulatorOptions())
+    # run_quantum_program makes its sampler with `AerSamplerV2.from_backend(backend, seed=)`: in this
+    # forked child only, that name is pointed at the splitting sampler of this device.
+    rqp_module.AerSamplerV2 = _SplitSamplerFactory(device)
+    result = run_quantum_program(AerSimulator(), program, SimulatorOptions(seed_simulator=seed))
     stop = _now()
     parts = []
     for idx, item in enumerate(program.items):

@@ -11,8 +11,10 @@ after a 3-qubit circuit). An untouched qubit is in ``|0>``: its ``I`` and ``Z`` 
 (``Z`` read through the device's readout error, 1 - 2p), ``X`` and ``Y`` are 0, so the term is
 scaled or dropped analytically rather than by simulating the qubit.
 
-A circuit that touches more qubits than the memory left can hold as a state vector fails as a job
-error that says so, before Aer is asked to allocate it.
+Sampling goes further (``SplitSampler``): qubits that no multi-qubit instruction joins are
+independent, noise included, so a circuit measuring every qubit of a device is sampled in parts
+that each fit. A part (or an estimator circuit) that touches more qubits than the memory left can
+hold as a state vector fails as a job error that says so, before Aer is asked to allocate it.
 """
 
 from __future__ import annotations
@@ -23,11 +25,15 @@ from typing import Any
 
 import numpy as np
 from qiskit import QuantumCircuit  # type: ignore[import-untyped]
+from qiskit.primitives import PrimitiveResult, SamplerPubResult  # type: ignore[import-untyped]
+from qiskit.primitives.containers import DataBin  # type: ignore[import-untyped]
+from qiskit.primitives.containers.sampler_pub import SamplerPub  # type: ignore[import-untyped]
 from qiskit.providers import BackendV2, Options  # type: ignore[import-untyped]
 from qiskit.quantum_info import SparsePauliOp  # type: ignore[import-untyped]
 from qiskit.transpiler import Target  # type: ignore[import-untyped]
 from qiskit_aer import AerSimulator  # type: ignore[import-untyped]
 from qiskit_aer.noise import NoiseModel  # type: ignore[import-untyped]
+from qiskit_aer.primitives import SamplerV2 as AerSampler  # type: ignore[import-untyped]
 
 _NOT_TOUCHING = frozenset({"barrier"})
 STATE_BYTES_PER_AMPLITUDE = 16  # complex128
@@ -146,10 +152,14 @@ def check_fits(qubits: int, backend_name: str) -> int:
     return max(int(available * 0.9) >> 20, 1)
 
 
+def noise_model(target: Target, qubits: Iterable[int]) -> NoiseModel:
+    """The device's noise (gate, readout, relaxation errors) on ``qubits`` only."""
+    return NoiseModel.from_backend(_SubBackend(restricted_target(target, qubits), "restricted"))
+
+
 def simulator(target: Target, qubits: Iterable[int], seed: int | None = None) -> AerSimulator:
     """Noisy Aer simulator with the device's errors on ``qubits`` only (physical indices)."""
-    noise = NoiseModel.from_backend(_SubBackend(restricted_target(target, qubits), "restricted"))
-    sim = AerSimulator(noise_model=noise, seed_simulator=seed)
+    sim = AerSimulator(noise_model=noise_model(target, qubits), seed_simulator=seed)
     sim.set_max_qubits(max(target.num_qubits, 1))
     return sim
 
@@ -193,3 +203,134 @@ def readout_errors(target: Target) -> dict[int, float]:
         if qargs and prop is not None and prop.error is not None:
             errors[qargs[0]] = float(prop.error)
     return errors
+
+
+def components(circuit: QuantumCircuit) -> list[set[int]] | None:
+    """Touched qubits grouped by the multi-qubit instructions that join them.
+
+    ``None`` when the circuit cannot be split: classical feed-forward (control flow, conditions),
+    a classical bit written more than once, or instructions with classical inputs.
+    """
+    parent: dict[int, int] = {}
+
+    def find(q: int) -> int:
+        while parent.setdefault(q, q) != q:
+            parent[q] = parent[parent[q]]
+            q = parent[q]
+        return q
+
+    written: set[int] = set()
+    for instruction in circuit.data:
+        operation = instruction.operation
+        if operation.name in _NOT_TOUCHING:
+            continue
+        if getattr(operation, "blocks", None) or getattr(operation, "condition", None) is not None:
+            return None
+        for clbit in instruction.clbits:
+            index = circuit.find_bit(clbit).index
+            if index in written or operation.name != "measure":
+                return None
+            written.add(index)
+        qubits = [circuit.find_bit(q).index for q in instruction.qubits]
+        root = find(qubits[0])
+        for q in qubits[1:]:
+            parent[find(q)] = root
+    groups: dict[int, set[int]] = {}
+    for q in list(parent):
+        groups.setdefault(find(q), set()).add(q)
+    return sorted(groups.values(), key=min)
+
+
+def batches(groups: list[set[int]], size: int) -> list[set[int]]:
+    """Pack components into batches of at most ``size`` qubits (a larger component stays whole)."""
+    packed: list[set[int]] = []
+    for group in sorted(groups, key=len, reverse=True):
+        for batch in packed:
+            if len(batch) + len(group) <= size:
+                batch |= group
+                break
+        else:
+            packed.append(set(group))
+    return packed
+
+
+def part_of(circuit: QuantumCircuit, qubits: set[int]) -> QuantumCircuit:
+    """The instructions of ``circuit`` on ``qubits`` only; same width, bits and parameters.
+
+    Parameters that only the left-out instructions use are kept in the global phase, which no
+    measurement sees, so the same parameter bindings apply to every part.
+    """
+    part = circuit.copy_empty_like()
+    for instruction in circuit.data:
+        if instruction.operation.name in _NOT_TOUCHING:
+            continue
+        if qubits.issuperset(circuit.find_bit(q).index for q in instruction.qubits):
+            part._append(instruction)
+    missing = [p for p in circuit.parameters if p not in part.parameters]
+    if missing:
+        part.global_phase = part.global_phase + sum(missing[1:], missing[0])
+    return part
+
+
+SPLIT_ABOVE = 12
+"""Circuits touching more qubits than this run as independent parts when they can be split."""
+
+
+class _Done:
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def result(self) -> Any:
+        return self._value
+
+
+class SplitSampler:
+    """Aer's SamplerV2 on a device's noise, simulating only touched qubits, in independent parts.
+
+    Qubits that no multi-qubit instruction joins evolve independently, noise included (every
+    error of the device model is local to a gate's qubits or a measurement). A wide circuit of
+    such parts (a samplex measuring every qubit of a 156-qubit device, ``measure_all`` after a
+    2-qubit circuit) is sampled part by part, each on its own simulator and seed, and the bits
+    are put together: the joint distribution is exactly the product of the parts'.
+    """
+
+    def __init__(self, target: Target, seed: int | None, backend_name: str) -> None:
+        self._target = target
+        self._seed = seed
+        self._name = backend_name
+        self._runs = 0
+        self._noise: dict[frozenset[int], NoiseModel] = {}
+
+    def _sample(self, circuit: QuantumCircuit, pub: Any, qubits: set[int]) -> Any:
+        memory_mb = check_fits(len(qubits), self._name)
+        seed = None if self._seed is None else self._seed + self._runs
+        self._runs += 1
+        key = frozenset(qubits or {0})
+        noise = self._noise.get(key)
+        if noise is None:
+            noise = self._noise[key] = noise_model(self._target, key)
+        sim = AerSimulator(noise_model=noise, seed_simulator=seed, max_memory_mb=memory_mb)
+        sim.set_max_qubits(max(self._target.num_qubits, 1))
+        sampler = AerSampler.from_backend(sim, seed=seed)
+        return sampler.run([SamplerPub(circuit, pub.parameter_values, pub.shots)]).result()[0]
+
+    def run_pub(self, pub: Any) -> Any:
+        circuit = pub.circuit
+        touched = touched_qubits(circuit)
+        groups = components(circuit) if len(touched) > SPLIT_ABOVE else None
+        if groups is None or len(groups) == 1:
+            return self._sample(circuit, pub, touched)
+        widest = max(len(g) for g in groups)
+        check_fits(widest, self._name)
+        parts = [self._sample(part_of(circuit, batch), pub, batch) for batch in batches(groups, max(widest, 8))]
+        data = {}
+        for name in parts[0].data:
+            combined = parts[0].data[name]
+            for part in parts[1:]:
+                combined = combined | part.data[name]  # each classical bit is written by one part
+            data[name] = combined
+        return SamplerPubResult(DataBin(**data, shape=pub.shape), metadata=parts[0].metadata)
+
+    def run(self, pubs: Iterable[Any], *, shots: int | None = None) -> _Done:
+        coerced = [SamplerPub.coerce(pub, shots) for pub in pubs]
+        return _Done(PrimitiveResult([self.run_pub(pub) for pub in coerced], metadata={"version": 2}))

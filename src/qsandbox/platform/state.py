@@ -30,6 +30,7 @@ from typing import Any
 
 from .backends import Device
 from .programs import Outcome, ProgramError, run_program
+from .simulation import TooLarge
 
 log = logging.getLogger(__name__)
 
@@ -345,7 +346,7 @@ def _child(sender: Any, program_id: str, body: str, device: Device) -> None:
     """In the forked child: run the program and send its ``Outcome`` back."""
     try:
         out = run_program(program_id, body, device)
-    except ProgramError as ex:
+    except (ProgramError, TooLarge) as ex:
         out = Outcome(None, str(ex))
     except MemoryError:
         out = Outcome(None, "Job failed during execution: the simulation ran out of memory")
