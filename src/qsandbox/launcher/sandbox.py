@@ -48,6 +48,10 @@ def mismatches(settings: RunSettings, attrs: dict[str, Any]) -> list[str]:
     if mounts != _expected_mounts(settings):
         found.append(f"mounts: engine has {mounts!r}, wanted {_expected_mounts(settings)!r}")
     network = (attrs.get("HostConfig") or {}).get("NetworkMode")
+    joined = list(((attrs.get("NetworkSettings") or {}).get("Networks") or {}).keys())
+    if settings.hardening.podman and network == "bridge":
+        # Podman reports NetworkMode "bridge" for any bridge network; the one joined is listed here.
+        network = joined[0] if len(joined) == 1 else f"bridge {joined}"
     if settings.network and network != settings.network:
         found.append(f"network: engine has {network!r}, wanted {settings.network!r}")
     config = attrs.get("Config") or {}
