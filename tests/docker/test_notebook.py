@@ -29,12 +29,13 @@ def notebook(path, *sources: str) -> str:
 BELL = """\
 from qiskit import QuantumCircuit
 from qiskit.transpiler import generate_preset_pass_manager
-from qiskit_ibm_runtime import QiskitRuntimeService, SamplerV2
+from qiskit_ibm_runtime import QiskitRuntimeService
+from qiskit_ibm_runtime.executor_sampler import Sampler
 backend = QiskitRuntimeService().least_busy(operational=True, simulator=False)
 qc = QuantumCircuit(2)
 qc.h(0); qc.cx(0, 1); qc.measure_all()
 isa = generate_preset_pass_manager(backend=backend, optimization_level=1).run(qc)
-counts = SamplerV2(mode=backend).run([isa], shots=1000).result()[0].data.meas.get_counts()
+counts = Sampler(mode=backend).run([isa], shots=1000).result()[0].data.meas.get_counts()
 print("counts:", dict(sorted(counts.items())))"""
 
 # Every socket in LISTEN state, from the kernel's own network namespace view.
