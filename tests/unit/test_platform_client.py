@@ -353,6 +353,40 @@ def test_executor_sampler_with_twirling_runs_samplex_items(svc):  # type: ignore
     assert counts[0].get("00", 0) > 400 and counts[1].get("11", 0) > 400, counts
 
 
+def test_noise_learner_returns_layer_errors_from_the_calibration(svc):  # type: ignore[no-untyped-def]
+    """(b) the `noise-learner` program: one Pauli-Lindblad model per unique layer, options echoed."""
+    from qiskit_ibm_runtime import NoiseLearner
+    from qiskit_ibm_runtime.options import NoiseLearnerOptions
+    from qiskit_ibm_runtime.utils.noise_learner_result import LayerError, PauliLindbladError
+
+    backend = svc.backend("ibm_fez")
+    one = QuantumCircuit(2)
+    one.cz(0, 1)
+    three = QuantumCircuit(3)
+    three.cz(0, 1)
+    three.cz(1, 2)
+    three.cz(0, 1)
+    circuits = generate_preset_pass_manager(optimization_level=0, backend=backend).run([one, three])
+    options = NoiseLearnerOptions()
+    options.layer_pair_depths = [0, 1]
+    job = NoiseLearner(mode=backend, options=options).run(circuits)
+    result = job.result()
+    assert len(result) == 3  # cz(0,1) on {0,1}; cz(0,1) and cz(1,2) on {0,1,2}
+    for datum in result.data:
+        assert isinstance(datum, LayerError) and isinstance(datum.error, PauliLindbladError)
+        assert datum.circuit.num_qubits == len(datum.qubits) == datum.error.num_qubits
+        assert np.all(datum.error.rates > 0) and np.all(datum.error.rates < 0.01)
+    first = result.data[0]
+    pair_rate = backend.target["cz"][tuple(first.qubits)].error / 15
+    assert np.isclose(first.error.rates.max(), pair_rate)
+    assert result.metadata["backend"] == "ibm_fez"
+    assert result.metadata["input_options"]["layer_pair_depths"] == [0, 1]
+    assert result.metadata["input_options"]["max_layers_to_learn"] == 4
+    options.max_layers_to_learn = 1
+    assert len(NoiseLearner(mode=backend, options=options).run(circuits).result()) == 1
+    assert "noise learning not run" in job.logs()
+
+
 def test_job_that_kills_its_simulation_fails_with_a_message():  # type: ignore[no-untyped-def]
     """A simulation process that dies (OOM killer: SIGKILL) fails its job and says why."""
     from qsandbox.platform.state import _death_reason

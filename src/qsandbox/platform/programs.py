@@ -24,11 +24,12 @@ from ibm_quantum_schemas.executor.version_2_0 import (  # type: ignore[import-un
     QuantumProgramResultItemModel,
     QuantumProgramResultModel,
 )
+from qiskit import QuantumCircuit  # type: ignore[import-untyped]
 from qiskit.primitives import BackendEstimatorV2, PrimitiveResult, PubResult, SamplerPubResult  # type: ignore[import-untyped]
 from qiskit.primitives.containers.estimator_pub import EstimatorPub  # type: ignore[import-untyped]
 from qiskit.primitives.containers.observables_array import ObservablesArray  # type: ignore[import-untyped]
 from qiskit.primitives.containers.sampler_pub import SamplerPub  # type: ignore[import-untyped]
-from qiskit.quantum_info import SparsePauliOp  # type: ignore[import-untyped]
+from qiskit.quantum_info import PauliList, SparsePauliOp  # type: ignore[import-untyped]
 from qiskit_aer import AerSimulator  # type: ignore[import-untyped]
 from qiskit_ibm_runtime import RuntimeDecoder, RuntimeEncoder  # type: ignore[import-untyped]
 from qiskit_ibm_runtime.execution_span import DoubleSliceSpan, ExecutionSpans  # type: ignore[import-untyped]
@@ -42,7 +43,17 @@ from qiskit_ibm_runtime.quantum_program.params_converters import (  # type: igno
 from . import simulation
 from .backends import Device
 
-PROGRAMS = ("sampler", "estimator", "executor")
+PROGRAMS = ("sampler", "estimator", "executor", "noise-learner")
+
+NOISE_LEARNER_DEFAULTS: dict[str, Any] = {
+    "max_execution_time": None,
+    "max_layers_to_learn": 4,
+    "shots_per_randomization": 128,
+    "num_randomizations": 32,
+    "layer_pair_depths": [0, 1, 2, 4, 16, 32],
+    "twirling_strategy": "active-accum",
+}
+"""The service's defaults, reported back in the result's ``input_options``."""
 
 DEFAULT_SHOTS = 4096
 DEFAULT_PRECISION = 0.015625
@@ -317,6 +328,93 @@ def run_executor(params: dict[str, Any], device: Device, logs: list[str]) -> str
     return str(model.model_dump_json())
 
 
+def _layers(circuit: Any) -> list[tuple[tuple[tuple[str, tuple[int, ...]], ...], tuple[int, ...]]]:
+    """The circuit's layers of two-qubit gates (greedy, in order), each with the circuit's qubits."""
+    qubits = tuple(sorted(simulation.touched_qubits(circuit)))
+    layers: list[list[tuple[str, tuple[int, ...]]]] = []
+    busy: list[set[int]] = []
+    depth: dict[int, int] = {}
+    for instruction in circuit.data:
+        indices = tuple(circuit.find_bit(q).index for q in instruction.qubits)
+        if instruction.operation.name in ("barrier", "delay") or len(indices) < 2:
+            continue
+        level = max(depth.get(q, 0) for q in indices)
+        while level < len(busy) and busy[level] & set(indices):
+            level += 1
+        if level == len(layers):
+            layers.append([])
+            busy.append(set())
+        layers[level].append((instruction.operation.name, indices))
+        busy[level] |= set(indices)
+        for q in indices:
+            depth[q] = level + 1
+    return [(tuple(sorted(layer)), qubits) for layer in layers]
+
+
+def _pauli(n: int, ops: dict[int, str]) -> str:
+    """Label of the ``n``-qubit Pauli with ``ops`` (qubit -> letter) and identity elsewhere."""
+    return "".join(ops.get(n - 1 - i, "I") for i in range(n))
+
+
+def run_noise_learner(params: dict[str, Any], device: Device, logs: list[str]) -> str:
+    """Layer errors as the device's calibration gives them; nothing is learned by experiment.
+
+    Each unique layer of two-qubit gates (with the qubits of its circuit) gets a sparse
+    Pauli-Lindblad model: the weight-1 Paulis of every qubit and the weight-2 Paulis of every
+    gate pair, with the device's gate errors spread over them as a depolarizing channel would be.
+    """
+    options = dict(params.get("options") or {})
+    options.pop("support_qiskit", None)
+    input_options = {**NOISE_LEARNER_DEFAULTS, **{k: v for k, v in options.items() if k != "experimental"}}
+    limit = input_options.get("max_layers_to_learn")
+    circuits = params.get("circuits") or []
+    if not isinstance(circuits, list) or not all(isinstance(c, QuantumCircuit) for c in circuits):
+        raise ProgramError("Invalid noise-learner input: circuits must be a list of circuits.")
+    target = device.target
+    unique: list[tuple[tuple[tuple[str, tuple[int, ...]], ...], tuple[int, ...]]] = []
+    for circuit in circuits:
+        for layer in _layers(circuit):
+            if layer not in unique:
+                unique.append(layer)
+    if limit is not None:
+        unique = unique[: max(int(limit), 0)]
+    data = []
+    for gates, qubits in unique:
+        local = {q: i for i, q in enumerate(qubits)}
+        n = len(qubits)
+        layer_circuit = QuantumCircuit(n)
+        generators: list[str] = []
+        rates: list[float] = []
+        single: dict[int, float] = {}  # weight-1 rate per qubit
+
+        for name, pair in gates:
+            layer_circuit.append(target.operation_from_name(name), [local[q] for q in pair])
+            props = target[name].get(pair) if name in target.operation_names else None
+            error = float(props.error) if props is not None and props.error is not None else 0.01
+            for q in pair:
+                single[q] = error / 15  # 6 of a two-qubit depolarizing channel's 15 Paulis
+            for a in "XYZ":
+                for b in "XYZ":
+                    generators.append(_pauli(n, {local[pair[0]]: a, local[pair[1]]: b}))
+                    rates.append(error / 15)
+        for q in qubits:
+            if q not in single:  # idle in this layer: a single-qubit gate's worth of error
+                props = target["sx"].get((q,)) if "sx" in target.operation_names else None
+                single[q] = (float(props.error) if props is not None and props.error is not None else 0.0) / 3
+            for a in "XYZ":
+                generators.append(_pauli(n, {local[q]: a}))
+                rates.append(single[q])
+        error_model = {"generators": PauliList(generators), "rates": np.array(rates)}
+        data.append([{"circuit": layer_circuit, "qubits": list(qubits)}, error_model])
+    logs.append(
+        "noise learning not run: each layer's Pauli-Lindblad rates come from the device's calibrated "
+        "gate errors, spread as a depolarizing channel would spread them"
+    )
+    return json.dumps(
+        {"data": data, "metadata": {"backend": device.name, "input_options": input_options}}, cls=RuntimeEncoder
+    )
+
+
 def run_program(program_id: str, body: str, device: Device) -> Outcome:
     """Run one job (``body`` is the raw ``POST /jobs`` JSON): its results JSON and log lines.
 
@@ -324,6 +422,11 @@ def run_program(program_id: str, body: str, device: Device) -> Outcome:
     """
     payload = json.loads(body, cls=RuntimeDecoder if program_id != "executor" else None)
     params = payload.get("params") or {}
-    runner = {"sampler": run_sampler, "estimator": run_estimator, "executor": run_executor}
+    runner = {
+        "sampler": run_sampler,
+        "estimator": run_estimator,
+        "executor": run_executor,
+        "noise-learner": run_noise_learner,
+    }
     logs: list[str] = []
     return Outcome(runner[program_id](params, device, logs), None, logs)
