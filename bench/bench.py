@@ -16,9 +16,11 @@ import pty
 import resource
 import secrets
 import select
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -123,6 +125,40 @@ def bench_noop(runs: int) -> dict:
         "launcher_cpu_s_median": median([o[1] for o in ours]),
         "launcher_peak_rss_mib_max": max(o[2] for o in ours) / 1024,
         "docker_cli_cpu_s_median": median([f[1] for f in floor]),
+    }
+
+
+def bench_transfer(runs: int) -> dict:
+    """What sending inputs costs: the no-op script alone, and with a 10 MiB data directory
+    (--workdir), run after run alternately so the machine's drift hits both alike."""
+    with tempfile.TemporaryDirectory(prefix="qsandbox-bench-") as d:
+        work = Path(d)
+        shutil.copy(SCRIPTS / "noop.py", work / "noop.py")
+        (work / "data").mkdir()
+        for i in range(10):
+            (work / "data" / f"part{i}.bin").write_bytes(os.urandom(1 << 20))
+        small, big = [], []
+        for _ in range(runs):
+            small.append(timed([*LAUNCHER, str(work / "noop.py")], key())[0])
+            big.append(timed([*LAUNCHER, "--workdir", str(work), str(work / "noop.py")], key())[0])
+    return {
+        "small_median_s": median(small),
+        "data_10mib_median_s": median(big),
+        "cost_10mib_s": median(big) - median(small),
+        "ratio": median(big) / median(small),
+    }
+
+
+def bench_egress(runs: int) -> dict:
+    """What the egress proxy costs a no-op run: --network allowlist (default) against open."""
+    allow, open_ = [], []
+    for _ in range(runs):
+        allow.append(timed([*LAUNCHER, str(SCRIPTS / "noop.py")], key())[0])
+        open_.append(timed([*LAUNCHER, "--network", "open", str(SCRIPTS / "noop.py")], key())[0])
+    return {
+        "allowlist_median_s": median(allow),
+        "open_median_s": median(open_),
+        "ratio": median(allow) / median(open_),
     }
 
 
@@ -338,6 +374,8 @@ def main() -> int:
         ("noop", lambda: bench_noop(args.runs)),
         ("first_line", lambda: bench_first_line(args.runs)),
         ("teardown", lambda: bench_teardown(client, max(3, args.runs // 2))),
+        ("transfer", lambda: bench_transfer(max(3, args.runs // 2))),
+        ("egress", lambda: bench_egress(max(3, args.runs // 2))),
         ("throughput", bench_throughput),
         ("sdk_floor", lambda: bench_sdk_floor(args.runs)),
         ("batch", lambda: bench_batch(max(2, args.runs // 3), before=args.before)),
@@ -360,6 +398,18 @@ def main() -> int:
 
 def report(out: dict) -> None:
     """The table: only the rows whose steps ran."""
+    if "transfer" in out:
+        t = out["transfer"]
+        print(
+            f"{'no-op run: script alone / with a 10 MiB --workdir':50} {t['small_median_s']:7.3f}s "
+            f"{t['data_10mib_median_s']:7.3f}s {t['ratio']:7.2f}"
+        )
+    if "egress" in out:
+        e = out["egress"]
+        print(
+            f"{'no-op run: --network allowlist / open':50} {e['allowlist_median_s']:7.3f}s "
+            f"{e['open_median_s']:7.3f}s {e['ratio']:7.2f}"
+        )
     if "sdk_floor" in out:
         f = out["sdk_floor"]
         print(f"{'measure':50} {'qsandbox':>9} {'floor':>9} {'ratio':>7}")
