@@ -326,9 +326,13 @@ class Store:
                 self.cancel(job)
 
     def shutdown(self) -> None:
-        """Cancel queued jobs and stop the pool (running simulations finish)."""
+        """Cancel every job not yet final (a running simulation is killed) and stop the pool.
+
+        Otherwise the interpreter's exit would wait for the pool's threads, and so for every
+        simulation still running, however long.
+        """
         for job in self.jobs():
-            if job.status == QUEUED:
+            if job.status in (QUEUED, RUNNING):
                 self.cancel(job)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
