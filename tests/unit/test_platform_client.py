@@ -490,3 +490,25 @@ def test_queue_time_option_and_environment(tmp_path):  # type: ignore[no-untyped
         [sys.executable, "-m", "qsandbox.platform", "serve", "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert re.search(r"--queue-time\s+SECONDS", help_text)
+
+
+def test_shutdown_kills_running_simulations(tmp_path):  # type: ignore[no-untyped-def]
+    """Stopping the emulator must not wait for a long simulation: running jobs are cancelled."""
+    import multiprocessing
+
+    from qsandbox.platform.state import CANCELLED, RUNNING, Job, Store
+
+    store = Store()
+    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(600,), daemon=True)
+    child.start()
+    job = Job(
+        id="j", program_id="sampler", backend="b", crn="c", body="", params={}, session_id=None, tags=[], private=False
+    )
+    job.status = RUNNING
+    store._jobs[job.id] = job
+    store._children[job.id] = child
+    started = time.monotonic()
+    store.shutdown()
+    child.join(timeout=10)
+    assert not child.is_alive() and time.monotonic() - started < 10
+    assert job.status == CANCELLED
