@@ -202,12 +202,12 @@ def test_signal_mid_batch_tears_down_every_sandbox(image, canary, docker_client,
     proc.stdin = None  # communicate() below must not flush it
     seen: set[str] = set()
     deadline = time.monotonic() + 120
-    while len(seen) < 3 and time.monotonic() < deadline:
+    while len(seen) < 6 and time.monotonic() < deadline:  # 3 running, 3 made ready ahead (--ahead 3)
         running = _labelled(docker_client, {"status": "running"})
         mine = [c for c in running if c.id not in before and c.name == f"qsandbox-{c.labels[sandbox.LABEL]}"]
         seen |= {c.labels[sandbox.LABEL] for c in mine}
         time.sleep(0.2)
-    assert len(seen) >= 3, "three sandboxes never ran at once"
+    assert len(seen) >= 6, "six sandboxes were never live at once"
     time.sleep(3)  # the scripts are running
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=90)

@@ -133,8 +133,6 @@ class BatchResult:
             f"qsandbox: batch {self.batch_id}: {len(self.scripts)} scripts: {passed} passed, {failed} failed, "
             f"{not_run} not run in {self.duration:.2f}s; exit {self.exit_code}{why}"
         )
-        if self.revocation is not None:
-            lines.append(self.revocation.line())
         if self.leftovers:
             lines.append("LEFT BEHIND: " + ", ".join(self.leftovers) + " (run `qsandbox sweep`)")
         return "\n".join(lines)
@@ -174,6 +172,62 @@ class _LineWriter(io.BytesIO):
         return len(data)
 
 
+class _Turns:
+    """The batch's slots, taken in the scripts' order: a run takes one before its key goes in and
+    gives it back when it ends, so sandboxes made ready ahead never overtake an earlier script.
+
+    With --fail-fast a slot is given back only once the batch has seen how the run ended
+    (`free()`), so no next script starts before a failure has stopped the batch. A run that ends
+    without taking its turn (an error, or ended while waiting) is skipped (`skip()`).
+    """
+
+    def __init__(self, slots: int, *, deferred: bool) -> None:
+        self.deferred = deferred
+        self._free, self._next, self._skipped = slots, 0, set[int]()
+        self._cond = threading.Condition()
+
+    def ticket(self, number: int) -> _Ticket:
+        return _Ticket(self, number)
+
+    def take(self, number: int, timeout: float | None) -> bool:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._next == number and self._free > 0, timeout):
+                return False
+            self._free -= 1
+            self._advance()
+            return True
+
+    def free(self) -> None:
+        with self._cond:
+            self._free += 1
+            self._cond.notify_all()
+
+    def skip(self, number: int) -> None:
+        with self._cond:
+            self._skipped.add(number)
+            self._advance()
+
+    def _advance(self) -> None:
+        self._next += 1
+        while self._next in self._skipped:
+            self._next += 1
+        self._cond.notify_all()
+
+
+class _Ticket:
+    """One run's place in the turns, with the acquire/release a Run's gate has."""
+
+    def __init__(self, turns: _Turns, number: int) -> None:
+        self.turns, self.number = turns, number
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return self.turns.take(self.number, timeout if timeout >= 0 else None)
+
+    def release(self) -> None:
+        if not self.turns.deferred:
+            self.turns.free()
+
+
 class Batch:
     """Scripts, each with its settings, run `jobs` at a time under one key."""
 
@@ -194,7 +248,7 @@ class Batch:
         # Sandboxes made ready ahead of their turn (created, verified, started, waiting for the key),
         # so a script starts the moment a slot frees instead of after an engine round trip or ten.
         self.ahead = self.jobs if ahead is None else max(0, ahead)
-        self._gate = threading.Semaphore(self.jobs)
+        self._turns = _Turns(self.jobs, deferred=fail_fast)
         self.revoke_after, self.out, self.err, self.prompt = revoke_after, out, err, prompt
         self.batch_id = sandbox.new_run_id()  # labels the batch's own emulator
         self.secret: Secret | None = None
@@ -254,6 +308,7 @@ class Batch:
         queue = list(enumerate(self.scripts))
         stopping = False
         owner: dict[Future[None], ScriptOutcome] = {}
+        owner_index: dict[Future[None], int] = {}
         with ThreadPoolExecutor(self.jobs + self.ahead, thread_name_prefix="qsandbox-batch") as pool:
             try:
                 while queue or self._live:
@@ -269,19 +324,20 @@ class Batch:
                             prompt=None,
                             driven=True,
                             platform=platform,
-                            gate=self._gate,
+                            gate=self._turns.ticket(index),
                             checked=checked,
                         )
                         future = pool.submit(self._one, run, outcomes[index], buffer)
                         with self._lock:
                             self._live[future] = run
                         owner[future] = outcomes[index]
+                        owner_index[future] = index
                     if not self._live:
                         break
                     done, _ = wait(list(self._live), timeout=POLL, return_when=FIRST_COMPLETED)
                     for future in done:
                         with self._lock:
-                            del self._live[future]
+                            run = self._live.pop(future)
                         future.result()  # a bug in a run (not a QsandboxError) surfaces here
                         outcome = owner.pop(future)
                         if outcome.ran:
@@ -289,6 +345,11 @@ class Batch:
                         if self.fail_fast and outcome.ran and not outcome.passed and not stopping:
                             stopping = True
                             self._cancel_waiting()
+                        number = owner_index.pop(future)
+                        if not run.gate_held:
+                            self._turns.skip(number)  # it never took its turn: later scripts may go
+                        elif self._turns.deferred:
+                            self._turns.free()  # after the fail-fast decision above
             except BaseException:
                 self._abort_all("interrupt")  # a bug: end every live run cleanly before the traceback
                 raise

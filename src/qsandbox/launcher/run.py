@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field, replace
-from typing import BinaryIO, cast
+from typing import BinaryIO, Protocol, cast
 
 import docker
 import docker.errors
@@ -73,6 +73,14 @@ class RunResult:
         why = f" ({self.aborted})" if self.aborted else ""
         refused = f"; egress refused: {self.egress_refused} (allow with --allow-host)" if self.egress_refused else ""
         return f"qsandbox: run {self.run_id} exit {self.exit_code}{why} in {self.duration:.2f}s; {state}{refused}"
+
+
+class Gate(Protocol):
+    """What `Run` needs of a batch's slots (threading.Semaphore has it)."""
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool: ...
+
+    def release(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -354,7 +362,7 @@ class Run:
         prompt: Callable[[], str] | None,
         driven: bool = False,
         platform: localplatform.LocalPlatform | None = None,
-        gate: threading.Semaphore | None = None,
+        gate: Gate | None = None,
         checked: EngineChecked | None = None,
     ) -> None:
         """`driven`: a batch runs this in a worker thread; its main thread owns the signals and calls
@@ -369,6 +377,7 @@ class Run:
         self._abort_forced = threading.Event()  # asked twice: stop waiting for the entry point
         self.gate, self.checked = gate, checked
         self._waited = 0.0  # seconds spent ready, waiting for the gate
+        self.gate_held = False  # it took a slot of the gate (and released it when it ended)
         self.settings = replace(settings, prewarm=self.local or source.interactive)
         self.source, self.out, self.err, self.prompt = source, out, err, prompt
         self.cleanup = Cleanup()
@@ -432,6 +441,7 @@ class Run:
         began = time.monotonic()
         while not self.gate.acquire(timeout=0.2):
             self._check_abort()
+        self.gate_held = True
         local.callback(self.gate.release)  # before the engine-side teardown: the next one may start
         self._waited = time.monotonic() - began
 
