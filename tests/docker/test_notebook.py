@@ -17,7 +17,7 @@ pytestmark = pytest.mark.docker
 
 
 def notebook(path, *sources: str) -> str:
-    cells = [{"cell_type": "markdown", "metadata": {}, "source": "# made by the test"}]
+    cells: list[dict[str, object]] = [{"cell_type": "markdown", "metadata": {}, "source": "# made by the test"}]
     cells += [
         {"cell_type": "code", "metadata": {}, "source": s, "outputs": [], "execution_count": None} for s in sources
     ]

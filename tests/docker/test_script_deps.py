@@ -76,7 +76,7 @@ def test_derived_image_keeps_the_hardening(image, docker_client):
     assert derived["Labels"][deps.DERIVED_LABEL] == docker_client.images.get(image).id
     # The doctor's probe, from inside the derived image, with the run's hardening.
     hardening = Hardening()
-    seen = doctor.probe(docker_client, hardening, tag)
+    seen: dict = doctor.probe(docker_client, hardening, tag)
     assert seen["uid"] == hardening.uid != 0 and seen["cap_eff"] == seen["cap_bnd"] == 0, seen
     assert seen["no_new_privs"] is True and seen["root_read_only"] is True and seen["core_limit"] == [0, 0], seen
     assert doctor._tmpfs_ok(seen["secret_dir"], hardening) == doctor._tmpfs_ok(seen["qiskit_dir"], hardening) == []
