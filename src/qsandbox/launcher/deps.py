@@ -15,6 +15,7 @@ import json
 import os
 import re
 import tarfile
+import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterable
@@ -302,7 +303,7 @@ def _save(uses: dict[str, float]) -> None:
     path = _state_file()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")  # a batch runs threads
         tmp.write_text(json.dumps(uses, indent=1, sort_keys=True))
         tmp.replace(path)
     except OSError:
