@@ -26,7 +26,7 @@ _TOKEN = re.compile(rb"[A-Za-z0-9_-]{40,}")
 _B64 = re.compile(rb"[A-Za-z0-9+/_-]{52,}={0,2}")
 _LENGTHS = range(44, 45)
 _OVERLAP = 4096  # a run crossing a chunk boundary is seen whole in the next chunk
-_SEEN = set()  # candidates already checked (memory holds many copies of the same strings)
+_SEEN: set[bytes] = set()  # candidates already checked (memory holds many copies of the same strings)
 
 
 def parse_target(arg):

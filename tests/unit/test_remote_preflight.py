@@ -60,8 +60,8 @@ def test_tcp_without_tls_is_a_warning_not_a_skip():
     access = by_name(preflight.findings(DOCKER, {"DOCKER_HOST": "tcp://10.0.0.1:2375"}))["engine access"]
     assert access.checked and "over the network" in (access.warning or "")
     # DOCKER_CERT_PATH alone turns TLS on, as in docker-py and the docker CLI
-    access = by_name(preflight.findings(DOCKER, {"DOCKER_HOST": "tcp://h:2376", "DOCKER_CERT_PATH": "/c"}))
-    assert not access["engine access"].checked
+    tls = by_name(preflight.findings(DOCKER, {"DOCKER_HOST": "tcp://h:2376", "DOCKER_CERT_PATH": "/c"}))
+    assert not tls["engine access"].checked
 
 
 def test_doctor_prints_not_checked_as_neither_ok_nor_warn():
