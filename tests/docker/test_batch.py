@@ -287,3 +287,22 @@ def test_fail_fast_starts_no_more(image, canary, tmp_path):
     assert [(r["exit_code"], r["ended"]) for r in doc["runs"]] == [(3, "exited"), (None, "not-run")]
     assert "fine" not in done.stdout and "failing" in done.stdout
     assert ": 2 scripts: 0 passed, 1 failed, 1 not run" in done.stderr
+
+
+def test_short_lived_token_mode_serves_every_script(image, canary, tmp_path):
+    """--token-mode short-lived: each sandbox gets its own minted token (never the key), and an
+    unchanged QiskitRuntimeService() script works in every one."""
+    scripts = []
+    for i in range(2):
+        p = tmp_path / f"whoami{i}.py"
+        p.write_text((ROOT / "examples" / "whoami.py").read_text())
+        scripts.append(str(p))
+    report = tmp_path / "r.json"
+    done = qsandbox(
+        "batch", *LOCAL, "--token-mode", "short-lived", "--token-stdin", "--json", str(report), *scripts,
+        input=canary + "\n",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    blocks = _blocks(done.stdout)
+    assert all("least busy: " in blocks[s] for s in scripts), blocks
+    assert [f for f in forms(canary) if f in done.stdout.encode() + report.read_bytes()] == []
