@@ -467,6 +467,7 @@ def test_queue_time_shows_queued_then_running_then_done(tmp_path, use):  # type:
         assert [s for s, _ in seen] == ["QUEUED", "RUNNING", "DONE"], seen
         running_at, done_at = seen[1][1], seen[2][1]
         assert 13 < running_at < 18 and 18 < done_at < 26, seen
+        assert metrics_while_queued is not None
         assert metrics_while_queued["position_in_queue"] == 1
         assert metrics_while_queued["estimated_start_time"] and metrics_while_queued["timestamps"]["running"] is None
         metrics = job.metrics()
