@@ -203,3 +203,15 @@ def test_iam_tokens_the_client_obtains_are_masked_opaque_refresh_token_included(
     assert "***" in _line(done.stdout, "refresh b64:")
     assert _line(done.stderr, "access:") == "***"
     assert done.stdout.rstrip().endswith("done")
+
+
+def test_queue_time_makes_jobs_wait_as_on_ibm(image):
+    """--queue-time 20: QUEUED, then RUNNING, then DONE, and result(timeout=5) times out meanwhile."""
+    done = qsandbox("run", "--platform", "local", "--queue-time", "20", str(SCRIPTS / "queue_watch.py"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["timed_out"] == "RuntimeJobTimeoutError", report
+    statuses = [s for s, _ in report["seen"]]
+    assert statuses == ["QUEUED", "RUNNING", "DONE"], report
+    (_, running_at), (_, done_at) = report["seen"][1], report["seen"][2]
+    assert 10 < running_at < 20 and 17 < done_at < 30, report

@@ -257,6 +257,14 @@ def doctor(ctx: click.Context) -> None:
     "or shared and no key source, a throwaway key is made.",
 )
 @click.option(
+    "--queue-time",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="--platform local: keep each job QUEUED, then RUNNING, for about this long, as a real queue "
+    "does, to rehearse waiting, timeouts and cancelling [default: 0].",
+)
+@click.option(
     "--token-mode",
     type=click.Choice(["api-key", "short-lived"]),
     default="api-key",
@@ -323,6 +331,7 @@ def run(
     allow_hosts: tuple[str, ...],
     egress_network: str,
     ca_file: Path | None,
+    queue_time: float | None,
 ) -> None:
     """Run SCRIPT [ARGS]... in a fresh sandbox with the API key in RAM only.
 
@@ -370,6 +379,7 @@ def run(
             allow_hosts=allow_hosts,
             egress_network=egress_network,
             ca_file=ca_file,
+            queue_time=queue_time,
             image=image_name or IMAGE,
             needs=for_script(script, requirements) if script.is_file() else None,
         )
@@ -617,8 +627,15 @@ def platform() -> None:
     metavar="SECONDS",
     help="Lifetime of the IAM access tokens it issues [default: 3600], e.g. to rehearse refresh.",
 )
+@click.option(
+    "--queue-time",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="Keep each job QUEUED, then RUNNING, for about this long, as a real queue does [default: 0].",
+)
 @click.pass_context
-def platform_up(ctx: click.Context, token_ttl: int | None) -> None:
+def platform_up(ctx: click.Context, token_ttl: int | None, queue_time: float | None) -> None:
     """Start the shared emulator (accepts any well-formed key) on its internal network."""
     from . import engine, image, localplatform
     from .settings import IMAGE
@@ -626,7 +643,7 @@ def platform_up(ctx: click.Context, token_ttl: int | None) -> None:
     try:
         client = engine.connect()
         image.check(client)
-        p = localplatform.up(client, IMAGE, token_ttl=token_ttl)
+        p = localplatform.up(client, IMAGE, token_ttl=token_ttl, queue_time=queue_time)
     except QsandboxError as e:
         _fail(e, ctx.obj["debug"])
     click.echo(f"qsandbox: shared platform up on network {p.network}; instance {p.instance}", err=True)

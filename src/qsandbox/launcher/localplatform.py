@@ -109,11 +109,12 @@ def start(
     key_digests: list[str],
     hardening: Hardening | None = None,
     token_ttl: int | None = None,
+    queue_time: float | None = None,
 ) -> LocalPlatform:
     """Network and emulator; returns once it listens, with its CA certificate."""
     network = create_network(client, run_id)
     try:
-        return start_emulator(client, image, run_id, network, key_digests, hardening, token_ttl)
+        return start_emulator(client, image, run_id, network, key_digests, hardening, token_ttl, queue_time)
     except BaseException:
         remove_network(client, network)
         raise
@@ -127,6 +128,7 @@ def start_emulator(
     key_digests: list[str],
     hardening: Hardening | None = None,
     token_ttl: int | None = None,
+    queue_time: float | None = None,
 ) -> LocalPlatform:
     """The emulator on `network`; returns once it listens, with its CA certificate.
 
@@ -148,6 +150,7 @@ def start_emulator(
         environment={
             "QSANDBOX_PLATFORM_KEY_SHA256": ",".join(key_digests),
             **({"QSANDBOX_PLATFORM_TOKEN_TTL": str(token_ttl)} if token_ttl else {}),
+            **({"QSANDBOX_PLATFORM_QUEUE_TIME": str(queue_time)} if queue_time else {}),
         },
         network=network,
         networking_config={network: client.api.create_endpoint_config(aliases=list(HOSTNAMES))},
@@ -211,7 +214,9 @@ def shared(client: docker.DockerClient) -> LocalPlatform:
     return LocalPlatform(network=SHARED, emulator_id=emulator_id, ca_pem=pem, attachment=None)
 
 
-def up(client: docker.DockerClient, image: str, token_ttl: int | None = None) -> LocalPlatform:
+def up(
+    client: docker.DockerClient, image: str, token_ttl: int | None = None, queue_time: float | None = None
+) -> LocalPlatform:
     """Start the long-lived emulator (open mode: it accepts any well-formed key)."""
     try:
         return shared(client)
@@ -219,7 +224,7 @@ def up(client: docker.DockerClient, image: str, token_ttl: int | None = None) ->
         pass
     for leftover in client.networks.list(names=[SHARED]):
         _remove_network(leftover)
-    return start(client, image, SHARED_RUN_ID, [], token_ttl=token_ttl)
+    return start(client, image, SHARED_RUN_ID, [], token_ttl=token_ttl, queue_time=queue_time)
 
 
 def down(client: docker.DockerClient) -> bool:

@@ -528,6 +528,9 @@ class Run:
                     self.run_id,
                     network,
                     [localplatform.digest(secret)],
+                    None,
+                    None,
+                    settings.queue_time,
                 )
                 self.cleanup.push("stop the emulator", lambda: _stop_emulator(client, emulator))
                 try:

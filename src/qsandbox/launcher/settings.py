@@ -234,6 +234,7 @@ class RunSettings:
     allow_hosts: tuple[str, ...] = ()
     egress_network: str = "bridge"  # the proxy's way out
     ca_file: Path | None = None  # a CA bundle the sandbox trusts instead of the image's
+    queue_time: float | None = None  # --platform local: jobs wait QUEUED/RUNNING this long, as on IBM
     timeout: float | None = None
     image: str = IMAGE
     needs: Needs | None = None  # the script's own dependencies (PEP 723 or --requirements): a derived image
