@@ -66,7 +66,7 @@ def stand_in(image, docker_client, tmp_path_factory) -> Iterator[StandIn]:
     tag = secrets.token_hex(4)
     name = f"qsandbox-test-internet-{tag}"
     labels = {"qsandbox.test": tag}  # not qsandbox.run: a sweep must not take the stand-in away
-    net = docker_client.networks.create(name, driver="bridge", labels=labels)
+    docker_client.networks.create(name, driver="bridge", labels=labels)
     emulator = recorder = None
     try:
         # No key digests: like the shared emulator, it accepts any well-formed key (each test's canary).
@@ -97,7 +97,7 @@ def stand_in(image, docker_client, tmp_path_factory) -> Iterator[StandIn]:
             recorder.remove(force=True)
         if emulator is not None:
             localplatform.stop(docker_client, emulator)
-        net.remove()
+        localplatform.remove_network(docker_client, name)
 
 
 def run_ibm(stand_in: StandIn, canary: str, script: Path, *args: str, options: tuple[str, ...] = ()):
@@ -256,20 +256,21 @@ def test_sigkill_of_the_launcher_takes_the_proxy_and_sandbox_along(stand_in, can
     proc.stdin.close()
     proc.stdin = None
     assert proc.stdout.readline().strip() == "holding"
-    mine = [c for c in docker_client.containers.list(filters={"label": LABEL}) if c.name.endswith("-egress")]
-    assert mine, "no egress proxy was running"
-    run_id = mine[0].labels[LABEL]
-    assert {c.name for c in docker_client.containers.list(filters={"label": f"{LABEL}={run_id}"})} == {
-        f"qsandbox-{run_id}",
-        f"qsandbox-{run_id}-egress",
-    }  # the control: both are there while the launcher lives
+
+    def names(run_id: str = "") -> set[str]:
+        # The low-level list: the SDK's list inspects each container and races with removal.
+        flt = {"label": f"{LABEL}={run_id}" if run_id else LABEL}
+        return {c["Names"][0].lstrip("/") for c in docker_client.api.containers(all=True, filters=flt)}
+
+    (proxy,) = [n for n in names() if n.endswith("-egress") and n != "qsandbox-platform"][-1:]
+    run_id = proxy.removeprefix("qsandbox-").removesuffix("-egress")
+    assert names(run_id) == {f"qsandbox-{run_id}", proxy}  # the control: both are there while it lives
     proc.kill()
     proc.communicate(timeout=30)
     end = time.monotonic() + 5
-    while time.monotonic() < end and docker_client.containers.list(all=True, filters={"label": f"{LABEL}={run_id}"}):
+    while time.monotonic() < end and names(run_id):
         time.sleep(0.1)
-    left = [c.name for c in docker_client.containers.list(all=True, filters={"label": f"{LABEL}={run_id}"})]
-    assert left == [], f"outlived a SIGKILLed launcher by 5 s: {left}"
-    # The run's network is what a killed launcher cannot remove; the next run removes it, as
-    # with --platform local (localplatform.remove_stale_networks).
-    localplatform.remove_stale_networks(docker_client)
+    assert names(run_id) == set(), f"outlived a SIGKILLed launcher by 5 s: {names(run_id)}"
+    # The run's network is what a killed launcher cannot remove (empty now); the next run removes
+    # it, as with --platform local, or `qsandbox sweep` does.
+    localplatform.remove_network(docker_client, f"qsandbox-{run_id}")

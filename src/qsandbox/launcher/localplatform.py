@@ -59,7 +59,7 @@ class LocalPlatform:
     instance: str = INSTANCE_CRN
 
 
-STALE_AFTER = 120.0  # seconds: a run's network gets its first container within a second or two
+STALE_AFTER = 30.0  # seconds: a run's network gets its first container within a second or two
 
 
 def remove_stale_networks(client: docker.DockerClient) -> None:
