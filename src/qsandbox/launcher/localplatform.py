@@ -220,7 +220,7 @@ def up(
     """Start the long-lived emulator (open mode: it accepts any well-formed key)."""
     try:
         return shared(client)
-    except SandboxError:
+    except (PlatformNotRunning, SandboxError):  # none running, or one without its CA: start afresh
         pass
     for leftover in client.networks.list(names=[SHARED]):
         _remove_network(leftover)
