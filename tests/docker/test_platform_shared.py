@@ -170,7 +170,9 @@ def test_short_lived_token_is_refreshed_while_the_run_lasts(image, canary, docke
             timeout=300,
         )
         assert done.returncode == 0, done.stdout + done.stderr
-        assert done.stdout.splitlines()[0] == "first: 3"
-        assert done.stdout.splitlines()[1] == "after: 3 True"  # the 60 s token had expired by then
+        first, after = done.stdout.splitlines()[:2]
+        served = int(first.removeprefix("first: "))  # the emulator's fleet: the small fakes and IBM's names
+        assert served >= 3
+        assert after == f"after: {served} True"  # the 60 s token had expired by then
     finally:
         assert qsandbox("platform", "down").returncode == 0
