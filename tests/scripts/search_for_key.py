@@ -73,10 +73,10 @@ def holds_key(data, digest):
         c = m.group()
         if c in _SEEN:
             continue
-        if len(c) < 4096:
-            _SEEN.add(c)
         if _candidate_holds_key(c, digest):
             return True
+        if len(c) < 4096:  # only misses are remembered: a hit must be found wherever it is
+            _SEEN.add(c)
     return False
 
 
