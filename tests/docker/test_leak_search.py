@@ -176,9 +176,14 @@ def test_the_live_sandbox_search_finds_every_field(docker_client, value, canary,
     marker, n = control_container
     search = LeakSearch(docker_client, value)
     search.since -= 5  # the container was made just before: its events too
-    place = search.live_container(marker)
+    end = time.monotonic() + 10
+    while True:  # top lists the container's process once it runs: the search must see it there
+        place = search.live_container(marker)
+        fields = {h.split(" ", 2)[2] for h in place.hits}
+        if any(f.startswith("top.Processes") for f in fields) or time.monotonic() > end:
+            break
+        time.sleep(0.2)
     assert place.searched == 1 and not place.failed, place.line()
-    fields = {h.split(" ", 2)[2] for h in place.hits}
     for i in range(n):
         assert f"Config.Env[{i}]" in fields
         assert f"Config.Labels.form{i}" in fields

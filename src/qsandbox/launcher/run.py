@@ -735,6 +735,10 @@ class Run:
             egress.start_proxy, client, s.image, self.run_id, network, s.hardening, self._patterns, s.egress_network
         )
         pool.shutdown(wait=False)
+        if s.hardening.podman:
+            # Rootless Podman can fail two keep-id creates at once ("keep-id requires additional
+            # UIDs or GIDs ... %!w(<nil>)", seen in CI): there the proxy is made before the sandbox.
+            start.exception()  # waits; an error is raised where the result is taken
         self._proxy_start = start
         self.cleanup.push("stop the egress proxy", lambda: _stop_proxy(client, start))
         self._helper_env = dict(egress.proxy_environment())
