@@ -442,7 +442,9 @@ class LeakSearch:
                 self.run_ids.append(str((attrs["Config"].get("Labels") or {}).get(LABEL)))
                 place.searched += 1
                 place.hits += [f"container {c['Id'][:12]} {h}" for h in self._json_hits(attrs, "")]
-                for what, call in (("top", api.top), ("diff", api.diff)):
+                # ps cuts each command line to its terminal width unless told not to (-ww).
+                top = lambda cid: api.top(cid, ps_args="-ef -ww")  # noqa: E731 - a one-line adapter
+                for what, call in (("top", top), ("diff", api.diff)):
                     try:
                         data = call(c["Id"])
                     except (docker.errors.APIError, ValueError):
