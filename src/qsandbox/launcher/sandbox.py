@@ -245,10 +245,12 @@ def is_shared_platform(labels_: dict[str, str] | None) -> bool:
 def leftovers(client: docker.DockerClient, run_id: str | None = None) -> list[str]:
     """Names of labelled objects the engine still has (for one run, or for all runs)."""
     flt: dict[str, str | list[str] | bool] = {"label": f"{LABEL}={run_id}" if run_id else LABEL}
+    # The low-level list: the SDK's containers.list() inspects each one and raises NotFound for a
+    # container the daemon removes meanwhile, which is exactly when this is asked.
     found = [
-        f"container {c.name}"
-        for c in client.containers.list(all=True, filters=flt)
-        if run_id or not is_shared_platform(c.labels)
+        f"container {(c.get('Names') or ['?'])[0].lstrip('/')}"
+        for c in client.api.containers(all=True, filters=flt)
+        if run_id or not is_shared_platform(c.get("Labels"))
     ]
     found += [
         f"network {n.name}"
