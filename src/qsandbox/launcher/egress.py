@@ -32,7 +32,7 @@ from typing import cast
 
 import docker
 
-from ..common.errors import HardeningMismatch, SandboxError, UsageError
+from ..common.errors import SandboxError, UsageError
 from . import sandbox
 from .settings import Hardening, module_entrypoint
 
@@ -125,9 +125,7 @@ def start_proxy(
     )
     container_id = cast(str, container.id)  # made from the engine's {"Id": ...}: never None
     try:
-        wrong = hardening.mismatches(client.api.inspect_container(container_id))
-        if wrong:
-            raise HardeningMismatch("the engine did not apply the egress proxy's hardening: " + "; ".join(wrong))
+        sandbox.verify(client, container_id, hardening, "the egress proxy")
         try:
             client.networks.get(upstream).connect(container_id)
         except docker.errors.NotFound:

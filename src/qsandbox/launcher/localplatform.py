@@ -26,7 +26,7 @@ import docker
 import docker.errors
 from docker.models.networks import Network
 
-from ..common.errors import HardeningMismatch, PlatformNotRunning, SandboxError
+from ..common.errors import PlatformNotRunning, SandboxError
 from ..common.platform_constants import HOSTNAMES, INSTANCE_CRN
 from . import sandbox
 from .credentials import Secret
@@ -161,9 +161,7 @@ def start_emulator(
     )
     container_id = cast(str, container.id)  # made from the engine's {"Id": ...}: never None
     try:
-        wrong = hardening.mismatches(client.api.inspect_container(container_id))
-        if wrong:
-            raise HardeningMismatch("the engine did not apply the emulator's hardening: " + "; ".join(wrong))
+        sandbox.verify(client, container_id, hardening, "the emulator")
         attachment = sandbox.attach(client, container_id)
         container.start()
         ca_pem = _read_ca(attachment)

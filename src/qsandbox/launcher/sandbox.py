@@ -286,6 +286,13 @@ def hardening_for(client: docker.DockerClient) -> Hardening:
     return Hardening().for_engine(engine.describe(client))
 
 
+def verify(client: docker.DockerClient, container_id: str, hardening: Hardening, what: str) -> None:
+    """Read a created container's hardening back from the engine; HardeningMismatch if it differs."""
+    wrong = hardening.mismatches(client.api.inspect_container(container_id))
+    if wrong:
+        raise HardeningMismatch(f"the engine did not apply {what}'s hardening: " + "; ".join(wrong))
+
+
 def run_helper(
     client: docker.DockerClient,
     image: str,
@@ -316,9 +323,7 @@ def run_helper(
     )
     container_id = cast(str, container.id)  # made from the engine's {"Id": ...}: never None
     try:
-        wrong = hardening.mismatches(client.api.inspect_container(container_id))
-        if wrong:
-            raise HardeningMismatch("the engine did not apply the helper's hardening: " + "; ".join(wrong))
+        verify(client, container_id, hardening, "the helper")
         removal = Removal(client, container_id)
         att = attach(client, container_id)
         try:
