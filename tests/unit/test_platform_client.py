@@ -387,6 +387,51 @@ def test_noise_learner_returns_layer_errors_from_the_calibration(svc):  # type: 
     assert "noise learning not run" in job.logs()
 
 
+def test_noise_learner_v3_answers_lindblad_for_gate_boxes_and_trex_for_measure_boxes(svc):  # type: ignore[no-untyped-def]
+    """`NoiseLearnerV3` (schema v0.3): one model per boxed instruction, in the results model it decodes."""
+    from qiskit.circuit import Parameter
+    from qiskit_ibm_runtime import NoiseLearnerV3
+    from qiskit_ibm_runtime.results import NoiseLearnerV3Results
+    from samplomatic.transpiler import generate_boxing_pass_manager
+    from samplomatic.utils import find_unique_box_instructions
+
+    backend = svc.backend("ibm_fez")
+    manager = generate_preset_pass_manager(backend=backend, optimization_level=0)
+    manager.post_scheduling = generate_boxing_pass_manager(
+        enable_gates=True, enable_measures=True, inject_noise_site="after"
+    )
+    circuit = QuantumCircuit(3)
+    circuit.h(0)
+    circuit.cx(0, 1)
+    circuit.cx(1, 2)
+    circuit.rz(Parameter("theta"), 0)
+    circuit.measure_all()
+    boxed = manager.run(circuit)
+    instructions = find_unique_box_instructions(boxed)
+    learner = NoiseLearnerV3(backend)
+    learner.options.layer_pair_depths = [0, 2]
+    job = learner.run(instructions)
+    result = job.result()
+    assert isinstance(result, NoiseLearnerV3Results) and len(result.data) == len(instructions) == 3
+    protocols = [datum.metadata["learning_protocol"] for datum in result.data]
+    assert sorted(protocols) == ["lindblad", "lindblad", "trex"]
+    readout = {q: backend.target["measure"][(q,)].error for q in range(backend.num_qubits)}
+    for datum, instruction in zip(result.data, instructions, strict=True):
+        model = datum.to_pauli_lindblad_map()
+        qubits = sorted(boxed.find_bit(q).index for q in instruction.qubits)
+        assert model.num_qubits == len(qubits)
+        rates = np.asarray(model.rates)
+        assert np.all(rates > 0) and np.all(rates < 0.05), rates
+        if datum.metadata["learning_protocol"] == "trex":
+            assert model.num_terms == len(qubits)  # one bit flip per measured qubit
+            p = 0.5 - 0.5 * np.exp(-2 * rates)  # back from rates to flip probabilities
+            assert np.allclose(sorted(p), sorted(readout[q] for q in qubits))
+        else:
+            assert model.num_terms == 3 * len(qubits) + 9  # weight 1 on each qubit, weight 2 on the cz pair
+            assert set(datum.metadata["post_selection"]["fraction_kept"]) == {0, 2}
+    assert "noise learning not run" in job.logs()
+
+
 def test_job_that_kills_its_simulation_fails_with_a_message():  # type: ignore[no-untyped-def]
     """A simulation process that dies (OOM killer: SIGKILL) fails its job and says why."""
     from qsandbox.platform.state import _death_reason

@@ -10,6 +10,10 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 
+class ProgramError(Exception):
+    """Bad job input: the job fails with this message as its reason."""
+
+
 class ApiError(Exception):
     """Raised anywhere in a handler; turned into ``status`` + JSON ``body`` by the app."""
 

@@ -40,8 +40,9 @@ from qiskit_ibm_runtime.quantum_program.params_converters import (  # type: igno
     QUANTUM_PROGRAM_PARAMS_CONVERTERS,
 )
 
-from . import simulation
+from . import noise_learner_v3, simulation
 from .backends import Device
+from .errors import ProgramError
 
 PROGRAMS = ("sampler", "estimator", "executor", "noise-learner")
 
@@ -68,10 +69,6 @@ class _SplitSamplerFactory:
 
     def from_backend(self, _backend: Any, seed: int | None = None) -> simulation.SplitSampler:
         return simulation.SplitSampler(self._device.target, seed, self._device.name)
-
-
-class ProgramError(Exception):
-    """Bad job input: the job fails with this message as its reason."""
 
 
 @dataclass
@@ -234,16 +231,70 @@ def _reduce_observables(
     return ObservablesArray.coerce(reduced.reshape(shape)), vanishing.reshape(shape)
 
 
+def _explicit_precision(pub: Any) -> float | None:
+    """The precision a pub carries itself (or from ``run(precision=)``), else ``None``."""
+    if isinstance(pub, EstimatorPub):
+        return pub.precision  # type: ignore[no-any-return]
+    if isinstance(pub, tuple) and len(pub) >= 4:
+        return pub[3]  # type: ignore[no-any-return]
+    return None
+
+
+def _auto(value: Any) -> bool:
+    return value is None or value == "auto"
+
+
+def estimator_shots(options: dict[str, Any], precision: float, explicit: bool) -> tuple[int, int | None]:
+    """Shots for one estimator pub as the service chooses them, and its randomizations if twirled.
+
+    A pub's own precision is obeyed (1/precision² shots); otherwise ``default_shots`` overrides
+    ``default_precision``. With twirling on (by default: measurement twirling from resilience level
+    1, gate twirling at level 2), ``num_randomizations × shots_per_randomization`` shots run, each
+    "auto" one derived as ``TwirlingOptions`` documents, and that product takes precedence over
+    ``default_shots``.
+    """
+    level = options.get("resilience_level", 1)
+    shots = math.ceil(1 / precision**2)
+    if not explicit and options.get("default_shots"):
+        shots = int(options["default_shots"])
+    twirling = options.get("twirling") or {}
+    gates, measure = twirling.get("enable_gates"), twirling.get("enable_measure")
+    gates = level is not None and level >= 2 if gates is None else bool(gates)
+    measure = level is not None and level >= 1 if measure is None else bool(measure)
+    if not (gates or measure):
+        return shots, None
+    randomizations, per = twirling.get("num_randomizations"), twirling.get("shots_per_randomization")
+    if _auto(per):
+        pec = bool((options.get("resilience") or {}).get("pec_mitigation"))
+        per = math.ceil(shots / int(randomizations)) if not _auto(randomizations) else 64 if pec else max(64, math.ceil(shots / 32))
+    if _auto(randomizations):
+        randomizations = math.ceil(shots / int(per))
+    return int(randomizations) * int(per), int(randomizations)
+
+
+def precision_for(shots: int) -> float:
+    """The precision for which ``BackendEstimatorV2`` runs exactly ``shots`` (it takes ceil(1/p²))."""
+    precision = 1 / math.sqrt(shots)
+    while math.ceil(1 / precision**2) > shots:
+        precision = math.nextafter(precision, 1.0)
+    while math.ceil(1 / precision**2) < shots:
+        precision = math.nextafter(precision, 0.0)
+    return precision
+
+
 def run_estimator(params: dict[str, Any], device: Device, logs: list[str]) -> str:
     options = dict(params.get("options") or {})
     if params.get("resilience_level") is not None:  # the client sends it beside the options
         options["resilience_level"] = params["resilience_level"]
     precision = options.get("default_precision") or DEFAULT_PRECISION
     try:
-        pubs = [EstimatorPub.coerce(tuple(p) if isinstance(p, list) else p, precision) for p in params["pubs"]]
+        raw_pubs = [tuple(p) if isinstance(p, list) else p for p in params["pubs"]]
+        explicit = [_explicit_precision(p) is not None for p in raw_pubs]
+        pubs = [EstimatorPub.coerce(p, precision) for p in raw_pubs]
     except (KeyError, TypeError, ValueError) as ex:
         raise ProgramError(f"Invalid estimator input: {ex}") from ex
     _check_width(pubs, device)
+    shots = [estimator_shots(options, pub.precision, given) for pub, given in zip(pubs, explicit, strict=True)]
     readout = simulation.readout_errors(device.target)
     reduced_pubs = []
     qubits: set[int] = set()
@@ -255,7 +306,7 @@ def run_estimator(params: dict[str, Any], device: Device, logs: list[str]) -> st
         observables, vanishing = _reduce_observables(pub.observables, active, readout)
         masks.append(vanishing)
         untouched = max(untouched, pub.circuit.num_qubits - len(active))
-        reduced_pubs.append(EstimatorPub(pub.circuit, observables, pub.parameter_values, pub.precision))
+        reduced_pubs.append(EstimatorPub(pub.circuit, observables, pub.parameter_values, precision_for(shots[len(reduced_pubs)][0])))
     notes = not_simulated("estimator", options)
     logs.extend(notes)
     if untouched:
@@ -270,14 +321,17 @@ def run_estimator(params: dict[str, Any], device: Device, logs: list[str]) -> st
     )
     raw = estimator.run(reduced_pubs).result()
     results = []
-    for res, vanishing in zip(raw, masks, strict=True):
+    for res, vanishing, (total, randomizations) in zip(raw, masks, shots, strict=True):
         data = res.data
         # 0-d results as 0-d arrays, never numpy scalars: the client reads .shape of each field.
         evs, stds = np.array(data.evs, dtype=float), np.array(data.stds, dtype=float)
         zero = np.broadcast_to(vanishing, evs.shape)
         evs[zero], stds[zero] = 0.0, 0.0
         fields = {"evs": evs, "stds": stds, "ensemble_standard_error": stds.copy()}
-        results.append(PubResult(type(data)(**fields, shape=evs.shape), metadata=res.metadata))
+        pub_metadata = {**res.metadata, "shots": total}
+        if randomizations is not None:
+            pub_metadata["num_randomizations"] = randomizations
+        results.append(PubResult(type(data)(**fields, shape=evs.shape), metadata=pub_metadata))
     metadata = {"version": 2, **_recorded(options, notes, device, qubits)}
     return json.dumps(PrimitiveResult(results, metadata=metadata), cls=RuntimeEncoder)
 
@@ -357,12 +411,14 @@ def _pauli(n: int, ops: dict[int, str]) -> str:
 
 
 def run_noise_learner(params: dict[str, Any], device: Device, logs: list[str]) -> str:
-    """Layer errors as the device's calibration gives them; nothing is learned by experiment.
+    """Layer errors (the V3 form, with a ``schema_version``, is answered by ``noise_learner_v3``) as the device's calibration gives them; nothing is learned by experiment.
 
     Each unique layer of two-qubit gates (with the qubits of its circuit) gets a sparse
     Pauli-Lindblad model: the weight-1 Paulis of every qubit and the weight-2 Paulis of every
     gate pair, with the device's gate errors spread over them as a depolarizing channel would be.
     """
+    if noise_learner_v3.is_v3(params):
+        return noise_learner_v3.run(params, device, logs)
     options = dict(params.get("options") or {})
     options.pop("support_qiskit", None)
     input_options = {**NOISE_LEARNER_DEFAULTS, **{k: v for k, v in options.items() if k != "experimental"}}
