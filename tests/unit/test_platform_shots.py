@@ -22,7 +22,10 @@ from qsandbox.platform.programs import estimator_shots, precision_for
         ({"default_shots": 400}, 0.05, False, (448, 7)),
         # both given: their product wins over default_shots (the client suite's 16 x 100 = 1600)
         (
-            {"default_shots": 400, "twirling": {"enable_gates": True, "num_randomizations": 16, "shots_per_randomization": 100}},
+            {
+                "default_shots": 400,
+                "twirling": {"enable_gates": True, "num_randomizations": 16, "shots_per_randomization": 100},
+            },
             0.05,
             False,
             (1600, 16),
@@ -33,8 +36,17 @@ from qsandbox.platform.programs import estimator_shots, precision_for
         # twirling switched off explicitly at level 1
         ({"default_shots": 400, "twirling": {"enable_measure": False}}, 0.05, False, (400, None)),
         # PEC: 64 per randomization
-        ({"resilience_level": 0, "default_shots": 1000, "resilience": {"pec_mitigation": True},
-          "twirling": {"enable_gates": True}}, 0.05, False, (1024, 16)),
+        (
+            {
+                "resilience_level": 0,
+                "default_shots": 1000,
+                "resilience": {"pec_mitigation": True},
+                "twirling": {"enable_gates": True},
+            },
+            0.05,
+            False,
+            (1024, 16),
+        ),
     ],
 )
 def test_estimator_shots(options, precision, explicit, expected):  # type: ignore[no-untyped-def]

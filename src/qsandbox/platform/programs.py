@@ -266,7 +266,10 @@ def estimator_shots(options: dict[str, Any], precision: float, explicit: bool) -
     randomizations, per = twirling.get("num_randomizations"), twirling.get("shots_per_randomization")
     if _auto(per):
         pec = bool((options.get("resilience") or {}).get("pec_mitigation"))
-        per = math.ceil(shots / int(randomizations)) if not _auto(randomizations) else 64 if pec else max(64, math.ceil(shots / 32))
+        if not _auto(randomizations):
+            per = math.ceil(shots / int(randomizations))
+        else:
+            per = 64 if pec else max(64, math.ceil(shots / 32))
     if _auto(randomizations):
         randomizations = math.ceil(shots / int(per))
     return int(randomizations) * int(per), int(randomizations)
@@ -296,7 +299,7 @@ def run_estimator(params: dict[str, Any], device: Device, logs: list[str]) -> st
     _check_width(pubs, device)
     shots = [estimator_shots(options, pub.precision, given) for pub, given in zip(pubs, explicit, strict=True)]
     readout = simulation.readout_errors(device.target)
-    reduced_pubs = []
+    reduced_pubs: list[Any] = []
     qubits: set[int] = set()
     masks: list[Any] = []
     untouched = 0
@@ -306,7 +309,8 @@ def run_estimator(params: dict[str, Any], device: Device, logs: list[str]) -> st
         observables, vanishing = _reduce_observables(pub.observables, active, readout)
         masks.append(vanishing)
         untouched = max(untouched, pub.circuit.num_qubits - len(active))
-        reduced_pubs.append(EstimatorPub(pub.circuit, observables, pub.parameter_values, precision_for(shots[len(reduced_pubs)][0])))
+        exact = precision_for(shots[len(reduced_pubs)][0])
+        reduced_pubs.append(EstimatorPub(pub.circuit, observables, pub.parameter_values, exact))
     notes = not_simulated("estimator", options)
     logs.extend(notes)
     if untouched:
@@ -411,7 +415,9 @@ def _pauli(n: int, ops: dict[int, str]) -> str:
 
 
 def run_noise_learner(params: dict[str, Any], device: Device, logs: list[str]) -> str:
-    """Layer errors (the V3 form, with a ``schema_version``, is answered by ``noise_learner_v3``) as the device's calibration gives them; nothing is learned by experiment.
+    """Layer errors as the device's calibration gives them; nothing is learned by experiment.
+
+    (The V3 form, with a ``schema_version``, is answered by ``noise_learner_v3``.)
 
     Each unique layer of two-qubit gates (with the qubits of its circuit) gets a sparse
     Pauli-Lindblad model: the weight-1 Paulis of every qubit and the weight-2 Paulis of every

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backends import Device
-from .programs import Outcome, ProgramError, run_program
+from .errors import ProgramError
+from .programs import Outcome, run_program
 from .simulation import TooLarge
 
 log = logging.getLogger(__name__)
