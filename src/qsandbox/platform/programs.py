@@ -263,7 +263,8 @@ def estimator_shots(options: dict[str, Any], precision: float, explicit: bool) -
     measure = level is not None and level >= 1 if measure is None else bool(measure)
     if not (gates or measure):
         return shots, None
-    randomizations, per = twirling.get("num_randomizations"), twirling.get("shots_per_randomization")
+    randomizations: Any = twirling.get("num_randomizations")
+    per: Any = twirling.get("shots_per_randomization")
     if _auto(per):
         pec = bool((options.get("resilience") or {}).get("pec_mitigation"))
         if not _auto(randomizations):
