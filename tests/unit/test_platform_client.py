@@ -174,6 +174,38 @@ def test_instance_by_name_and_resource_instance_by_crn(emulator, use):  # type: 
     assert refused.value.status_code == 404
 
 
+def test_extra_plans_add_instances_the_client_selects_by_plan_and_name(tmp_path, use):  # type: ignore[no-untyped-def]
+    """QSANDBOX_PLATFORM_EXTRA_PLANS: one more instance per plan; plans_preference and names pick it."""
+    from qiskit_ibm_runtime import IBMInputValueError, QiskitRuntimeService
+
+    emu = start_emulator(tmp_path, env={"QSANDBOX_PLATFORM_EXTRA_PLANS": "internal"})
+    try:
+        use(emu)
+        token = secrets.token_urlsafe(32)
+        everything = QiskitRuntimeService(channel="ibm_quantum_platform", token=token)
+        plans = {i["plan"]: i for i in everything.instances()}
+        assert set(plans) == {constants.PLAN_NAME.lower(), "internal"}, plans
+        internal = plans["internal"]
+        assert internal["crn"] != constants.INSTANCE_CRN and internal["name"] == "qsandbox-internal"
+        # no preference: free and trial first, as on IBM
+        assert everything._backend_instance_groups[0]["plan"] == constants.PLAN_NAME.lower()
+        preferring = QiskitRuntimeService(channel="ibm_quantum_platform", token=token, plans_preference=["internal"])
+        assert preferring._backend_instance_groups[0]["plan"] == "internal"
+        by_name = QiskitRuntimeService(channel="ibm_quantum_platform", token=token, instance="qsandbox-internal")
+        assert by_name.active_account()["instance"] == internal["crn"]
+        job = by_name.backend("fake_manila")  # the instance serves the devices and keeps its own jobs
+        from qiskit_ibm_runtime import SamplerV2
+
+        submitted = SamplerV2(mode=job).run([bell(job)], shots=50)
+        assert sum(submitted.result()[0].data.meas.get_counts().values()) == 50
+        assert [j.job_id() for j in by_name.jobs()] == [submitted.job_id()]
+        assert not service().jobs()  # the first instance saw none of it
+        with pytest.raises(IBMInputValueError):
+            QiskitRuntimeService(channel="ibm_quantum_platform", token=token, plans_preference=["premium"])
+    finally:
+        stop_emulator(emu)
+
+
 def test_delete_job(svc):  # type: ignore[no-untyped-def]
     """(d) DELETE /jobs/{id}: the job is gone afterwards."""
     from qiskit_ibm_runtime import SamplerV2

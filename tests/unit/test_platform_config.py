@@ -44,3 +44,20 @@ def test_reads_digests_crn_backends_ttl():
 def test_rejects_bad_settings(env):
     with pytest.raises(ValueError):
         PlatformConfig.from_env(env)
+
+
+def test_extra_plans_make_instances_with_stable_ids():
+    config = PlatformConfig.from_env({"QSANDBOX_PLATFORM_EXTRA_PLANS": "internal, premium"})
+    first, internal, premium = config.instances
+    assert first.crn == constants.INSTANCE_CRN and first.plan_name == constants.PLAN_NAME
+    assert (internal.plan_name, internal.name) == ("internal", "qsandbox-internal")
+    assert len({first.crn, internal.crn, premium.crn}) == 3 and len({first.plan_id, internal.plan_id}) == 2
+    assert PlatformConfig.from_env({"QSANDBOX_PLATFORM_EXTRA_PLANS": "internal"}).instances[1] == internal
+    assert config.instance(internal.guid) == internal and config.instance(internal.crn) == internal
+    assert config.instance("crn:v1:other") is None
+
+
+@pytest.mark.parametrize("plans", ["Internal", "open", "a b", "-x"])
+def test_extra_plans_refuse_bad_names(plans):  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="EXTRA_PLANS"):
+        PlatformConfig.from_env({"QSANDBOX_PLATFORM_EXTRA_PLANS": plans})

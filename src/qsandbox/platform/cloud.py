@@ -2,7 +2,8 @@
 
 ``QiskitRuntimeService()`` lists instances through Global Search (skipping items without
 ``doc.extensions``), reads each plan from Global Catalog, and resolves an instance *name* through
-Resource Controller. One instance is offered: the configured CRN.
+Resource Controller. The configured CRN is offered, and one more instance per extra plan
+(``QSANDBOX_PLATFORM_EXTRA_PLANS``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from ..common import platform_constants as constants
+from .config import Instance, PlatformConfig
 from .errors import platform_error
 from .iam import bearer_claims
 
@@ -20,60 +22,58 @@ catalog_router = APIRouter()
 controller_router = APIRouter()
 
 
-def _crn(request: Request) -> str:
-    crn: str = request.app.state.platform.config.instance_crn
-    return crn
-
-
-def _instance_guid(crn: str) -> str:
-    return crn.split(":")[7]
+def _config(request: Request) -> PlatformConfig:
+    config: PlatformConfig = request.app.state.platform.config
+    return config
 
 
 @search_router.post("/v3/resources/search")
 def search(request: Request) -> dict[str, Any]:
     bearer_claims(request)
-    crn = _crn(request)
-    item = {
-        "crn": crn,
-        "name": constants.INSTANCE_NAME,
-        "service_plan_unique_id": constants.PLAN_ID,
-        "tags": [],
-        "doc": {
-            "extensions": {"quantum_computing": {"instance_type": "emulated"}},
-            "resource_plan_id": constants.PLAN_ID,
-            "state": "active",
-        },
-    }
-    return {"items": [item], "limit": 100}
+    items = [
+        {
+            "crn": instance.crn,
+            "name": instance.name,
+            "service_plan_unique_id": instance.plan_id,
+            "tags": [],
+            "doc": {
+                "extensions": {"quantum_computing": {"instance_type": "emulated"}},
+                "resource_plan_id": instance.plan_id,
+                "state": "active",
+            },
+        }
+        for instance in _config(request).instances
+    ]
+    return {"items": items, "limit": 100}
 
 
 @catalog_router.get("/api/v1/{entry_id}")
 def catalog_entry(entry_id: str, request: Request) -> dict[str, Any]:
     bearer_claims(request)
-    if entry_id != constants.PLAN_ID:
+    plan = next((i for i in _config(request).instances if i.plan_id == entry_id), None)
+    if plan is None:
         raise platform_error(404, "Catalog entry not found.", "not_found")
     return {
-        "id": constants.PLAN_ID,
-        "name": constants.PLAN_NAME.lower(),
+        "id": plan.plan_id,
+        "name": plan.plan_name.lower(),
         "kind": "plan",
         "active": True,
-        "overview_ui": {"en": {"display_name": constants.PLAN_NAME, "description": "qsandbox"}},
-        "metadata": {"pricing": {"type": constants.PLAN_PRICING_TYPE}},
+        "overview_ui": {"en": {"display_name": plan.plan_name, "description": "qsandbox"}},
+        "metadata": {"pricing": {"type": plan.pricing_type}},
     }
 
 
-def _instance(crn: str) -> dict[str, Any]:
-    """Resource Controller ``ResourceInstance`` body of the one instance."""
-    guid = _instance_guid(crn)
+def _instance(instance: Instance) -> dict[str, Any]:
+    """Resource Controller ``ResourceInstance`` body of one instance."""
     return {
-        "id": crn,
-        "guid": guid,
-        "url": f"/v2/resource_instances/{guid}",
-        "crn": crn,
-        "name": constants.INSTANCE_NAME,
+        "id": instance.crn,
+        "guid": instance.guid,
+        "url": f"/v2/resource_instances/{instance.guid}",
+        "crn": instance.crn,
+        "name": instance.name,
         "account_id": constants.ACCOUNT_ID,
-        "resource_plan_id": constants.PLAN_ID,
-        "region_id": crn.split(":")[5],
+        "resource_plan_id": instance.plan_id,
+        "region_id": instance.crn.split(":")[5],
         "type": "service_instance",
         "state": "active",
         "allow_cleanup": False,
@@ -84,8 +84,7 @@ def _instance(crn: str) -> dict[str, Any]:
 @controller_router.get("/v2/resource_instances")
 def resource_instances(request: Request, name: str | None = None) -> dict[str, Any]:
     bearer_claims(request)
-    crn = _crn(request)
-    resources = [_instance(crn)] if name in (None, constants.INSTANCE_NAME) else []
+    resources = [_instance(i) for i in _config(request).instances if name in (None, i.name)]
     return {"rows_count": len(resources), "next_url": None, "resources": resources}
 
 
@@ -93,7 +92,7 @@ def resource_instances(request: Request, name: str | None = None) -> dict[str, A
 def resource_instance(instance_id: str, request: Request) -> dict[str, Any]:
     """One instance, by CRN or GUID (``ResourceControllerV2.get_resource_instance``)."""
     bearer_claims(request)
-    crn = _crn(request)
-    if instance_id not in (crn, _instance_guid(crn)):
+    instance = _config(request).instance(instance_id)
+    if instance is None:
         raise platform_error(404, f"Instance {instance_id} not found.", "not_found")
-    return _instance(crn)
+    return _instance(instance)

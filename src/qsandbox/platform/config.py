@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 from dataclasses import dataclass
 
 from ..common import platform_constants as constants
@@ -17,6 +18,36 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 def _csv(value: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+
+
+_PLAN = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One service instance of the emulated account, with its plan (as Global Catalog gives it)."""
+
+    crn: str
+    name: str
+    plan_id: str
+    plan_name: str
+    pricing_type: str
+
+    @property
+    def guid(self) -> str:
+        return self.crn.split(":")[7]
+
+
+def _extra_instance(plan: str) -> Instance:
+    """An instance on ``plan``, with ids derived from the plan's name (stable across restarts)."""
+    guid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"qsandbox:instance:{plan}"))
+    return Instance(
+        crn=f"crn:v1:bluemix:public:quantum-computing:us-east:a/{constants.ACCOUNT_ID}:{guid}::",
+        name=f"qsandbox-{plan}",
+        plan_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"qsandbox:plan:{plan}")),
+        plan_name=plan,
+        pricing_type="paygo",
+    )
 
 
 @dataclass(frozen=True)
@@ -32,6 +63,9 @@ class PlatformConfig:
     backends: tuple[str, ...] = constants.DEFAULT_BACKENDS
     token_ttl: int = constants.DEFAULT_TOKEN_TTL
     queue_time: float = 0.0
+    extra_plans: tuple[str, ...] = ()
+    """More instances in the account, one per plan name (e.g. IBM's test accounts' ``internal``),
+    for rehearsing a script's instance selection (``plans_preference``, ``instance=`` by name)."""
 
     def __post_init__(self) -> None:
         for digest in self.key_sha256:
@@ -45,6 +79,26 @@ class PlatformConfig:
             raise ValueError("QSANDBOX_PLATFORM_QUEUE_TIME must be between 0 and 86400 seconds")
         if len(self.instance_crn.split(":")) < 8:
             raise ValueError("QSANDBOX_PLATFORM_INSTANCE_CRN is not a CRN")
+        for plan in self.extra_plans:
+            if not _PLAN.match(plan) or plan == constants.PLAN_NAME.lower():
+                raise ValueError(
+                    f"QSANDBOX_PLATFORM_EXTRA_PLANS: {plan!r} is not a new plan name (lower case letters, digits, -)"
+                )
+
+    @property
+    def instances(self) -> tuple[Instance, ...]:
+        """The account's instances, the configured one first."""
+        first = Instance(
+            self.instance_crn,
+            constants.INSTANCE_NAME,
+            constants.PLAN_ID,
+            constants.PLAN_NAME,
+            constants.PLAN_PRICING_TYPE,
+        )
+        return (first, *(_extra_instance(plan) for plan in self.extra_plans))
+
+    def instance(self, crn_or_guid: str) -> Instance | None:
+        return next((i for i in self.instances if crn_or_guid in (i.crn, i.guid)), None)
 
     @property
     def open_mode(self) -> bool:
@@ -59,4 +113,5 @@ class PlatformConfig:
             backends=_csv(env.get("QSANDBOX_PLATFORM_BACKENDS")) or constants.DEFAULT_BACKENDS,
             token_ttl=int(env.get("QSANDBOX_PLATFORM_TOKEN_TTL") or constants.DEFAULT_TOKEN_TTL),
             queue_time=float(env.get("QSANDBOX_PLATFORM_QUEUE_TIME") or 0.0),
+            extra_plans=_csv(env.get("QSANDBOX_PLATFORM_EXTRA_PLANS")),
         )

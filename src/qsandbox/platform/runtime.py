@@ -37,7 +37,7 @@ def authorize(request: Request) -> str:
     """The caller's instance CRN, once token and ``Service-CRN`` check out."""
     bearer_claims(request)
     crn = request.headers.get("service-crn", "")
-    if crn != _platform(request).config.instance_crn:
+    if _platform(request).config.instance(crn) is None or not crn.startswith("crn:"):
         raise platform_error(403, "You are not authorized to access this service instance.", "forbidden")
     return crn
 
@@ -124,7 +124,7 @@ def usage(request: Request, crn: Crn) -> dict[str, Any]:
     remaining = max(limit - consumed, 0)
     return {
         "instance_id": crn,
-        "plan_id": constants.PLAN_ID,
+        "plan_id": _platform(request).config.instance(crn).plan_id,  # type: ignore[union-attr]
         "usage_consumed_seconds": consumed,
         "usage_limit_seconds": limit,
         "usage_allocation_seconds": limit,
