@@ -350,7 +350,8 @@ class SplitSampler:
             return self._sample(circuit, pub, touched)
         widest = max(len(g) for g in groups)
         check_fits(widest, self._name)
-        parts = [self._sample(part_of(circuit, batch), pub, batch) for batch in batches(groups, max(widest, PART_QUBITS))]
+        packed = batches(groups, max(widest, PART_QUBITS))
+        parts = [self._sample(part_of(circuit, batch), pub, batch) for batch in packed]
         data = {}
         for name in parts[0].data:
             combined = parts[0].data[name]
