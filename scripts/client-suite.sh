@@ -19,13 +19,20 @@
 # QSANDBOX_SUITE_QUEUE_TIME. Exit status: 0 when nothing failed, 1 otherwise.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+say() { printf 'client-suite: %s\n' "$*" >&2; }
 PY=${PYTHON:-$ROOT/.venv/bin/python}
 VERSION=$("$PY" -c 'import qiskit_ibm_runtime; print(qiskit_ibm_runtime.__version__)')
 CACHE=${QSANDBOX_SUITE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/qsandbox/client-suite}
+# The suite runs on this machine (no engine needed) against the emulator, with the client version the
+# sandbox image pins: the emulator is what is tested, and a different client would test another API.
+PINNED=$(sed -n 's/^qiskit-ibm-runtime==//p' "$ROOT/src/qsandbox/image/requirements.txt")
+if [ "$VERSION" != "$PINNED" ]; then
+    say "the venv has qiskit-ibm-runtime $VERSION but the image pins $PINNED: run bash scripts/setup.sh first"
+    exit 2
+fi
 SRC=$CACHE/suite-$VERSION  # the sdist's test/ and pyproject.toml (markers), not its package
 export PATH="$(dirname "$PY"):$PATH"  # pproxy, as the suite runs it
 QUEUE_TIME=${QSANDBOX_SUITE_QUEUE_TIME:-20}
-say() { printf 'client-suite: %s\n' "$*" >&2; }
 
 if [ ! -d "$SRC/test/integration" ]; then
     say "fetching the tests of qiskit-ibm-runtime $VERSION (sdist)"
