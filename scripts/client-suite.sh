@@ -31,7 +31,7 @@ if [ "$VERSION" != "$PINNED" ]; then
     exit 2
 fi
 SRC=$CACHE/suite-$VERSION  # the sdist's test/ and pyproject.toml (markers), not its package
-export PATH="$(dirname "$PY"):$PATH"  # pproxy, as the suite runs it
+export PATH="$CACHE/extras-$VERSION/bin:$(dirname "$PY"):$PATH"  # pproxy, as the suite runs it
 QUEUE_TIME=${QSANDBOX_SUITE_QUEUE_TIME:-20}
 
 if [ ! -d "$SRC/test/integration" ]; then
@@ -43,10 +43,18 @@ if [ ! -d "$SRC/test/integration" ]; then
     mkdir -p "$SRC"
     cp -r "$CACHE/qiskit_ibm_runtime-$VERSION/test" "$CACHE/qiskit_ibm_runtime-$VERSION/pyproject.toml" "$SRC/"
 fi
-# The proxy tests start pproxy, as the suite's own CI installs it.
-if ! "$PY" -c 'import pproxy' 2>/dev/null; then
-    say "installing pproxy (the suite's proxy tests run it)"
-    "$PY" -m pip install --quiet pproxy==2.7.9 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+# The suite's optional test dependencies, kept out of the project's venv in a directory of their own
+# (on PYTHONPATH for the suite only): pproxy (the proxy tests run it), simplejson, and
+# qiskit-noise-learning with xarray and pandas (the client-side NoiseLearnerV3 test).
+EXTRAS=$CACHE/extras-$VERSION
+EXTRA_PACKAGES=(pproxy==2.7.9 simplejson==4.3.0 qiskit-noise-learning==0.1.0 xarray pandas pytz tzdata)
+if [ ! -f "$EXTRAS/.complete" ]; then
+    say "installing the suite's optional test dependencies into $EXTRAS"
+    rm -rf "$EXTRAS"
+    # --no-deps: everything else they need is the venv's own (numpy, scipy, qiskit, samplomatic, ...).
+    "$PY" -m pip install --quiet --no-deps --target "$EXTRAS" "${EXTRA_PACKAGES[@]}" \
+        2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+    touch "$EXTRAS/.complete"
 fi
 
 # Tests that need a job to stay QUEUED or RUNNING for a while, as on a busy device.
@@ -59,6 +67,8 @@ QUEUE_TESTS=(
     test/integration/test_retrieve_job.py::TestIntegrationRetrieveJob::test_retrieve_pending_jobs
     test/integration/test_ibm_job.py::TestIBMJob::test_cancel
     test/integration/test_ibm_job.py::TestIBMJob::test_wait_for_final_state_timeout
+    test/integration/test_results.py::TestIntegrationResults::test_result_timeout
+    test/integration/test_results.py::TestIntegrationResults::test_wait_for_final_state_timeout
 )
 
 WORK=$(mktemp -d)
@@ -75,7 +85,7 @@ trap 'exit 130' INT TERM
 # backend: the emulator serves an Eagle under that name too.
 BACKENDS=$("$PY" -c 'from qsandbox.common.platform_constants import DEFAULT_BACKENDS as d; print(",".join(d))'),test_eagle=FakeBrisbane
 CRN=$("$PY" -c 'from qsandbox.common.platform_constants import INSTANCE_CRN; print(INSTANCE_CRN)')
-export PYTHONPATH="$ROOT/scripts/client_suite" REQUESTS_CA_BUNDLE="$WORK/ca.pem" \
+export PYTHONPATH="$ROOT/scripts/client_suite:$EXTRAS" REQUESTS_CA_BUNDLE="$WORK/ca.pem" \
     QISKIT_IBM_TOKEN="$("$PY" -c 'import secrets; print(secrets.token_urlsafe(32))')" \
     QISKIT_IBM_URL=https://cloud.ibm.com QISKIT_IBM_INSTANCE="$CRN" QISKIT_IBM_QPU="${QSANDBOX_SUITE_QPU:-ibm_fez}"
 

@@ -206,6 +206,25 @@ def test_extra_plans_add_instances_the_client_selects_by_plan_and_name(tmp_path,
         stop_emulator(emu)
 
 
+def test_dry_run_goes_to_the_mock_twin_listed_only_with_mocks(svc):  # type: ignore[no-untyped-def]
+    """`run(..., dry_run=True)` runs on `mock_fez`, IBM's twin of `ibm_fez`; mocks show only when asked for."""
+    from qiskit_ibm_runtime import SamplerV2
+
+    assert not any(b.name.startswith("mock_") for b in svc.backends())
+    with_mocks = {b.name: b for b in svc.backends(include_mocks=True)}
+    assert with_mocks["mock_fez"].is_mock and not with_mocks["ibm_fez"].is_mock
+    assert "mock_manila" not in with_mocks  # twins only for IBM's own names
+    backend = svc.backend("ibm_fez")
+    job = SamplerV2(mode=backend).run([bell(backend)], shots=100, dry_run=True)
+    assert job.backend().name == "mock_fez"
+    assert_bell(job.result()[0].data.meas.get_counts(), 100)
+    real = SamplerV2(mode=backend).run([bell(backend)], shots=100)
+    real.result()
+    assert [j.job_id() for j in svc.jobs(limit=1)] == [real.job_id()]
+    listed = [j.job_id() for j in svc.jobs(limit=5, include_mocks=True)]
+    assert job.job_id() in listed and job.job_id() not in [j.job_id() for j in svc.jobs(limit=50)]
+
+
 def test_delete_job(svc):  # type: ignore[no-untyped-def]
     """(d) DELETE /jobs/{id}: the job is gone afterwards."""
     from qiskit_ibm_runtime import SamplerV2

@@ -36,13 +36,15 @@ def parse_spec(spec: str) -> tuple[str | None, str]:
 class Device:
     """One emulated QPU; ``lock`` serialises its jobs like a real device's queue."""
 
-    def __init__(self, spec: str) -> None:
+    def __init__(self, spec: str, twin_of: Device | None = None) -> None:
         name, class_name = parse_spec(spec)
         cls = getattr(fake_provider, class_name, None)
         if not (isinstance(cls, type) and issubclass(cls, FakeBackendV2)):
             raise ValueError(f"unknown fake backend {class_name!r}")
-        self.fake: FakeBackendV2 = cls()  # cheap: the fake reads its snapshot on first use
+        self.fake: FakeBackendV2 = twin_of.fake if twin_of else cls()  # cheap: snapshots are read on first use
         self.name: str = name or self.fake.name
+        self.twin_of = twin_of
+        """For a mock device (``mock_fez``, what ``dry_run=True`` runs on): the device it mirrors."""
         self.lock = threading.Lock()
         self._load_lock = threading.Lock()
         self._configuration: dict[str, Any] | None = None
@@ -77,6 +79,8 @@ class Device:
     @property
     def target(self) -> Target:
         """The device's transpiler target (errors, durations, T1/T2), built once."""
+        if self.twin_of is not None:
+            return self.twin_of.target  # the same noise, built once
         if self._target is None:
             with self._load_lock:
                 if self._target is None:
@@ -100,6 +104,10 @@ class Device:
         props["calibration_id"] = self.calibration_id  # the id `service.backend(calibration_id=)` takes
         return props
 
+    @property
+    def is_mock(self) -> bool:
+        return self.twin_of is not None
+
     def summary(self, queue_length: int) -> dict[str, Any]:
         """Entry of ``GET /backends``."""
         conf = self._conf()
@@ -113,7 +121,7 @@ class Device:
             "queue_length": queue_length,
             "clops": {"type": "hardware", "value": 5000},
             "performance_metrics": {},
-            "class": "device",
+            "class": "mock" if self.is_mock else "device",
             "wait_time_seconds": {"average": 0, "maximum": 0},
         }
 
@@ -129,7 +137,13 @@ class Device:
 
 
 class Devices:
-    """All devices by name, in configuration order."""
+    """All devices by name, in configuration order.
+
+    Each device named like IBM's (``ibm_fez``) has a mock twin (``mock_fez``), as IBM serves one
+    for ``dry_run=True``: listed only when mocks are asked for, same snapshot and noise, and a
+    queue of its own. Jobs on it run (everything here is simulated) and are listed only with
+    ``include_mocks``.
+    """
 
     def __init__(self, specs: tuple[str, ...]) -> None:
         self._by_name: dict[str, Device] = {}
@@ -138,6 +152,14 @@ class Devices:
             if device.name in self._by_name:
                 raise ValueError(f"backend {device.name!r} is configured twice")
             self._by_name[device.name] = device
+        for device in list(self._by_name.values()):
+            prefix, sep, rest = device.name.partition("_")
+            if prefix == "ibm" and sep and f"mock_{rest}" not in self._by_name:
+                twin = Device(f"mock_{rest}={type(device.fake).__name__}", twin_of=device)
+                self._by_name[twin.name] = twin
+
+    def listed(self, include_mocks: bool) -> list[Device]:
+        return [d for d in self._by_name.values() if include_mocks or not d.is_mock]
 
     def get(self, name: str) -> Device | None:
         return self._by_name.get(name)
@@ -151,6 +173,6 @@ class Devices:
         Runs in a background thread after start-up; a request that comes first builds what it
         needs itself (under the device's load lock), so nothing waits for the whole fleet.
         """
-        for device in self:
+        for device in self.listed(include_mocks=False):
             device.properties()
             _ = device.target

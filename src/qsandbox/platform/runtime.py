@@ -85,9 +85,10 @@ async def _json_body(request: Request) -> tuple[str, dict[str, Any]]:
 
 
 @router.get("/backends")
-def backends(request: Request, crn: Crn) -> dict[str, Any]:
+def backends(request: Request, crn: Crn, include_mocks: str = "false") -> dict[str, Any]:
     store = _store(request)
-    return {"devices": [d.summary(store.queue_length(d.name)) for d in _platform(request).devices]}
+    listed = _platform(request).devices.listed(include_mocks.lower() == "true")
+    return {"devices": [d.summary(store.queue_length(d.name)) for d in listed]}
 
 
 def _calibrated(request: Request, name: str, calibration_id: str | None) -> Device:
@@ -193,6 +194,9 @@ def list_jobs(request: Request, crn: Crn) -> dict[str, Any]:
         jobs = [j for j in jobs if (j.status in (QUEUED, RUNNING)) == want_pending]
     if backend := q.get("backend"):
         jobs = [j for j in jobs if j.backend == backend]
+    elif q.get("include_mocks", "").lower() != "true":  # jobs on mock devices only when asked for
+        devices = _platform(request).devices
+        jobs = [j for j in jobs if not ((d := devices.get(j.backend)) is not None and d.is_mock)]
     if program := q.get("program") or q.get("program_id"):
         jobs = [j for j in jobs if j.program_id == program]
     if session_id := q.get("session_id"):
