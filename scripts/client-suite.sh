@@ -11,10 +11,11 @@
 # while TLS still checks the real names. The key is a throwaway made here, never a real one.
 #
 # The account is set up as IBM's test accounts are: a second instance on the `internal` plan, and
-# a job history (scripts/client_suite/seed_history.py). The suite runs in two passes, each against
+# a job history (scripts/client_suite/seed_history.py). The suite runs in three passes, each against
 # a fresh emulator: the tests that need a job to wait in a queue (QUEUE_TESTS below: cancel a
 # queued job, see RUNNING, time out) against `--queue-time $QSANDBOX_SUITE_QUEUE_TIME` (default
-# 20), everything else with no queue (fast). The last line gives the counts of both passes.
+# 20), the tests written for an ECR Eagle (EAGLE_TESTS) on one, everything else with no queue
+# (fast). The last line gives the counts of all passes.
 # Environment: QSANDBOX_SUITE_QPU (default ibm_fez), QSANDBOX_SUITE_DIR (download cache),
 # QSANDBOX_SUITE_QUEUE_TIME. Exit status: 0 when nothing failed, 1 otherwise.
 set -euo pipefail
@@ -71,6 +72,13 @@ QUEUE_TESTS=(
     test/integration/test_results.py::TestIntegrationResults::test_wait_for_final_state_timeout
 )
 
+# Tests written for an Eagle with ECR gates on qubits (0, 1) and (1, 2), as IBM's test_eagle
+# devices have: they run in a pass of their own with QISKIT_IBM_QPU=test_eagle (served from the
+# FakeKyiv snapshot, which has those gates; ibm_brisbane's go the other way, (1, 0)).
+EAGLE_TESTS=(
+    test/integration/test_noise_learner.py::TestIntegrationNoiseLearner::test_learner_plus_estimator
+)
+
 WORK=$(mktemp -d)
 EMULATOR=
 stop_emulator() {
@@ -82,8 +90,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # The suite's conftest looks for IBM's staging device (a name starting test_eagle) as its default
-# backend: the emulator serves an Eagle under that name too.
-BACKENDS=$("$PY" -c 'from qsandbox.common.platform_constants import DEFAULT_BACKENDS as d; print(",".join(d))'),test_eagle=FakeBrisbane
+# backend: the emulator serves an Eagle under that name too (FakeKyiv: see EAGLE_TESTS).
+BACKENDS=$("$PY" -c 'from qsandbox.common.platform_constants import DEFAULT_BACKENDS as d; print(",".join(d))'),test_eagle=FakeKyiv
 CRN=$("$PY" -c 'from qsandbox.common.platform_constants import INSTANCE_CRN; print(INSTANCE_CRN)')
 export PYTHONPATH="$ROOT/scripts/client_suite:$EXTRAS" REQUESTS_CA_BUNDLE="$WORK/ca.pem" \
     QISKIT_IBM_TOKEN="$("$PY" -c 'import secrets; print(secrets.token_urlsafe(32))')" \
@@ -131,14 +139,18 @@ if [ $named = 1 ]; then
     for arg in "$@"; do
         for q in "${QUEUE_TESTS[@]}"; do [ "$arg" = "$q" ] && queue=$QUEUE_TIME; done
     done
+    for arg in "$@"; do
+        for e in "${EAGLE_TESTS[@]}"; do [ "$arg" = "$e" ] && export QISKIT_IBM_QPU=test_eagle; done
+    done
     rc=0; run_pass given "$queue" "$@" || rc=$?; record $rc
     passes=(given)
 else
     deselect=()
-    for q in "${QUEUE_TESTS[@]}"; do deselect+=(--deselect "$q"); done
+    for q in "${QUEUE_TESTS[@]}" "${EAGLE_TESTS[@]}"; do deselect+=(--deselect "$q"); done
     rc=0; run_pass main 0 test/integration "${deselect[@]}" "$@" || rc=$?; record $rc
     rc=0; run_pass queue "$QUEUE_TIME" "${QUEUE_TESTS[@]}" "$@" || rc=$?; record $rc
-    passes=(main queue)
+    rc=0; QISKIT_IBM_QPU=test_eagle run_pass eagle 0 "${EAGLE_TESTS[@]}" "$@" || rc=$?; record $rc
+    passes=(main queue eagle)
 fi
 (cd "$WORK" && "$PY" - "${passes[@]}" <<'EOF'
 import sys
