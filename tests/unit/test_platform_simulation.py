@@ -34,20 +34,26 @@ def test_density_matrix_not_chosen_for_an_instruction_it_cannot_run():  # type: 
     assert simulation.method_for(circuit, 8) == "automatic"
 
 
-def test_independent_qubits_run_as_parts_of_at_most_four_and_bits_come_back_in_place(monkeypatch):  # type: ignore[no-untyped-def]
+@pytest.fixture
+def widths(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of qubits of each part the sampler runs, in order."""
+    seen: list[int] = []
+    original = simulation.SplitSampler._sample
+
+    def record(self: Any, part: QuantumCircuit, pub: Any, qubits: set[int]) -> Any:
+        seen.append(len(qubits))
+        return original(self, part, pub, qubits)
+
+    monkeypatch.setattr(simulation.SplitSampler, "_sample", record)
+    return seen
+
+
+def test_independent_qubits_run_as_parts_of_at_most_four_and_bits_come_back_in_place(widths):  # type: ignore[no-untyped-def]
     circuit = QuantumCircuit(156, 8)
     for q in range(8):
         if q % 2:
             circuit.x(q)
         circuit.measure(q, q)
-    widths: list[int] = []
-    original = simulation.SplitSampler._sample
-
-    def record(self: Any, part: QuantumCircuit, pub: Any, qubits: set[int]) -> Any:
-        widths.append(len(qubits))
-        return original(self, part, pub, qubits)
-
-    monkeypatch.setattr(simulation.SplitSampler, "_sample", record)
     sampler = simulation.SplitSampler(FakeFez().target, 5, "ibm_fez")
     counts = sampler.run([(circuit,)], shots=200).result()[0].data.c.get_counts()
     assert sorted(widths) == [4, 4]
@@ -55,15 +61,7 @@ def test_independent_qubits_run_as_parts_of_at_most_four_and_bits_come_back_in_p
     assert counts["10101010"] > 150, counts
 
 
-def test_a_connected_circuit_is_not_cut(monkeypatch):  # type: ignore[no-untyped-def]
-    widths: list[int] = []
-    original = simulation.SplitSampler._sample
-
-    def record(self: Any, part: QuantumCircuit, pub: Any, qubits: set[int]) -> Any:
-        widths.append(len(qubits))
-        return original(self, part, pub, qubits)
-
-    monkeypatch.setattr(simulation.SplitSampler, "_sample", record)
+def test_a_connected_circuit_is_not_cut(widths):  # type: ignore[no-untyped-def]
     sampler = simulation.SplitSampler(FakeFez().target, 5, "ibm_fez")
     sampler.run([(_chain(6),)], shots=50).result()
     assert widths == [6]
