@@ -58,7 +58,8 @@ def _rate(probability: float) -> float:
     return -0.5 * math.log(1.0 - 2.0 * p)
 
 
-def _error(device: Device, name: str, qubits: tuple[int, ...], default: float) -> float:
+def calibrated_error(device: Device, name: str, qubits: tuple[int, ...], default: float) -> float:
+    """The device's calibrated error of gate ``name`` on ``qubits``, else ``default``."""
     target = device.target
     props = target[name].get(qubits) if name in target.operation_names else None
     return float(props.error) if props is not None and props.error is not None else default
@@ -112,7 +113,7 @@ def run(params: dict[str, Any], device: Device, logs: list[str]) -> str:
             weight1: dict[int, float] = {}
             generators, rates = [], []
             for name, pair in pairs:
-                share = _error(device, name, pair, DEFAULT_TWO_QUBIT_ERROR) / 15  # 15 two-qubit Paulis
+                share = calibrated_error(device, name, pair, DEFAULT_TWO_QUBIT_ERROR) / 15  # 15 two-qubit Paulis
                 for q in pair:
                     weight1[q] = weight1.get(q, 0.0) + share
                 for a in "XYZ":
@@ -121,7 +122,7 @@ def run(params: dict[str, Any], device: Device, logs: list[str]) -> str:
                         rates.append(_rate(share))
             for q in sorted(physical):
                 if q not in weight1:  # idle in this layer: a single-qubit gate's worth of error
-                    weight1[q] = _error(device, "sx", (q,), 0.0) / 3
+                    weight1[q] = calibrated_error(device, "sx", (q,), 0.0) / 3
                 for a in "XYZ":
                     generators.append([(a, [local[q]])])
                     rates.append(_rate(weight1[q]))

@@ -452,8 +452,7 @@ def run_noise_learner(params: dict[str, Any], device: Device, logs: list[str]) -
 
         for name, pair in gates:
             layer_circuit.append(target.operation_from_name(name), [local[q] for q in pair])
-            props = target[name].get(pair) if name in target.operation_names else None
-            error = float(props.error) if props is not None and props.error is not None else 0.01
+            error = noise_learner_v3.calibrated_error(device, name, pair, noise_learner_v3.DEFAULT_TWO_QUBIT_ERROR)
             for q in pair:
                 single[q] = error / 15  # 6 of a two-qubit depolarizing channel's 15 Paulis
             for a in "XYZ":
@@ -462,8 +461,7 @@ def run_noise_learner(params: dict[str, Any], device: Device, logs: list[str]) -
                     rates.append(error / 15)
         for q in qubits:
             if q not in single:  # idle in this layer: a single-qubit gate's worth of error
-                props = target["sx"].get((q,)) if "sx" in target.operation_names else None
-                single[q] = (float(props.error) if props is not None and props.error is not None else 0.0) / 3
+                single[q] = noise_learner_v3.calibrated_error(device, "sx", (q,), 0.0) / 3
             for a in "XYZ":
                 generators.append(_pauli(n, {local[q]: a}))
                 rates.append(single[q])
