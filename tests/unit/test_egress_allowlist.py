@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+import typing
 
 import pytest
 
 from qsandbox.common.errors import UsageError
 from qsandbox.inside.proxy import Refusals, config
-from qsandbox.launcher.egress import ALLOWLIST, host_pattern, proxy_environment
+from qsandbox.launcher.egress import ALLOWLIST, HOSTS, RUNTIME_REGIONS, host_pattern, proxy_environment
 
 
 def allowed(target: str, patterns: tuple[str, ...] = ALLOWLIST) -> bool:
@@ -26,6 +27,7 @@ def allowed(target: str, patterns: tuple[str, ...] = ALLOWLIST) -> bool:
         "quantum.cloud.ibm.com:443",
         "eu-de.quantum.cloud.ibm.com:443",
         "private.us-east.quantum.cloud.ibm.com:443",
+        "private.eu-de.quantum.cloud.ibm.com:443",
     ],
 )
 def test_what_the_client_contacts_is_allowed(target):
@@ -47,14 +49,46 @@ def test_what_the_client_contacts_is_allowed(target):
         "http://quantum.cloud.ibm.com/api",
         "cloud.ibm.com:443",
         "xquantum.cloud.ibm.com:443x",
+        # Made-up names under IBM's domains: a wildcard let these through, and the proxy resolved
+        # them, so the name itself (the key in hex) reached its resolver (issue 23, finding 8).
+        "exfil0123456789abcdef.quantum.cloud.ibm.com:443",
+        "private.k0123456789abcdef.quantum.cloud.ibm.com:443",
+        "x.eu-de.quantum.cloud.ibm.com:443",
+        "private.x.eu-de.quantum.cloud.ibm.com:443",
+        "us-east.quantum.cloud.ibm.com:443",  # us-east is quantum.cloud.ibm.com; the client never asks for this
+        "eu-gb.quantum.cloud.ibm.com:443",
+        "x.iam.cloud.ibm.com:443",
     ],
 )
 def test_everything_else_is_refused(target):
     assert not allowed(target)
 
 
+def test_every_entry_is_one_exact_name():
+    """No class, quantifier, alternation or group: each pattern matches one host name and no other."""
+    assert len(ALLOWLIST) == len(HOSTS)
+    for pattern, host in zip(ALLOWLIST, HOSTS, strict=True):
+        assert re.fullmatch(r"\^[a-z0-9-]+(\\\.[a-z0-9-]+)+:443\$", pattern), pattern
+        assert pattern.replace("\\", "")[1:-1] == host + ":443"
+
+
+def test_the_regions_are_the_installed_clients():
+    """The Runtime API's regions are those the client knows (accounts/account.py, RegionType); a
+    client that learns another region fails here, and the list gets its two names."""
+    from qiskit_ibm_runtime.accounts.account import RegionType
+
+    known = {r for arg in typing.get_args(RegionType) for r in typing.get_args(arg)}
+    assert known == set(RUNTIME_REGIONS)
+    assert allowed("quantum.cloud.ibm.com:443")  # us-east: no prefix (api/utils.py)
+    for region in RUNTIME_REGIONS:
+        assert allowed(f"private.{region}.quantum.cloud.ibm.com:443")
+        assert allowed(f"{region}.quantum.cloud.ibm.com:443") == (region != "us-east")
+
+
 def test_allow_host_adds_exactly_one_host_on_443():
     p = host_pattern("Data.Example.org")
+    assert p == r"^data\.example\.org:443$"  # only dots escaped: `\-` (re.escape) is undefined in POSIX ERE
+    assert host_pattern("eu-gb.quantum.cloud.ibm.com") == r"^eu-gb\.quantum\.cloud\.ibm\.com:443$"
     assert allowed("data.example.org:443", (p,))
     assert not allowed("data.example.org:80", (p,))
     assert not allowed("xdata.example.org:443", (p,))

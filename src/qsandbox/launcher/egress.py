@@ -9,13 +9,23 @@ accounts/account.py, accounts/utils.py, api/auth.py, api/utils.py):
 
 - `iam.cloud.ibm.com` (IAM tokens), `private.iam.cloud.ibm.com` (private endpoints);
 - `api.global-search-tagging.cloud.ibm.com`, `globalcatalog.cloud.ibm.com` (instance lookup);
-- `quantum.cloud.ibm.com`, `<region>.quantum.cloud.ibm.com`, `private.<region>.quantum.cloud.ibm.com`
-  (the Runtime API).
+- the Runtime API of each region the client knows (`RegionType` in accounts/account.py: us-east,
+  eu-de): `quantum.cloud.ibm.com` (us-east has no prefix), `eu-de.quantum.cloud.ibm.com`, and
+  with private endpoints `private.us-east.quantum.cloud.ibm.com`,
+  `private.eu-de.quantum.cloud.ibm.com`.
+
+Every entry is one exact name: no wildcard. A pattern such as `[a-z0-9-]+.quantum.cloud.ibm.com`
+let a script CONNECT to `<the key in hex>.quantum.cloud.ibm.com`; the filter passed it, tinyproxy
+resolved it, and the query carried the key to whatever resolver the proxy's engine forwards to. A
+refused CONNECT is never resolved (tinyproxy filters the request before it opens a connection), so
+with exact names no name the script makes up leaves the machine. A region IBM adds later is
+`--allow-host <region>.quantum.cloud.ibm.com` until the list here names it.
 
 No object storage, no telemetry host. `--allow-host HOST` adds hosts (443 only). The sandbox gets
-HTTPS_PROXY/HTTP_PROXY in both cases and NO_PROXY for its own loopback only. DNS cannot carry
-anything out either: the engine's embedded resolver answers the proxy's name on the internal
-network, and a query for any other name has no route (tests/docker/test_egress.py shows both).
+HTTPS_PROXY/HTTP_PROXY in both cases and NO_PROXY for its own loopback only. The sandbox itself
+resolves nothing outside: the engine's embedded resolver answers the proxy's name on the internal
+network, and a query for any other name has no route (tests/docker/test_egress.py shows both, and
+that the proxy resolves only allowed names).
 The proxy has the sandbox's hardening, is removed with the run, and ends itself when the launcher
 dies (EOF on its stdin), like the sandbox.
 """
@@ -36,15 +46,17 @@ from ..common.errors import SandboxError, UsageError
 from . import sandbox
 from .settings import Hardening, module_entrypoint
 
-ALLOWLIST = (
-    r"^iam\.cloud\.ibm\.com:443$",
-    r"^private\.iam\.cloud\.ibm\.com:443$",
-    r"^api\.global-search-tagging\.cloud\.ibm\.com:443$",
-    r"^globalcatalog\.cloud\.ibm\.com:443$",
-    r"^quantum\.cloud\.ibm\.com:443$",
-    r"^[a-z0-9-]+\.quantum\.cloud\.ibm\.com:443$",
-    r"^private\.[a-z0-9-]+\.quantum\.cloud\.ibm\.com:443$",
+RUNTIME_REGIONS = ("us-east", "eu-de")
+"""The Runtime API's regions, as the client knows them (`RegionType` in accounts/account.py)."""
+HOSTS = (
+    "iam.cloud.ibm.com",
+    "private.iam.cloud.ibm.com",
+    "api.global-search-tagging.cloud.ibm.com",
+    "globalcatalog.cloud.ibm.com",
+    *(("" if r == "us-east" else f"{r}.") + "quantum.cloud.ibm.com" for r in RUNTIME_REGIONS),
+    *(f"private.{r}.quantum.cloud.ibm.com" for r in RUNTIME_REGIONS),
 )
+"""Every host the client contacts, by its exact name (api/utils.py, api/auth.py, accounts/utils.py)."""
 PROXY_ALIAS = "qsandbox-egress"
 PROXY_PORT = 8888
 PROXY_URL = f"http://{PROXY_ALIAS}:{PROXY_PORT}"
@@ -59,7 +71,15 @@ def host_pattern(host: str) -> str:
     name = host.strip().lower()
     if not _HOST.match(name) or name.rsplit(".", 1)[-1].isdigit():  # no IP literals: names only
         raise UsageError(f"--allow-host {host!r}: give a host name such as api.example.org (no port, scheme or IP)")
-    return "^" + re.escape(name) + ":443$"
+    return _exact(name)
+
+
+def _exact(name: str) -> str:
+    # Names hold only [a-z0-9.-]: escaping the dots is exact in POSIX ERE (re.escape's `\-` is not ERE).
+    return "^" + name.replace(".", r"\.") + ":443$"
+
+
+ALLOWLIST = tuple(_exact(h) for h in HOSTS)
 
 
 def proxy_environment() -> tuple[tuple[str, str], ...]:
