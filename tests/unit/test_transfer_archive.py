@@ -12,7 +12,7 @@ import pytest
 
 from qsandbox.common.errors import UsageError
 from qsandbox.common.handoff import OUTPUT_BEGIN, OUTPUT_END
-from qsandbox.launcher.transfer import OutputReceiver, collect, extract
+from qsandbox.launcher.transfer import OutputReceiver, check_output, collect, extract
 
 
 def names(archive: bytes) -> list[str]:
@@ -142,15 +142,15 @@ def test_output_over_the_limit_is_refused_entry_by_entry(tmp_path):
     assert "b (over the --output-limit of 8 bytes)" in refused[0]
 
 
-def test_a_damaged_or_unfinished_frame_delivers_nothing_and_says_so(tmp_path):
+def test_a_damaged_or_unfinished_frame_is_said_and_nothing_of_it_printed(tmp_path):
     said: list[str] = []
     r = OutputReceiver("m", tmp_path, 1 << 20, said.append)
-    r.feed(OUTPUT_BEGIN + b"m\nnot base64 !!!\n" + OUTPUT_END + b"m\n")
-    assert r.delivered is None and "damaged" in said[0]
+    assert r.feed(OUTPUT_BEGIN + b"m\nnot base64 !!!\n" + OUTPUT_END + b"m\n") == b""
+    assert r.delivered == [] and "damaged: its base64 text" in said[0]
     r2 = OutputReceiver("m", tmp_path, 1 << 20, said.append)
-    r2.feed(OUTPUT_BEGIN + b"m\nAAAA\n")
-    r2.flush()
-    assert "before its /output arrived whole" in said[1]
+    assert r2.feed(OUTPUT_BEGIN + b"m\nAAAA\n") == b""
+    assert r2.flush() == b""
+    assert "the sandbox ended before it arrived" in said[1]
 
 
 def test_a_link_already_in_the_output_dir_is_not_followed_out_of_it(tmp_path):
@@ -162,5 +162,109 @@ def test_a_link_already_in_the_output_dir_is_not_followed_out_of_it(tmp_path):
     refused: list[str] = []
     got = extract(tar_of(info("sub/x.txt", size=2), info("ok.txt", size=2), data=b"hi"), dest, 1 << 20, refused)
     assert got == ["ok.txt"]
-    assert refused == [f"sub/x.txt (would land outside {dest})"]
+    assert refused == ["sub/x.txt (sub is not a directory here (a link or a file); not followed)"]
     assert list(outside.iterdir()) == []
+
+
+def test_names_a_host_tool_would_run_or_read_are_refused_and_the_rest_delivered(tmp_path):
+    archive = tar_of(
+        info(".git/hooks/pre-commit", mode=0o755),
+        info("sub/.git/config"),
+        info(".bashrc"),
+        info("sub/.env"),
+        info("sub/.ssh/id_rsa"),
+        info("sub/.hidden-is-fine-below-the-top"),
+        info("result.txt"),
+    )
+    refused: list[str] = []
+    got = extract(archive, tmp_path, 1 << 20, refused)
+    assert sorted(got) == ["result.txt", "sub/.hidden-is-fine-below-the-top"]
+    text = "\n".join(refused)
+    assert ".git/hooks/pre-commit (under .git/: a repository's hooks would run it)" in text
+    assert "sub/.git/config (under .git/" in text
+    assert ".bashrc (a dotfile at the top" in text
+    assert "sub/.env (a credential store's name)" in text and "sub/.ssh/id_rsa (a credential store's name)" in text
+    assert not (tmp_path / ".git").exists() and not (tmp_path / ".bashrc").exists()
+
+
+def test_modes_never_widen_and_exec_bits_come_back_only_when_asked(tmp_path, monkeypatch):
+    os.umask(0o022)
+    archive = tar_of(info("run.sh", mode=0o755), info("private", mode=0o600), info("shared", mode=0o666))
+    a, b = tmp_path / "a", tmp_path / "b"
+    extract(archive, a, 1 << 20, [])
+    assert {p.name: p.stat().st_mode & 0o7777 for p in a.iterdir()} == {
+        "run.sh": 0o644,
+        "private": 0o600,
+        "shared": 0o644,
+    }
+    extract(archive, b, 1 << 20, [], keep_modes=True)
+    assert {p.name: p.stat().st_mode & 0o7777 for p in b.iterdir()} == {
+        "run.sh": 0o755,
+        "private": 0o600,
+        "shared": 0o644,
+    }
+
+
+def test_an_existing_file_is_never_overwritten(tmp_path):
+    (tmp_path / "result.txt").write_text("mine")
+    refused: list[str] = []
+    got = extract(tar_of(info("result.txt", size=2), info("new.txt", size=2), data=b"hi"), tmp_path, 1 << 20, refused)
+    assert got == ["new.txt"] and refused == ["result.txt (already exists; not overwritten)"]
+    assert (tmp_path / "result.txt").read_text() == "mine"
+
+
+def test_a_compressed_archive_is_refused(tmp_path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.addfile(info("x.txt", size=2), io.BytesIO(b"hi"))
+    refused: list[str] = []
+    assert extract(buf.getvalue(), tmp_path, 1 << 20, refused) == []
+    assert "not a plain tar archive" in refused[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_only_one_frame_is_taken_and_a_frame_never_prints_past_its_budget(tmp_path):
+    said: list[str] = []
+    first = tar_of(info("a.txt", size=2), data=b"hi")
+    second = tar_of(info("b.txt", size=2), data=b"hi")
+    r = OutputReceiver("m", tmp_path / "out", 1 << 20, said.append)
+    passed = r.feed(frame("m", first)) + r.feed(frame("m", second)) + r.flush()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.txt"]
+    assert passed == frame("m", second)  # the script's own output now: nothing of it extracted
+    big = tar_of(info("big", size=1 << 20), data=b"x" * (1 << 20))
+    r2 = OutputReceiver(
+        "m",
+        tmp_path / "out2",
+        1000,
+        said.append,
+    )
+    text = frame("m", big)
+    passed = b"".join(r2.feed(text[i : i + 4096]) for i in range(0, len(text), 4096)) + r2.flush()
+    assert passed == b"" and list((tmp_path / "out2").iterdir()) == []
+    assert any("big (over the --output-limit of 1000 bytes)" in line for line in said)
+
+
+def test_check_output_wants_a_new_or_empty_directory_of_your_own(tmp_path, monkeypatch):
+    check_output(tmp_path / "new" / "dir", merge=False)
+    assert (tmp_path / "new" / "dir").is_dir()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(UsageError, match="not empty; .*--output-merge"):
+        check_output(tmp_path / "full", merge=False)
+    check_output(tmp_path / "full", merge=True)
+    (tmp_path / "open").mkdir()
+    os.chmod(tmp_path / "open", 0o777)  # noqa: S103 - the unsafe directory under test
+    with pytest.raises(UsageError, match="writable by group or others"):
+        check_output(tmp_path / "open", merge=True)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    for path in (tmp_path / "home", Path("/")):
+        with pytest.raises(
+            UsageError, match="refusing to deliver the sandbox's output into a whole home directory or /"
+        ):
+            check_output(path, merge=True)
+    if os.geteuid() == 0:
+        (tmp_path / "theirs").mkdir()
+        os.chown(tmp_path / "theirs", 12345, 12345)
+        with pytest.raises(UsageError, match="owned by uid 12345, not by you"):
+            check_output(tmp_path / "theirs", merge=True)

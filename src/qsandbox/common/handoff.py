@@ -12,9 +12,11 @@ Launcher -> entry point:
   {"type": "access_token", "access_token": JWT, "expiration": UNIX_TIME}   (short-lived mode)
   {"type": "alive"}   every HEARTBEAT_INTERVAL seconds once the script runs
 Entry point -> launcher, on its stdout, after the script has ended (its exit, an error, or an
-abort; not when the launcher is gone): OUTPUT_BEGIN + marker + "\n", the /output tmpfs as a tar
-archive in base64 lines, OUTPUT_END + marker + "\n". The marker is the run's own (sent in the start
-message); NUL never occurs in base64, so the frame cannot be mistaken for part of the archive.
+abort; not when the launcher is gone): OUTPUT_BEGIN + marker + "\n", the /output tmpfs as a plain
+tar archive in base64 lines, OUTPUT_END + marker + "\n". The marker is the run's own (sent in the
+start message, after the script's interpreter was spawned: only the entry point, PID 1 and
+non-dumpable, ever holds it); NUL never occurs in base64, so the frame cannot be mistaken for part
+of the archive. The launcher accepts one such frame per run, plain tar only, within one budget.
 EOF of stdin (the launcher died or closed the stream) means: kill the script and exit.
 So does silence for HEARTBEAT_TIMEOUT seconds: EOF never arrives when the engine itself dies
 (the stdin pipe is held by the runtime's shim, and the engine is not there to close it), and a
@@ -74,6 +76,9 @@ class Alive:
 ALIVE = b'{"type":"alive"}\n'
 OUTPUT_BEGIN = b"\x00qsandbox-output-begin:"
 OUTPUT_END = b"\x00qsandbox-output-end:"
+# /output: entries sent at most, and how deep (both sides keep to them; see inside/transfer.py).
+MAX_OUTPUT_ENTRIES = 100_000
+MAX_OUTPUT_DEPTH = 64
 MAX_INPUTS = 1 << 32  # a sanity bound on the announced archive size; the launcher's --input-limit is lower
 
 

@@ -1,16 +1,23 @@
-"""Runs inside the container: receive the hand-off, write the account into tmpfs, run the script.
+"""Runs inside the container as its PID 1: receive the hand-off, write the account into tmpfs, run the script.
 
     python -m qsandbox.inside.entry run SCRIPT [ARGS...]
     python -m qsandbox.inside.entry probe
 
-While the launcher is still reading the key, this process already imports qiskit and
-qiskit_ibm_runtime, then waits for the start message on stdin. It writes qiskit-ibm-runtime's
-saved-account file into the ~/.qiskit tmpfs and the raw key into the /run/qsandbox tmpfs, then forks:
-the child runs the script in-process (the imports are already warm), the parent watches stdin.
-EOF on stdin means the launcher is gone (killed, or its connection dropped): the parent kills the
-script's process group and exits, and the daemon removes the container (auto-remove). This is the
-dead-man switch; no helper container holds the Docker socket. Silence on stdin for
-handoff.HEARTBEAT_TIMEOUT does the same: that is how a sandbox learns the engine itself died.
+The entry point is the sandbox's PID 1 (no docker-init: an init process runs as the same uid and is
+dumpable, so the script could open its descriptors through /proc and hold or write the attach
+stream) and makes itself non-dumpable first: the script, as the same uid without capabilities, can
+then read nothing of it through /proc (its memory, its descriptors, its environment). It spawns the
+script's interpreter at once (`qsandbox.inside.runner`, a fresh program, not a fork: nothing of this
+process's memory is in it), which imports Qiskit while the launcher is still reading the key, and
+waits for the start message on stdin. It writes qiskit-ibm-runtime's saved-account file into the
+~/.qiskit tmpfs and the raw key into the /run/qsandbox tmpfs, unpacks the inputs, then tells the
+runner to go. The runner's stdin is /dev/null and its stdout and stderr are pipes this process
+reads, masks and passes on: only this process ever holds the hand-off stream.
+EOF on stdin means the launcher is gone (killed, or its connection dropped): the entry point kills
+the script's process group and exits, and with PID 1 every process of the sandbox dies and the
+daemon removes the container (auto-remove). This is the dead-man switch; no helper container holds
+the Docker socket. Silence on stdin for handoff.HEARTBEAT_TIMEOUT does the same: that is how a
+sandbox learns the engine itself died.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import sys
 import tarfile
 import threading
 import time
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 from ..common import handoff
 from ..common.handoff import HandoffError
@@ -38,6 +45,7 @@ if TYPE_CHECKING:
 GRACE = 5.0  # seconds between SIGINT and SIGKILL of the script on abort
 ABORT_EXIT = {"interrupt": 130, "terminate": 143, "hangup": 129, "timeout": 124}
 OOM_EXIT = 247  # errors.ExitCode.OOM: the memory limit killed the script
+PR_SET_DUMPABLE = 4  # <linux/prctl.h>
 
 
 def _oom_kills() -> int:
@@ -58,15 +66,15 @@ def _say(text: str) -> None:
     os.write(2, f"qsandbox-entry: {text}\n".encode())
 
 
-def _prewarm() -> None:
-    """Import the Qiskit stack while the launcher waits for the user's key."""
-    if os.environ.get("QSANDBOX_PREWARM", "0") != "1":
-        return
-    try:
-        import qiskit  # type: ignore[import-untyped]  # noqa: F401 - no py.typed
-        import qiskit_ibm_runtime  # type: ignore[import-untyped]  # noqa: F401 - no py.typed
-    except Exception as e:  # noqa: BLE001 - the script will report the same error properly
-        _say(f"pre-import failed ({type(e).__name__}); continuing")
+def not_dumpable() -> None:
+    """prctl(PR_SET_DUMPABLE, 0): /proc/<this pid>/{mem,fd,environ,...} become root's, and ptrace is
+    refused, to every process of the same uid without CAP_SYS_PTRACE (the script). OSError if refused."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 def _read_line(fd: int) -> bytes | None:
@@ -109,58 +117,90 @@ def write_account(start: handoff.Start) -> None:
         _write_private(str(CA_FILE), start.ca_pem)
 
 
-def _hint_missing_input(e: BaseException) -> None:
-    """A data file next to the script is not sent in unless named: say how, once."""
-    if not isinstance(e, FileNotFoundError) or not isinstance(e.filename, str):
-        return
-    path = os.path.normpath(os.path.join(os.getcwd(), e.filename))
-    if path == str(WORKDIR) or path.startswith(f"{WORKDIR}/"):
-        print(
-            f"qsandbox: {path} is not in the sandbox: only the script is sent in; name what it needs "
-            "with --include PATH (relative to the script's directory), or send a project with --workdir DIR",
-            file=sys.stderr,
+class Script:
+    """The script's interpreter (inside/runner.py), spawned before the key arrives and told to go
+    once the account and inputs are in place. Its stdout and stderr (and the token pipe, when output
+    is masked) come back through pipes that `_copy` passes on to our stdout and stderr.
+    """
+
+    def __init__(self, script: str, args: list[str], *, redact: bool) -> None:
+        self.out, self.err, self.go = os.pipe(), os.pipe(), os.pipe()
+        self.tok = os.pipe() if redact else None
+        self.redact = redact
+        tok_w = self.tok[1] if self.tok else -1
+        for fd in (self.go[0], *((tok_w,) if self.tok else ())):
+            os.set_inheritable(fd, True)
+        argv = [sys.executable, "-m", "qsandbox.inside.runner", str(self.go[0]), str(tok_w), script, *args]
+        self.pid = os.posix_spawn(
+            sys.executable,
+            argv,
+            os.environ,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, self.out[1], 1),
+                (os.POSIX_SPAWN_DUP2, self.err[1], 2),
+            ],
+            setpgroup=0,  # its own group, so everything it starts can be killed at once
+            setsigdef=(signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGHUP),
         )
+        for fd in (self.out[1], self.err[1], self.go[0], *((tok_w,) if self.tok else ())):
+            os.close(fd)
+        self.thread = threading.Thread(target=self._copy, daemon=True)
+        self.thread.start()
+
+    def start(self) -> None:
+        """The account is written and the inputs are in /work: run the script."""
+        os.write(self.go[1], b"1")
+        os.close(self.go[1])
+
+    def cancel(self) -> None:
+        """Nothing is to run: the runner sees EOF and exits."""
+        os.close(self.go[1])
+
+    def finish(self, timeout: float) -> None:
+        self.thread.join(timeout)
+
+    def _copy(self) -> None:
+        from ..common.redact import Redactor
+
+        streams = {self.out[0]: (1, Redactor([])), self.err[0]: (2, Redactor([]))}
+        tok = self.tok[0] if self.tok else None
+        if tok is not None:
+            os.set_blocking(tok, False)
+        pending = b""
+        while streams:
+            ready, _, _ = select.select([*streams, *([tok] if tok is not None else [])], [], [])
+            # Tokens first, on every wake: one reported before the script printed it is known now.
+            while tok is not None:
+                try:
+                    chunk = os.read(tok, 65536)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    tok = None
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    for _, r in streams.values():
+                        r.add(line.decode(errors="replace"))
+            for fd in ready:
+                if fd not in streams:
+                    continue
+                target, r = streams[fd]
+                data = os.read(fd, 65536)
+                if self.redact:
+                    data = r.feed(data) if data else r.flush()
+                _write_all(target, data)
+                if not data:
+                    del streams[fd]
 
 
-def _run_script(script: str, args: list[str]) -> NoReturn:
-    """In the forked child: become the script, as `python SCRIPT ARGS` would."""
-    import runpy
-    import traceback
-
-    os.setpgid(0, 0)  # its own group, so the parent can kill everything it starts
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)  # the hand-off stream belongs to the parent
-    sys.stdin = open(0, closefd=False)  # noqa: SIM115 - fd 0, now /dev/null
-    sys.argv = [script, *args]
-    sys.path[0] = os.path.dirname(script)
-    code = 0
-    try:
-        if script.endswith(".ipynb"):
-            from .notebook import run as run_notebook
-
-            code = run_notebook(script)
-        else:
-            runpy.run_path(script, run_name="__main__")
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        if not isinstance(e.code, int | None):
-            print(e.code, file=sys.stderr)
-    except KeyboardInterrupt:
-        code = 130
-    except BaseException as e:  # noqa: BLE001 - report like the interpreter does
-        traceback.print_exc()
-        _hint_missing_input(e)
-        code = 1
-    finally:
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
         try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except Exception:  # noqa: BLE001, S110 - closed streams at exit are not our error
-            pass
-    os._exit(code)
+            data = data[os.write(fd, data) :]
+        except OSError:
+            return  # the launcher is gone; the dead-man switch ends the rest
 
 
 def _watch_stdin(events: queue.Queue[tuple[str, str]], tokens: TokenServer | None, heard: list[float]) -> None:
@@ -194,76 +234,6 @@ def _watch_silence(events: queue.Queue[tuple[str, str]], heard: list[float], tim
         time.sleep(min(left, 1.0))
 
 
-class _Output:
-    """The script's stdout and stderr pass through pipes, so that the IAM tokens its client obtains
-    (reported by tokenwatch on a third pipe) are masked before the output leaves the sandbox. The
-    launcher masks the key and anything JWT-shaped again on its side.
-    """
-
-    def __init__(self) -> None:
-        self.out, self.err, self.tok = os.pipe(), os.pipe(), os.pipe()
-        self.thread: threading.Thread | None = None
-
-    def child(self) -> None:
-        os.dup2(self.out[1], 1)
-        os.dup2(self.err[1], 2)
-        for fd in (*self.out, *self.err, self.tok[0]):
-            os.close(fd)
-        from .tokenwatch import install
-
-        install(self.tok[1])
-        os.environ["QSANDBOX_TOKEN_FD"] = str(self.tok[1])  # a notebook's kernel watches on it too
-
-    def start(self) -> None:
-        for fd in (self.out[1], self.err[1], self.tok[1]):
-            os.close(fd)
-        os.set_blocking(self.tok[0], False)
-        self.thread = threading.Thread(target=self._copy, daemon=True)
-        self.thread.start()
-
-    def finish(self, timeout: float) -> None:
-        if self.thread is not None:
-            self.thread.join(timeout)
-
-    def _copy(self) -> None:
-        from ..common.redact import Redactor
-
-        streams = {self.out[0]: (1, Redactor([])), self.err[0]: (2, Redactor([]))}
-        pending = b""
-        tok_open = True
-        while streams:
-            ready, _, _ = select.select([*streams, *([self.tok[0]] if tok_open else [])], [], [])
-            # Tokens first, on every wake: one reported before the script printed it is known now.
-            while tok_open:
-                try:
-                    chunk = os.read(self.tok[0], 65536)
-                except BlockingIOError:
-                    break
-                if not chunk:
-                    tok_open = False
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    for _, r in streams.values():
-                        r.add(line.decode(errors="replace"))
-            for fd in ready:
-                if fd not in streams:
-                    continue
-                target, r = streams[fd]
-                data = os.read(fd, 65536)
-                _write_all(target, r.feed(data) if data else r.flush())
-                if not data:
-                    del streams[fd]
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    while data:
-        try:
-            data = data[os.write(fd, data) :]
-        except OSError:
-            return  # the launcher is gone; the dead-man switch ends the rest
-
-
 def _kill_group(pid: int, first: signal.Signals, grace: float, done: threading.Event) -> None:
     try:
         os.killpg(pid, first)
@@ -276,29 +246,30 @@ def _kill_group(pid: int, first: signal.Signals, grace: float, done: threading.E
             pass
 
 
-def run(script: str, args: list[str]) -> int:
-    _prewarm()
+def _receive() -> tuple[handoff.Start, TokenServer | None] | None:
+    """The start message, the inputs and (short-lived mode) the first token; None (said why) if not."""
     try:
         line = _read_line(0)
     except handoff.HandoffError as e:
         _say(str(e))
-        return 125
+        return None
     if line is None:
         _say("the launcher went away before the hand-off; nothing was run")
-        return 125
-    msg = handoff.decode(line)
+        return None
+    try:
+        msg = handoff.decode(line)
+    except handoff.HandoffError as e:
+        _say(str(e))
+        return None
     if not isinstance(msg, handoff.Start):
         _say("expected a start message")
-        return 125
+        return None
     write_account(msg)
-    marker = msg.output_marker
     try:
         unpack(read_exactly(0, msg.inputs_size))
     except (HandoffError, OSError, tarfile.TarError) as e:
         _say(f"the inputs could not be unpacked into {WORKDIR}: {e}; nothing was run")
-        return 125
-    started_at = time.time()
-    del msg, line
+        return None
     tokens: TokenServer | None = None
     if os.environ.get("QSANDBOX_TOKEN_MODE") == "short-lived":
         # The saved key is a placeholder; the next message is the minted access token.
@@ -306,50 +277,58 @@ def run(script: str, args: list[str]) -> int:
         token = handoff.decode(first) if first else None
         if not isinstance(token, handoff.AccessToken):
             _say("short-lived mode: no access token arrived; nothing was run")
-            return 125
+            return None
         from .tokenserver import TokenServer
 
         tokens = TokenServer(token)
-        del first, token
+    return msg, tokens
 
-    sys.stdout.flush()
-    sys.stderr.flush()
-    output = _Output() if os.environ.get("QSANDBOX_REDACT", "1") == "1" else None
-    pid = os.fork()
-    if pid == 0:
-        if output is not None:
-            output.child()
-        _run_script(os.path.join(str(WORKDIR), script) if not os.path.isabs(script) else script, args)
-    if output is not None:
-        output.start()
+
+def run(script: str, args: list[str]) -> int:
+    child = Script(script, args, redact=os.environ.get("QSANDBOX_REDACT", "1") == "1")
+    received = _receive()
+    if received is None:
+        child.cancel()
+        return 125
+    start, tokens = received
+    marker = start.output_marker
+    del start, received
+    started_at = time.time()
+    child.start()
     try:
-        code, deliver = _supervise(pid, tokens, started_at)
+        code, deliver = _supervise(child.pid, tokens, started_at)
     finally:
-        try:  # whatever the script left running would die with the container anyway
-            os.killpg(pid, signal.SIGKILL)
+        try:  # whatever the script left running dies with PID 1 anyway
+            os.killpg(child.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        if output is not None:
-            output.finish(2.0)  # the rest of its output, masked
+        child.finish(2.0)  # the rest of its output, masked
     if deliver and marker:  # also after an error or an abort: whatever was written so far
         send_output(marker, lambda data: _write_all(1, data), _say)
     return code
 
 
 def _supervise(pid: int, tokens: TokenServer | None, started_at: float) -> tuple[int, bool]:
-    """In the parent: wait for the script's exit, an abort, EOF or silence. Returns the exit code,
-    and whether the launcher is still there to receive /output."""
+    """Wait for the script's exit, an abort, EOF or silence. Returns the exit code, and whether the
+    launcher is still there to receive /output."""
     events: queue.Queue[tuple[str, str]] = queue.Queue()
     exited = threading.Event()
     status: list[int] = []
 
     def reap() -> None:
-        _, st = os.waitpid(pid, 0)
-        status.append(os.waitstatus_to_exitcode(st))
-        exited.set()
-        events.put(("exit", ""))
+        # PID 1 adopts every orphan of the script: reap them all, and note the script's own status.
+        while True:
+            try:
+                got, st = os.waitpid(-1, 0)
+            except ChildProcessError:
+                time.sleep(0.2)
+                continue
+            if got == pid:
+                status.append(os.waitstatus_to_exitcode(st))
+                exited.set()
+                events.put(("exit", ""))
 
-    # Signals reaching this process (docker stop, tini forwarding) take the abort path too.
+    # Signals reaching this process (docker stop, docker kill -s) take the abort path too.
     for sig, reason in ((signal.SIGTERM, "terminate"), (signal.SIGINT, "interrupt"), (signal.SIGHUP, "hangup")):
         signal.signal(sig, lambda *_a, r=reason: events.put(("abort", r)))
 
@@ -397,6 +376,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return probe_main()
     if len(argv) >= 2 and argv[0] == "run":
+        try:
+            not_dumpable()  # before anything the script could see exists
+        except OSError as e:
+            _say(f"could not make the entry point non-dumpable ({e.strerror}); nothing was run")
+            return 125
         return run(argv[1], argv[2:])
     _say("usage: python -m qsandbox.inside.entry run SCRIPT [ARGS...] | probe")
     return 125

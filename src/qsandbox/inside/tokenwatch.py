@@ -3,7 +3,7 @@
 Real IAM refresh tokens are opaque, so no pattern finds them in output; only knowing them does.
 `install(fd)` wraps the IAM token manager of ibm-cloud-sdk-core (which qiskit-ibm-runtime's
 client uses) so that each access and refresh token it saves is written, one per line, to `fd`.
-The entry point reads that pipe and masks those tokens in the script's output (entry._Output).
+The entry point reads that pipe and masks those tokens in the script's output (entry.Script).
 If the module is not imported yet, the wrap happens when it is: importing it here would cost
 every script the SDK's import time.
 """

@@ -6,21 +6,26 @@ directories with relative names are accepted: the launcher made the archive, but
 does not trust a stream it did not make.
 
 Out: when the script has ended, the /output tmpfs goes back on stdout as a tar archive in base64
-lines between the run's markers. Whatever cannot be read is named on stderr and left out; links and
-special files go in as what they are, and the launcher refuses them.
+lines between the run's markers, streamed entry by entry (`send_output`). Whatever cannot be read
+is named on stderr and left out; links and special files go in as what they are, and the launcher
+refuses them.
 """
 
 from __future__ import annotations
 
 import base64
+import errno
 import io
 import os
+import stat
 import tarfile
 from collections.abc import Callable
 from pathlib import PurePosixPath
 
+from ..common import handoff
 from ..common.handoff import OUTPUT_BEGIN, OUTPUT_END, HandoffError
 from ..common.paths import OUTPUT_DIR, WORKDIR
+from ..common.text import shown
 
 
 def read_exactly(fd: int, size: int) -> bytes:
@@ -59,22 +64,103 @@ def unpack(archive: bytes, top: str = str(WORKDIR)) -> None:
     os.chmod(top, 0o500)
 
 
+MAX_ENTRIES = handoff.MAX_OUTPUT_ENTRIES
+MAX_DEPTH = handoff.MAX_OUTPUT_DEPTH
+_CHUNK = 57 * 1024  # base64 encodes 57 bytes per 76-character line
+
+
+class _Base64Lines:
+    """Raw bytes in, base64 lines out (76 characters each), in bounded chunks: nothing is held whole."""
+
+    def __init__(self, write: Callable[[bytes], None]) -> None:
+        self.write, self.buf = write, bytearray()
+
+    def add(self, data: bytes) -> None:
+        self.buf += data
+        if len(self.buf) >= _CHUNK:
+            cut = len(self.buf) // 57 * 57
+            self.write(base64.encodebytes(bytes(self.buf[:cut])))
+            del self.buf[:cut]
+
+    def close(self) -> None:
+        if self.buf:
+            self.write(base64.encodebytes(bytes(self.buf)))
+            self.buf.clear()
+
+
+def _header(name: str, kind: bytes, mode: int, size: int = 0, mtime: float = 0, link: str = "") -> bytes:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.size, info.mtime, info.linkname = kind, mode & 0o7777, size, int(mtime), link
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
 def send_output(marker: str, write: Callable[[bytes], None], say: Callable[[str], None]) -> None:
-    """Pack /output and write the frame; what cannot be read is named and left out."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for dirpath, dirnames, filenames in os.walk(str(OUTPUT_DIR), onerror=None):
-            for name in sorted(dirnames) + sorted(filenames):
-                path = os.path.join(dirpath, name)
-                arcname = os.path.relpath(path, str(OUTPUT_DIR))
-                try:
-                    info = tar.gettarinfo(path, arcname)
-                    if info.isfile():
-                        with open(path, "rb") as f:
-                            tar.addfile(info, f)
+    """Stream /output as a tar archive in base64 lines between the run's markers.
+
+    Streamed, entry by entry, so its size costs no memory; walked without recursion. Each name is
+    sent once as what it is (a hard link's every name as a plain file); links and special files
+    go as headers only, and the launcher refuses them. What cannot be read, what lies deeper than
+    MAX_DEPTH and what is past MAX_ENTRIES is named on stderr and left out.
+    """
+    out = _Base64Lines(write)
+    write(OUTPUT_BEGIN + marker.encode() + b"\n")
+    sent = over = 0
+    stack: list[tuple[str, str, int]] = [(str(OUTPUT_DIR), "", 1)]  # (path, archive prefix, depth)
+    while stack:
+        path, prefix, depth = stack.pop()
+        try:
+            with os.scandir(path) as it:
+                found = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            say(f"/output/{shown(prefix)} could not be read ({e.strerror}); left out")
+            continue
+        subdirs = []
+        for entry in found:
+            arcname = prefix + entry.name
+            if sent >= MAX_ENTRIES:
+                over += 1
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    if depth >= MAX_DEPTH:
+                        say(f"/output/{shown(arcname)}: deeper than {MAX_DEPTH} levels; its contents left out")
                     else:
-                        tar.addfile(info)
-                except OSError as e:
-                    say(f"/output/{arcname} could not be read ({e.strerror}); left out")
-    text = base64.encodebytes(buf.getvalue())
-    write(OUTPUT_BEGIN + marker.encode() + b"\n" + text + OUTPUT_END + marker.encode() + b"\n")
+                        subdirs.append((entry.path, arcname + "/", depth + 1))
+                    out.add(_header(arcname, tarfile.DIRTYPE, st.st_mode, mtime=st.st_mtime))
+                elif stat.S_ISREG(st.st_mode):
+                    _send_file(out, entry.path, arcname, say)
+                elif stat.S_ISLNK(st.st_mode):
+                    out.add(_header(arcname, tarfile.SYMTYPE, st.st_mode, link=os.readlink(entry.path)))
+                else:
+                    kind = tarfile.FIFOTYPE if stat.S_ISFIFO(st.st_mode) else tarfile.CHRTYPE
+                    out.add(_header(arcname, kind, st.st_mode))
+                sent += 1
+            except OSError as e:
+                say(f"/output/{shown(arcname)} could not be read ({e.strerror}); left out")
+        stack.extend(reversed(subdirs))
+    if over:
+        say(f"/output holds more than {MAX_ENTRIES} entries: {over} left out")
+    out.add(b"\0" * (2 * tarfile.BLOCKSIZE))
+    out.close()
+    write(OUTPUT_END + marker.encode() + b"\n")
+
+
+def _send_file(out: _Base64Lines, path: str, arcname: str, say: Callable[[str], None]) -> None:
+    """A file's header and exactly the size it had when opened (padded if it shrank meanwhile)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "no longer a plain file")
+        out.add(_header(arcname, tarfile.REGTYPE, st.st_mode, st.st_size, st.st_mtime))
+        left = st.st_size
+        while left:
+            data = f.read(min(left, 1 << 20))
+            if not data:
+                say(f"/output/{shown(arcname)} shrank while it was sent; padded with zeros")
+                out.add(b"\0" * left)
+                break
+            out.add(data)
+            left -= len(data)
+        out.add(b"\0" * (-st.st_size % tarfile.BLOCKSIZE))

@@ -5,26 +5,33 @@ archive in memory and sent after the start message; the entry point unpacks it i
 tmpfs. Credential stores inside a named directory are left out (and said so); an input holding
 the key itself is refused before the key goes anywhere.
 
-Out: after the script ends, the entry point sends the /output tmpfs back as a tar archive framed
-on its stdout (see `common.handoff`); `OutputReceiver` takes it out of the stream and extracts it
-into `--output DIR` entry by entry, refusing what could reach outside DIR or is not a plain file
-or directory, and naming each refused entry.
+Out: after the script ends, the entry point streams the /output tmpfs back as a tar archive framed
+on its stdout (see `common.handoff`); `OutputReceiver` takes it out of the stream and `Extractor`
+writes it into `--output DIR` as it arrives, entry by entry, where nothing runs it: DIR is new or
+empty (or --output-merge, which never overwrites), the user's own and nobody else's to write;
+nothing is followed out of it, no exec bit comes back unless --output-keep-modes, and names a
+repository, a shell or a credential helper would act on are refused. Each refused entry is named.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import io
 import os
+import queue
 import stat
 import tarfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any, cast
 
 from ..common.errors import UsageError
-from ..common.handoff import OUTPUT_BEGIN, OUTPUT_END
+from ..common.handoff import MAX_OUTPUT_DEPTH, MAX_OUTPUT_ENTRIES, OUTPUT_BEGIN, OUTPUT_END
+from ..common.text import shown
 
 # Never sent from inside a named directory; naming one with --include sends it on purpose.
 CREDENTIAL_NAMES = frozenset({".ssh", ".gnupg", ".qiskit", ".aws", ".docker", ".netrc", ".git-credentials", ".env"})
@@ -104,7 +111,12 @@ def _add_tree(inputs: Inputs, chosen: dict[str, Path], top: Path, base: Path) ->
 
 def _refuse_too_wide(path: Path, option: str) -> None:
     homes = {Path.home().resolve(), Path(os.path.expanduser("~")).resolve()}
-    if path == Path("/") or path in homes:
+    if path.resolve() == Path("/") or path.resolve() in homes:
+        if option == "--output":
+            raise UsageError(
+                f"--output {path}: refusing to deliver the sandbox's output into a whole home directory or /; "
+                "name a new directory for it, such as ./results"
+            )
         raise UsageError(
             f"{option} {path}: refusing to send a whole home directory or / into the sandbox; "
             "name the project directory or the files the script needs"
@@ -174,68 +186,138 @@ def _info(name: str, kind: bytes, size: int, mode: int) -> tarfile.TarInfo:
     return info
 
 
+def check_output(dest: Path, *, merge: bool) -> None:
+    """Before anything starts: --output DIR is made if missing; it must be the invoking user's, not
+    writable by group or others, not the home directory or /, and empty unless --output-merge.
+    UsageError (nothing started) otherwise. `extract` checks owner and mode again on the directory
+    it opens, so a swap in between changes nothing."""
+    _refuse_too_wide(Path(os.path.abspath(dest)), "--output")
+    try:
+        dest.mkdir(parents=True, exist_ok=True, mode=0o755)
+        fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise UsageError(f"--output {dest}: {e.strerror}") from None
+    try:
+        problem = _unsafe_dir(fd)
+        if problem:
+            raise UsageError(f"--output {dest}: {problem}")
+        if not merge and os.listdir(fd):
+            raise UsageError(
+                f"--output {dest}: not empty; name a new or empty directory, or add --output-merge "
+                "(which still never overwrites a file)"
+            )
+    finally:
+        os.close(fd)
+
+
+def _unsafe_dir(fd: int) -> str:
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid():
+        return f"owned by uid {st.st_uid}, not by you (uid {os.geteuid()}): name a directory of your own"
+    if st.st_mode & 0o022:
+        return (
+            f"writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}): another account could swap "
+            "what lands there; chmod go-w it, or name a directory of your own"
+        )
+    return ""
+
+
+def refused_name(parts: tuple[str, ...]) -> str:
+    """Why a delivered name is refused by default ('' if it is not): it could be run or read by
+    something on the host (a repository's hooks, a shell's start-up files, a credential store)."""
+    if ".git" in parts:
+        return "under .git/: a repository's hooks would run it"
+    if parts[0].startswith("."):
+        return "a dotfile at the top: shells and tools read those"
+    if any(is_credential_store(p) for p in parts):
+        return "a credential store's name"
+    return ""
+
+
 class OutputReceiver:
-    """Takes the /output archive out of the sandbox's stdout and extracts it into `dest`.
+    """Takes the /output archive out of the sandbox's stdout and extracts it into `dest` as it streams.
 
     `feed` returns the bytes that are the script's own output. Bytes that could be the start of the
-    frame are held back until it is clear they are not (a NUL in a script's output, rarely).
+    frame are held back until it is clear they are not (a NUL in a script's output, rarely). One
+    frame per run is accepted; inside it nothing is ever passed on as output, even past the budget.
     """
 
-    def __init__(self, marker: str, dest: Path | None, limit: int, say: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        marker: str,
+        dest: Path | None,
+        limit: int,
+        say: Callable[[str], None],
+        *,
+        keep_modes: bool = False,
+    ) -> None:
         self.begin = OUTPUT_BEGIN + marker.encode() + b"\n"
         self.end = OUTPUT_END + marker.encode() + b"\n"
-        self.dest, self.limit, self.say = dest, limit, say
+        self.dest, self.limit, self.say, self.keep_modes = dest, limit, say, keep_modes
         self._held = b""
-        self._frame: bytearray | None = None  # inside the frame: the base64 text so far
+        self._state = "before"  # "before" the frame, "in" it, "after" it
+        self._text = bytearray()  # inside the frame: base64 text not yet decoded, and the end marker's search
+        self._extractor: Extractor | None = None
         self.delivered: list[str] | None = None  # None until an archive arrived
         self.refused: list[str] = []
 
     def feed(self, data: bytes) -> bytes:
         data = self._held + data
         self._held = b""
-        if self._frame is None:
+        if self._state == "after":
+            return data
+        passed = b""
+        if self._state == "before":
             at = data.find(self.begin)
             if at < 0:
                 keep = _partial_suffix(data, self.begin)
                 self._held = data[len(data) - keep :] if keep else b""
                 return data[: len(data) - keep]
-            self._frame = bytearray()
+            self._state = "in"
+            self._extractor = Extractor(self.dest, self.limit, self.refused, keep_modes=self.keep_modes)
             passed, data = data[:at], data[at + len(self.begin) :]
-        else:
-            passed = b""
-        searched_to = max(0, len(self._frame) - len(self.end))  # the end marker may straddle chunks
-        self._frame += data
-        at = self._frame.find(self.end, searched_to)
+        self._text += data
+        at = self._text.find(self.end)
         if at >= 0:
-            text, rest = bytes(self._frame[:at]), bytes(self._frame[at + len(self.end) :])
-            self._frame = bytearray()
-            self._finish(text)
-            self._frame = None
+            rest = bytes(self._text[at + len(self.end) :])
+            del self._text[at:]
+            self._decode(final=True)
+            self._finish()
             return passed + rest
-        if len(self._frame) > self.limit * 4 // 3 + (1 << 20):
-            self._frame = None
-            self.say("the sandbox sent more output than --output-limit allows; nothing delivered")
+        self._decode(final=False)
         return passed
+
+    def _decode(self, *, final: bool) -> None:
+        """Decode the whole lines received so far (keeping what could be the end marker's start)."""
+        cut = len(self._text) if final else self._text.rfind(b"\n", 0, max(0, len(self._text) - len(self.end)))
+        if cut <= 0:
+            return
+        text = bytes(self._text[:cut])
+        del self._text[:cut]
+        assert self._extractor is not None  # noqa: S101 - set when the frame began
+        try:
+            data = base64.b64decode(text.replace(b"\n", b""), validate=True)
+        except (binascii.Error, ValueError):
+            self._extractor.damaged("its base64 text")
+            return
+        self._extractor.feed(data)
+
+    def _finish(self) -> None:
+        assert self._extractor is not None  # noqa: S101 - set when the frame began
+        self._state = "after"
+        self._extractor.close()
+        self.delivered = self._extractor.delivered
+        for entry in self.refused:
+            self.say(f"refused from /output: {entry}")
 
     def flush(self) -> bytes:
         """At the end of the stream: what was held back is the script's after all."""
         held, self._held = self._held, b""
-        if self._frame is not None:
-            self._frame = None
-            self.say("the sandbox ended before its /output arrived whole; nothing delivered")
+        if self._state == "in":
+            assert self._extractor is not None  # noqa: S101 - set when the frame began
+            self._extractor.damaged("its end (the sandbox ended before it arrived)")
+            self._finish()
         return held
-
-    def _finish(self, text: bytes) -> None:
-        try:
-            archive = base64.b64decode(text.replace(b"\n", b""), validate=True)
-        except (binascii.Error, ValueError):
-            self.say("the /output archive arrived damaged; nothing delivered")
-            return
-        if self.dest is None:
-            return
-        self.delivered = extract(archive, self.dest, self.limit, self.refused)
-        for entry in self.refused:
-            self.say(f"refused from /output: {entry}")
 
 
 def _partial_suffix(data: bytes, marker: bytes) -> int:
@@ -248,61 +330,227 @@ def _partial_suffix(data: bytes, marker: bytes) -> int:
     return 0
 
 
-def extract(archive: bytes, dest: Path, limit: int, refused: list[str]) -> list[str]:
-    """Extract what is safe; name each refused entry in `refused`. Returns the names delivered.
+class _Feed(io.RawIOBase):
+    """A bounded pipe from the stream's thread (`put`) to the extracting thread (`readinto`)."""
 
-    Only plain files and directories, with relative names free of `..`, landing inside `dest`
-    even through directories already there (a symbolic link in `dest` is not followed out of it).
-    Files are written with the owner's read/write and the executable bit only: no setuid, setgid
-    or sticky bits, no owner from the archive. This is what tarfile's `data` filter (PEP 706)
-    does, written out because the Python a launcher runs on may predate it (3.11.2 in Debian 12,
-    the launcher in a CI job container).
-    """
-    delivered: list[str] = []
-    total = 0
-    dest.mkdir(parents=True, exist_ok=True)
-    top = os.path.realpath(dest)
-    try:
-        tar = tarfile.open(fileobj=io.BytesIO(archive))
-    except tarfile.TarError:
-        refused.append("the archive (not a tar archive)")
-        return delivered
-    with tar:
-        for member in tar:
-            if member.name in (".", "./"):
-                continue
-            parts = PurePosixPath(member.name).parts
-            if member.name.startswith("/") or ".." in parts:
-                refused.append(f"{member.name} (an absolute path or one with ..)")
-                continue
-            if not (member.isfile() or member.isdir()):
-                refused.append(f"{member.name} (not a plain file or directory)")
-                continue
-            total += member.size
-            if total > limit:
-                refused.append(f"{member.name} (over the --output-limit of {limit} bytes)")
-                continue
-            target = os.path.join(top, *parts)
-            if os.path.commonpath([top, os.path.realpath(target)]) != top:
-                refused.append(f"{member.name} (would land outside {dest})")
-                continue
+    def __init__(self) -> None:
+        super().__init__()
+        self._q: queue.Queue[bytes] = queue.Queue(maxsize=16)
+        self._buf = b""
+        self._eof = False
+
+    def put(self, data: bytes, alive: Callable[[], bool]) -> None:
+        while alive():
             try:
-                _write(tar, member, target)
-            except OSError as e:
-                refused.append(f"{member.name} ({e.strerror})")
+                self._q.put(data, timeout=0.2)
+                return
+            except queue.Full:
                 continue
-            delivered.append(member.name.removeprefix("./"))
-    return delivered
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while not self._buf and not self._eof:
+            self._buf = self._q.get()
+            self._eof = not self._buf
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
 
 
-def _write(tar: tarfile.TarFile, member: tarfile.TarInfo, target: str) -> None:
-    if member.isdir():
-        os.makedirs(target, mode=0o755, exist_ok=True)
-        return
-    os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
-    mode = 0o755 if member.mode & 0o100 else 0o644
-    src = tar.extractfile(member)
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(src.read() if src is not None else b"")
-    os.chmod(target, mode)  # an existing file keeps its old mode through O_CREAT
+HEADER_ROOM = 2048  # a tar header with a PAX record for a long name, per entry
+
+
+class Extractor:
+    """Extracts a plain tar stream into `dest` entry by entry, in a thread of its own, as it arrives.
+
+    Safe by construction, not by checks of paths: `dest` is opened once (O_NOFOLLOW) and its owner
+    and mode checked on that descriptor; every directory below it is opened relative to its
+    parent's descriptor with O_NOFOLLOW | O_DIRECTORY, and every file is created with O_EXCL |
+    O_NOFOLLOW, so no link, swapped in before or during the extraction, is ever followed and no
+    existing file is ever overwritten. Only plain files and directories with relative names free of
+    `..` are accepted, within MAX_OUTPUT_DEPTH levels and MAX_OUTPUT_ENTRIES entries; names under
+    .git/, top-level dotfiles and credential stores' names are refused. Files get the owner's
+    read/write bits and the group's and others' read bits they had, never more (an exec bit only
+    with `keep_modes`; never setuid, setgid or sticky); the user's umask applies. A refused or
+    failed entry is named in `refused` and the rest still delivered. The budget is the data of the
+    files (`limit`, --output-limit) and MAX_OUTPUT_ENTRIES entries; the stream itself may carry
+    at most the data plus HEADER_ROOM per allowed entry, counted on what really arrives; past it the
+    rest is discarded, never printed.
+    """
+
+    def __init__(self, dest: Path | None, limit: int, refused: list[str], *, keep_modes: bool = False) -> None:
+        self.dest, self.limit, self.refused, self.keep_modes = dest, limit, refused, keep_modes
+        self.delivered: list[str] = []
+        self.received = 0  # bytes of the tar stream so far
+        self.entries = 0
+        self.data = 0  # bytes of file data accepted so far
+        self._stopped = False  # no more data goes to the extracting thread
+        self._cut = False  # ... because the stream was cut short (said once, in refused)
+        self._feed = _Feed()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def feed(self, data: bytes) -> None:
+        if self._stopped or not data:
+            return
+        self.received += len(data)
+        if self.received > self.limit + HEADER_ROOM * MAX_OUTPUT_ENTRIES + tarfile.RECORDSIZE:
+            self._stop(f"the rest of the archive (over the --output-limit of {self.limit} bytes); discarded")
+            return
+        self._feed.put(data, self._alive)
+
+    def damaged(self, where: str) -> None:
+        self._stop(f"the rest of the archive (damaged: {where})")
+
+    def _stop(self, why: str) -> None:
+        if not self._stopped:
+            self._stopped = self._cut = True
+            self.refused.append(why)
+            self._feed.put(b"", self._alive)
+
+    def close(self) -> None:
+        if not self._stopped:
+            self._stopped = True
+            self._feed.put(b"", self._alive)
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            top = self._open_top()
+        except _Refused as e:
+            self.refused.append(f"everything: {e}")
+            return self._drain()
+        chain = _DirChain(top)
+        try:
+            with tarfile.open(fileobj=io.BufferedReader(self._feed, 1 << 16), mode="r|") as tar:
+                for member in tar:
+                    cast(Any, tar).members.clear()  # a stream of 100,000 entries keeps none in memory
+                    name = member.name.removeprefix("./")
+                    try:
+                        self._entry(tar, member, name, chain)
+                    except _Refused as e:
+                        self.refused.append(f"{shown(name)} ({e})")
+                    except OSError as e:
+                        self.refused.append(f"{shown(name)} ({e.strerror or e})")
+        except tarfile.TarError as e:
+            if not self._cut:  # a stream cut short was said already
+                self.refused.append(f"the rest of the archive (not a plain tar archive: {shown(str(e))})")
+        finally:
+            chain.close()
+        self._drain()
+
+    def _drain(self) -> None:
+        while self._feed.readinto(bytearray(1 << 16)):
+            pass
+
+    def _open_top(self) -> int | None:
+        if self.dest is None:
+            return None
+        try:
+            self.dest.mkdir(parents=True, exist_ok=True, mode=0o755)  # check_output made it; gone since?
+            fd = os.open(self.dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as e:
+            raise _Refused(f"--output {self.dest}: {e.strerror}") from None
+        problem = _unsafe_dir(fd)
+        if problem:
+            os.close(fd)
+            raise _Refused(f"--output {self.dest}: {problem}")
+        return fd
+
+    def _entry(self, tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, chain: _DirChain) -> None:
+        self.entries += 1
+        parts = tuple(p for p in name.split("/") if p not in ("", "."))
+        if not parts:
+            return
+        if self.entries > MAX_OUTPUT_ENTRIES:
+            raise _Refused(f"over {MAX_OUTPUT_ENTRIES} entries")
+        if name.startswith("/") or ".." in parts:
+            raise _Refused("an absolute path or one with ..")
+        if not (member.isfile() or member.isdir()):
+            raise _Refused("not a plain file or directory")
+        if len(parts) > MAX_OUTPUT_DEPTH:
+            raise _Refused(f"deeper than {MAX_OUTPUT_DEPTH} levels")
+        why = refused_name(parts)
+        if why:
+            raise _Refused(why)
+        if member.isfile():
+            self.data += member.size
+            if self.data > self.limit:
+                raise _Refused(f"over the --output-limit of {self.limit} bytes")
+        if chain.top is None:
+            return  # no --output: the archive is read and dropped
+        if member.isdir():
+            chain.open(parts, create=True)
+        else:
+            parent = chain.open(parts[:-1], create=True)
+            # Never wider than it was, never writable by others, executable only when asked for.
+            mode = member.mode & (0o755 if self.keep_modes else 0o644)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            try:
+                fd = os.open(parts[-1], flags, mode, dir_fd=parent)
+            except FileExistsError:
+                raise _Refused("already exists; not overwritten") from None
+            src = tar.extractfile(member)
+            with os.fdopen(fd, "wb") as f:
+                while src is not None and (chunk := src.read(1 << 20)):
+                    f.write(chunk)
+        self.delivered.append(name)
+
+
+class _Refused(Exception):
+    """One entry not delivered, and why."""
+
+
+class _DirChain:
+    """Descriptors of the directories from `top` down to the last one used, each opened relative to
+    its parent with O_NOFOLLOW (entries arrive grouped by directory, so most opens are reused)."""
+
+    def __init__(self, top: int | None) -> None:
+        self.top = top
+        self._chain: list[tuple[str, int]] = []
+
+    def open(self, parts: tuple[str, ...], *, create: bool) -> int:
+        assert self.top is not None  # noqa: S101 - only called with a destination
+        keep = 0
+        while keep < min(len(parts), len(self._chain)) and self._chain[keep][0] == parts[keep]:
+            keep += 1
+        for _, fd in self._chain[keep:]:
+            os.close(fd)
+        del self._chain[keep:]
+        for part in parts[keep:]:
+            parent = self._chain[-1][1] if self._chain else self.top
+            if create:
+                try:
+                    os.mkdir(part, 0o755, dir_fd=parent)
+                except FileExistsError:
+                    pass
+            try:
+                fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise _Refused(f"{part} is not a directory here (a link or a file); not followed") from None
+                raise
+            self._chain.append((part, fd))
+        return self._chain[-1][1] if self._chain else self.top
+
+    def close(self) -> None:
+        for _, fd in self._chain:
+            os.close(fd)
+        self._chain.clear()
+        if self.top is not None:
+            os.close(self.top)
+
+
+def extract(archive: bytes, dest: Path, limit: int, refused: list[str], *, keep_modes: bool = False) -> list[str]:
+    """Extract a whole archive held in memory (as `Extractor` does with a stream); the names delivered."""
+    x = Extractor(dest, limit, refused, keep_modes=keep_modes)
+    for i in range(0, len(archive), 1 << 16):
+        x.feed(archive[i : i + (1 << 16)])
+    x.close()
+    return x.delivered
