@@ -23,10 +23,12 @@ from conftest import ROOT, qsandbox
 
 from qsandbox.common.platform_constants import INSTANCE_CRN
 from qsandbox.launcher import localplatform
+from qsandbox.launcher.credentials import Secret
 from qsandbox.launcher.settings import LABEL, VENV_PYTHON
 
 pytestmark = pytest.mark.docker
 EXAMPLES = ROOT / "examples"
+SCRIPTS = ROOT / "tests" / "scripts"
 
 # Listens on 443 and 53/udp; prints one line per connection or datagram, with what arrived.
 RECORDER = r"""
@@ -321,6 +323,57 @@ def test_a_name_the_script_makes_up_is_never_resolved(stand_in, canary, tmp_path
     assert results["wildcard private region"] == "HTTP/1.1 403 Filtered", results
     closing = done.stderr.strip().splitlines()[-1]
     assert "egress refused:" in closing and closing.count(".quantum.cloud.ibm.com:443 x1") == 2, closing
+    assert leak_search.all_hits() == []
+
+
+@pytest.fixture
+def closed_stand_in(image, docker_client, tmp_path, canary) -> Iterator[StandIn]:
+    """A stand-in of its own whose IAM accepts only this test's canary and the keys made with it
+    (the module's stand-in accepts any well-formed key, so it could not tell a dead key from one
+    it never saw)."""
+    tag = secrets.token_hex(4)
+    name = f"qsandbox-test-internet-{tag}"
+    docker_client.networks.create(name, driver="bridge", labels={"qsandbox.test": tag})
+    emulator = None
+    try:
+        digest = localplatform.digest(Secret(canary, "test"))
+        emulator = localplatform.start_emulator(docker_client, image, f"test-{tag}", name, [digest])
+        ca = tmp_path / "ca.pem"
+        ca.write_text(emulator.ca_pem)
+        yield StandIn(name, ca, "", None)
+    finally:
+        if emulator is not None:
+            localplatform.stop(docker_client, emulator)
+        localplatform.remove_network(docker_client, name)
+
+
+def test_an_api_key_made_during_the_run_no_longer_works_after_it(closed_stand_in, canary, leak_search):
+    """Issue 23, finding 9, through the egress proxy to IBM's (emulated) IAM: a script makes a new
+    API key with the key. Without --revoke-after that key outlives the run (the control: the check
+    after the run sees a living key); with it, the new key is deleted along with the key."""
+    hostile = ROOT / "tests" / "hostile" / "make_api_key.py"
+    made, runs = {}, {}
+    for revoke_after in (False, True):
+        options = ("--revoke-after",) if revoke_after else ()
+        done = run_ibm(closed_stand_in, canary, hostile, "--show-new-key", options=options)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "new key works: True" in done.stdout, done.stdout
+        made[revoke_after] = done.stdout.split("new key: ", 1)[1].split()[0]
+        runs[revoke_after] = done
+
+    def afterwards(key: str) -> str:
+        done = run_ibm(closed_stand_in, key, SCRIPTS / "use_account.py")
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout.strip()
+
+    assert afterwards(made[False]).startswith("accepted:")  # made in the run without --revoke-after
+    assert afterwards(made[True]).startswith("refused:")
+    assert afterwards(canary).startswith("refused:")
+    assert "API key revoked" not in runs[False].stderr
+    made_id = runs[True].stdout.split("create: 201 ", 1)[1].split()[0]
+    assert f", and 1 API key made during the run: {made_id} created " in runs[True].stderr, runs[True].stderr
+    for done in runs.values():
+        assert canary not in done.stdout + done.stderr
     assert leak_search.all_hits() == []
 
 

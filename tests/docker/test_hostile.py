@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -99,3 +100,27 @@ def test_a_sandbox_cannot_read_another_live_sandboxs_key(image, canary):
     finally:
         other.terminate()
         other.communicate(timeout=60)
+
+
+@pytest.mark.parametrize("mode", ["api-key", "short-lived"])
+def test_an_api_key_made_during_the_run_is_deleted_with_the_key(image, canary, mode, leak_search):
+    """Issue 23, finding 9: with the key or only a token of it, a script makes a new API key for the
+    same identity (IAM Identity, POST /v1/apikeys); --revoke-after finds it by listing the
+    identity's keys before and after, deletes it, and names it by IAM's id (never its name, which
+    the script set to the key)."""
+    done = run(canary, "make_api_key.py", options=("--platform", "local", "--revoke-after", "--token-mode", mode))
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout.splitlines()
+    assert out[0] == "token: 200", done.stdout
+    assert out[1].startswith("create: 201 ApiKey-"), done.stdout
+    made = out[1].split()[2]
+    assert out[2] == "new key works: True"  # the control: it was a real, working key
+    revoked = [line for line in done.stderr.splitlines() if "API key revoked" in line]
+    assert len(revoked) == 1, done.stderr
+    assert re.fullmatch(
+        rf"qsandbox: API key revoked \(id ApiKey-[0-9a-f-]+, and 1 API key made during the run: {made} created "
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d\+0000\); none of them works anywhere",
+        revoked[0],
+    ), revoked[0]
+    assert canary not in done.stdout + done.stderr
+    assert leak_search.all_hits() == []

@@ -126,3 +126,76 @@ def test_apikey_details_and_delete_revoke_key_and_its_tokens():
         other = token(client, secrets.token_urlsafe(32)).json()["access_token"]
         again = client.delete(f"/v1/apikeys/{body['id']}", headers={**IAM, "Authorization": f"Bearer {other}"})
         assert again.status_code == 404
+
+
+def _bearer(client, key):
+    return {**IAM, "Authorization": f"Bearer {token(client, key).json()['access_token']}"}
+
+
+def _ids(client, headers, **params):
+    """Every key id of a listing, page by page through `next` (as IamIdentityV1's callers do)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    ids, params = [], {"pagesize": 1, **params}
+    while True:
+        page = client.get("/v1/apikeys", headers=headers, params=params)
+        assert page.status_code == 200, page.text
+        body = page.json()
+        assert all(k["apikey"] == "" for k in body["apikeys"])
+        ids += [k["id"] for k in body["apikeys"]]
+        if "next" not in body:
+            return ids
+        params = {k: v[0] for k, v in parse_qs(urlsplit(body["next"]).query).items()}
+
+
+def test_an_identity_lists_creates_and_deletes_its_own_api_keys(closed):
+    """IAM Identity as a script with a token can use it: a new key of the same identity works at
+    once (also when only configured keys are accepted), is listed, and dies when deleted."""
+    headers = _bearer(closed, KEY)
+    own = closed.get("/v1/apikeys/details", headers={**headers, "IAM-ApiKey": KEY}).json()
+    me = {"account_id": own["account_id"], "iam_id": own["iam_id"]}
+    before = _ids(closed, headers, **me)
+    assert own["id"] in before
+
+    made = closed.post("/v1/apikeys", headers=headers, json={"name": "mine now", **me})
+    assert made.status_code == 201, made.text
+    new = made.json()
+    assert new["iam_id"] == own["iam_id"] and new["name"] == "mine now" and new["created_by"] == own["iam_id"]
+    assert len(new["apikey"]) == 44 and new["apikey"] != KEY
+    assert token(closed, new["apikey"]).status_code == 200  # works at once
+    assert _ids(closed, headers, **me) == [*before, new["id"]]
+    assert new["apikey"] not in closed.get("/v1/apikeys", headers=headers, params=me).text
+
+    assert closed.delete(f"/v1/apikeys/{new['id']}", headers=headers).status_code == 204
+    assert_key_refused(token(closed, new["apikey"]))
+    assert _ids(closed, headers, **me) == before
+
+
+def test_api_keys_of_another_identity_are_refused():
+    with _client() as client:
+        mine, theirs = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        headers = _bearer(client, mine)
+        other = client.get("/v1/apikeys/details", headers={**_bearer(client, theirs), "IAM-ApiKey": theirs}).json()
+        assert client.get("/v1/apikeys", headers=headers, params={"iam_id": other["iam_id"]}).status_code == 403
+        made = client.post("/v1/apikeys", headers=headers, json={"name": "x", "iam_id": other["iam_id"]})
+        assert made.status_code == 403
+        assert client.delete(f"/v1/apikeys/{other['id']}", headers=headers).status_code == 403
+        assert token(client, theirs).status_code == 200  # still there
+        assert client.get("/v1/apikeys", headers=headers, params={"account_id": "0" * 32}).status_code == 403
+
+
+def test_create_api_key_checks_its_body(closed):
+    headers = _bearer(closed, KEY)
+    me = token(closed, KEY).json()
+    iam_id = jwt.decode(me["access_token"], options={"verify_signature": False})["iam_id"]
+    assert closed.post("/v1/apikeys", headers=headers, json={"iam_id": iam_id}).status_code == 400
+    assert closed.post("/v1/apikeys", headers=headers, content=b"not json").status_code == 400
+    body = {"name": "x", "iam_id": iam_id}
+    assert closed.post("/v1/apikeys", headers=headers, json={**body, "store_value": True}).status_code == 400
+    assert closed.post("/v1/apikeys", headers=headers, json={**body, "apikey": "short"}).status_code == 400
+    assert closed.post("/v1/apikeys", headers=headers, json={**body, "apikey": KEY}).status_code == 409
+    chosen = secrets.token_urlsafe(32)
+    made = closed.post("/v1/apikeys", headers=headers, json={**body, "apikey": chosen})
+    assert made.status_code == 201 and made.json()["apikey"] == chosen
+    assert token(closed, chosen).status_code == 200
+    assert closed.post("/v1/apikeys", headers={**IAM}, json=body).status_code == 401

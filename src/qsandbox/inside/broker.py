@@ -2,10 +2,17 @@
 
     python -m qsandbox.inside.broker      (reads one JSON request line on stdin, prints one JSON line)
 
-Request: {"op": "revoke" | "token", "token": KEY, "ca_pem": PEM or null}. The key arrives over the attached
-stdin like the sandbox's, never in Env or Cmd. `revoke` finds the key's id from the key itself
-(IAM Identity `GET /v1/apikeys/details` with the `IAM-ApiKey` header) and deletes it, with
-ibm-platform-services' `IamIdentityV1`, the client IBM documents for this.
+Request: {"op": "revoke" | "token" | "keys", "token": KEY, "ca_pem": PEM or null, "keep": [ID, ...]}. The
+key arrives over the attached stdin like the sandbox's, never in Env or Cmd. With ibm-platform-services'
+`IamIdentityV1`, the client IBM documents for this:
+
+- `keys` lists the API keys of the key's own identity (IAM Identity `GET /v1/apikeys/details` with
+  the `IAM-ApiKey` header gives its `iam_id` and `account_id`; then `GET /v1/apikeys?account_id=
+  &iam_id=`, page by page): their ids, which the launcher keeps while the run lasts.
+- `revoke` deletes the key (found by its value, as above). Given `keep` (the ids `keys` listed
+  before the run), it first lists the identity's keys again and deletes every one not in `keep`:
+  keys a script made with the key or a token of it during the run (`POST /v1/apikeys`), which would
+  otherwise outlive the key. It answers with ids only: a key's name is the script's choice.
 """
 
 from __future__ import annotations
@@ -15,23 +22,89 @@ import os
 import sys
 import tempfile
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+_PAGE = 100  # IAM Identity's largest page
+_MAX_PAGES = 100  # 10,000 keys: more than IAM lets one identity have
 
 
-def revoke(key: str) -> dict[str, Any]:
-    from ibm_cloud_sdk_core import ApiException  # type: ignore[import-untyped]  # no py.typed
+def _service(key: str) -> Any:
     from ibm_cloud_sdk_core.authenticators import IAMAuthenticator  # type: ignore[import-untyped]  # no py.typed
     from ibm_platform_services import IamIdentityV1  # type: ignore[import-untyped]  # no py.typed
 
+    return IamIdentityV1(authenticator=IAMAuthenticator(apikey=key))
+
+
+def _identity_keys(service: Any, details: dict[str, Any]) -> list[dict[str, Any]]:
+    """The API keys of the identity `details` (an `ApiKey` body) belongs to, every page."""
+    found: list[dict[str, Any]] = []
+    token = None
+    for _ in range(_MAX_PAGES):
+        page = service.list_api_keys(
+            account_id=details["account_id"], iam_id=details["iam_id"], pagesize=_PAGE, pagetoken=token
+        ).get_result()
+        found += page.get("apikeys") or []
+        token = parse_qs(urlsplit(page.get("next") or "").query).get("pagetoken", [None])[0]
+        if token is None:
+            return found
+    raise RuntimeError(f"IAM listed more than {_PAGE * _MAX_PAGES} API keys for this identity")
+
+
+def _brief(key: dict[str, Any]) -> dict[str, str]:
+    """What the launcher may show of a key: IAM's id and creation time (never its name or value)."""
+    return {"id": str(key.get("id")), "created_at": str(key.get("created_at") or "")}
+
+
+def _said(e: Exception) -> str:
+    from ibm_cloud_sdk_core import ApiException  # type: ignore[import-untyped]  # no py.typed
+
+    return f"IAM answered {e.code}: {e.message}" if isinstance(e, ApiException) else f"{type(e).__name__}: {e}"
+
+
+def keys(key: str) -> dict[str, Any]:
     try:
-        service = IamIdentityV1(authenticator=IAMAuthenticator(apikey=key))
+        service = _service(key)
+        details = service.get_api_keys_details(iam_api_key=key).get_result()
+        listed = _identity_keys(service, details)
+    except Exception as e:  # noqa: BLE001 - reported to the launcher, which tells the user
+        return {"ok": False, "error": _said(e)}
+    return {"ok": True, "id": details["id"], "keys": [_brief(k) for k in listed]}
+
+
+def revoke(key: str, keep: list[str] | None = None) -> dict[str, Any]:
+    """Delete the keys made during the run (not in `keep`), then the key itself, whatever happened
+    to the others: the key dies even when IAM refuses a listing or a deletion."""
+    made: list[dict[str, str]] = []  # keys made during the run, deleted
+    failed: list[dict[str, str]] = []  # ... and those IAM did not let us delete
+    gone: list[str] = []  # keys listed before the run and missing now: a script deleted them
+    unchecked = None  # why the keys made during the run could not be looked for
+    try:
+        service = _service(key)
         details = service.get_api_keys_details(iam_api_key=key).get_result()
         key_id = details["id"]
-        service.delete_api_key(id=key_id)
-    except ApiException as e:
-        return {"ok": False, "error": f"IAM answered {e.code}: {e.message}"}
     except Exception as e:  # noqa: BLE001 - reported to the launcher, which tells the user
-        return {"ok": False, "error": f"{type(e).__name__}: {e}"}
-    return {"ok": True, "id": key_id, "name": details.get("name")}
+        return {"ok": False, "error": _said(e)}
+    if keep is not None:
+        try:
+            listed = _identity_keys(service, details)
+        except Exception as e:  # noqa: BLE001
+            unchecked = _said(e)
+            listed = []
+        gone = sorted(set(keep) - {str(k.get("id")) for k in listed} - {key_id}) if unchecked is None else []
+        for other in listed:
+            if other.get("id") in keep or other.get("id") == key_id:
+                continue
+            try:
+                service.delete_api_key(id=other["id"])
+                made.append(_brief(other))
+            except Exception as e:  # noqa: BLE001
+                failed.append({**_brief(other), "error": _said(e)})
+    result: dict[str, Any] = {"id": key_id, "made": made, "failed": failed, "gone": gone, "unchecked": unchecked}
+    try:
+        service.delete_api_key(id=key_id)
+    except Exception as e:  # noqa: BLE001
+        return {**result, "ok": False, "error": _said(e)}
+    return {**result, "ok": not failed and unchecked is None}
 
 
 def mint(key: str) -> dict[str, Any]:
@@ -67,7 +140,10 @@ def main() -> int:
             f.write(request["ca_pem"])
         os.environ["REQUESTS_CA_BUNDLE"] = path
     if request.get("op") == "revoke":
-        result = revoke(request["token"])
+        keep = request.get("keep")
+        result = revoke(request["token"], [str(k) for k in keep] if isinstance(keep, list) else None)
+    elif request.get("op") == "keys":
+        result = keys(request["token"])
     elif request.get("op") == "token":
         result = mint(request["token"])
     else:

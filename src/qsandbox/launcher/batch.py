@@ -27,7 +27,7 @@ from ..common.errors import ExitCode, QsandboxError
 from . import localplatform, sandbox
 from .credentials import KeySource, Secret
 from .report import Entry, Report, entry
-from .revoke import Revocation, revoke
+from .revoke import Revocation, api_keys, revoke
 from .run import REASON_EXIT, SIGNAL_REASONS, EngineChecked, Run, RunResult, check_engine
 from .settings import RunSettings
 
@@ -270,6 +270,7 @@ class Batch:
         )
         outcomes = [ScriptOutcome(label) for label, _ in self.scripts]
         revocation: Revocation | None = None
+        before: tuple[str, ...] | None = None  # --revoke-after: the identity's API keys before any run
         leftovers: list[str] = []
         client = checked.client
         platform: localplatform.LocalPlatform | None = None
@@ -280,10 +281,13 @@ class Batch:
                     platform = localplatform.start(
                         client, image, self.batch_id, [localplatform.digest(self.secret)], sandbox.hardening_for(client)
                     )
+                if self.revoke_after:
+                    network, ca_pem = self._broker_network(client, platform)
+                    before = api_keys(client, self.scripts[0][1].image, self.secret, network=network, ca_pem=ca_pem)
                 self._run_all(outcomes, platform, checked)
             finally:
                 if self.revoke_after and any(o.ran for o in outcomes):
-                    revocation = self._revoke(client, platform)
+                    revocation = self._revoke(client, platform, before)
                 if platform is not None:
                     localplatform.stop(client, platform)
                 leftovers = sandbox.leftovers(client, self.batch_id)
@@ -383,16 +387,23 @@ class Batch:
         except (OSError, ValueError):  # our terminal is gone (SIGHUP): the reports still get it
             pass
 
-    def _revoke(self, client: docker.DockerClient, platform: localplatform.LocalPlatform | None) -> Revocation:
-        assert self.secret is not None  # noqa: S101 - read in execute() first
-        settings = self.scripts[0][1]
-        network, ca_pem = None, None
+    def _broker_network(
+        self, client: docker.DockerClient, platform: localplatform.LocalPlatform | None
+    ) -> tuple[str | None, str | None]:
+        """Where the key broker finds IAM: the emulator's network and CA, or the engine's default."""
         if platform is not None:
-            network, ca_pem = platform.network, platform.ca_pem
-        elif settings.platform == "shared":
+            return platform.network, platform.ca_pem
+        if self.scripts[0][1].platform == "shared":
             shared = localplatform.shared(client)
-            network, ca_pem = shared.network, shared.ca_pem
-        result = revoke(client, settings.image, self.secret, network=network, ca_pem=ca_pem)
+            return shared.network, shared.ca_pem
+        return None, None
+
+    def _revoke(
+        self, client: docker.DockerClient, platform: localplatform.LocalPlatform | None, before: tuple[str, ...] | None
+    ) -> Revocation:
+        assert self.secret is not None  # noqa: S101 - read in execute() first
+        network, ca_pem = self._broker_network(client, platform)
+        result = revoke(client, self.scripts[0][1].image, self.secret, network=network, ca_pem=ca_pem, before=before)
         self.err.write(result.line().encode() + b"\n")
         self.err.flush()
         return result

@@ -6,11 +6,19 @@ lets the sandbox work without ever holding the API key (`--token-mode short-live
 The calls need the key, so they run in a helper container (qsandbox.inside.broker) with the sandbox's
 hardening, on the network the run used: the internet for the real platform, the run's internal
 network for the emulated one. The key goes in over the attached stdin, as for the sandbox.
+
+Deleting the key is not enough on its own: with the key, or a token of it, a script can make a new
+API key for the same identity through IAM Identity (`POST /v1/apikeys` on iam.cloud.ibm.com, a host
+the allowlist must let through), and that key would outlive the run. So with --revoke-after the
+launcher lists the identity's API keys before the key goes in (`api_keys`), and the revocation
+deletes every key of the identity that was not on that list, then the key, and names what it
+deleted by IAM's ids (a key's name is the script's choice, and could carry the key).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 import docker
@@ -21,20 +29,42 @@ from .credentials import Secret
 from .settings import module_entrypoint
 
 BROKER = module_entrypoint("qsandbox.inside.broker")
+_SHOWN = re.compile(r"[^A-Za-z0-9:+._-]")  # IAM's ids and timestamps need no other character
 
 
 @dataclass(frozen=True)
 class Revocation:
     ok: bool
     detail: str
+    made: int = 0  # API keys made during the run that were deleted too (named in detail)
 
     def line(self) -> str:
         if self.ok:
-            return f"qsandbox: API key revoked ({self.detail}); it no longer works anywhere"
+            works = "none of them works" if self.made else "it no longer works"
+            return f"qsandbox: API key revoked ({self.detail}); {works} anywhere"
         return (
-            f"qsandbox: REVOKING THE API KEY FAILED: {self.detail}; delete it yourself in IBM Cloud "
-            "(Manage > Access (IAM) > API keys) or with `qsandbox revoke`"
+            f"qsandbox: REVOKING THE API KEY FAILED: {self.detail}; delete what is left yourself in IBM Cloud "
+            "(Manage > Access (IAM) > API keys), the key itself also with `qsandbox revoke`"
         )
+
+
+def _shown(value: object) -> str:
+    """An IAM id or time for our line: IAM's characters only, at most 80 (it came back from a service)."""
+    return _SHOWN.sub("?", str(value))[:80]
+
+
+def _keys(entries: object) -> list[str]:
+    if not isinstance(entries, list):
+        return []
+    return [
+        _shown(e.get("id")) + (f" created {_shown(e['created_at'])}" if e.get("created_at") else "")
+        for e in entries
+        if isinstance(e, dict)
+    ]
+
+
+def _plural(n: int) -> str:
+    return f"{n} API key{'' if n == 1 else 's'}"
 
 
 def _broker(
@@ -45,8 +75,10 @@ def _broker(
     network: str | None,
     ca_pem: str | None,
     env: dict[str, str] | None,
+    before: tuple[str, ...] | None = None,
 ) -> dict[str, object]:
-    request = json.dumps({"op": op, "token": secret.reveal(), "ca_pem": ca_pem}).encode() + b"\n"
+    keep: dict[str, object] = {} if before is None else {"keep": list(before)}
+    request = json.dumps({"op": op, "token": secret.reveal(), "ca_pem": ca_pem, **keep}).encode() + b"\n"
     try:
         out = sandbox.run_helper(
             client,
@@ -80,6 +112,27 @@ def mint(
     return result
 
 
+def api_keys(
+    client: docker.DockerClient,
+    image: str,
+    secret: Secret,
+    *,
+    network: str | None,
+    ca_pem: str | None,
+    env: dict[str, str] | None = None,
+) -> tuple[str, ...]:
+    """--revoke-after, before the key goes in: the ids of the API keys of the key's identity.
+    SandboxError if IAM will not list them (keys made during the run could not be found then)."""
+    result = _broker(client, image, "keys", secret, network, ca_pem, env)
+    listed = result.get("keys")
+    if not result.get("ok") or not isinstance(listed, list):
+        raise SandboxError(
+            f"--revoke-after: could not list the API keys of the key's identity ({result.get('error')}), so keys a "
+            "script made during the run could not be found and deleted; nothing was sent into the sandbox"
+        )
+    return tuple(str(k.get("id")) for k in listed if isinstance(k, dict))
+
+
 def revoke(
     client: docker.DockerClient,
     image: str,
@@ -88,8 +141,30 @@ def revoke(
     network: str | None,
     ca_pem: str | None,
     env: dict[str, str] | None = None,
+    before: tuple[str, ...] | None = None,
 ) -> Revocation:
-    result = _broker(client, image, "revoke", secret, network, ca_pem, env)
+    """Delete the key; given `before` (api_keys' answer), every key of its identity made since first."""
+    result = _broker(client, image, "revoke", secret, network, ca_pem, env, before)
+    made, failed = _keys(result.get("made")), _keys(result.get("failed"))
+    problems = []
+    if failed:
+        first = result["failed"][0]  # type: ignore[index]  # _keys found a list of dicts there
+        problems.append(
+            f"{_plural(len(failed))} made during the run NOT deleted: {', '.join(failed)} ({first.get('error')})"
+        )
+    if result.get("unchecked"):
+        problems.append(f"API keys made during the run could not be looked for ({result['unchecked']})")
+    if result.get("error"):
+        problems.append(str(result["error"]))
+    notes = []
+    gone = result.get("gone")
+    if isinstance(gone, list) and gone:
+        notes.append(f"{_plural(len(gone))} of this identity deleted during the run: {', '.join(map(_shown, gone))}")
+    also = f", and {_plural(len(made))} made during the run: {', '.join(made)}" if made else ""
     if result.get("ok"):
-        return Revocation(True, f"id {result.get('id')}")
-    return Revocation(False, str(result.get("error")))
+        return Revocation(True, "; ".join([f"id {_shown(result.get('id'))}{also}", *notes]), len(made))
+    if not result.get("id"):  # the key itself was not even found
+        return Revocation(False, "; ".join(problems))
+    state = "NOT revoked" if result.get("error") else "revoked"
+    key = f"the key itself (id {_shown(result['id'])}) {state}{also}"
+    return Revocation(False, "; ".join([*problems, key, *notes]), len(made))

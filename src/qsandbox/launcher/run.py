@@ -550,6 +550,13 @@ class Run:
             if short_lived
             else None
         )
+        from .revoke import api_keys  # --revoke-after: the identity's keys before the key goes in
+
+        before = (
+            api_keys(client, settings.image, secret, network=settings.network, ca_pem=self.ca_pem, env=self._helper_env)
+            if settings.revoke_after
+            else None
+        )
         message = (
             handoff.encode_start(
                 handoff.Start(
@@ -585,6 +592,7 @@ class Run:
         ).start()
         if settings.revoke_after:
             self._to_revoke = secret  # armed: the revocation step registered in _prepare_sandbox runs
+            self._keys_before = before  # keys the identity had; any other one is made by the run and deleted too
         if refresher is not None:
             refresher.start()
             local.callback(refresher.stop.set)
@@ -694,6 +702,7 @@ class Run:
             network=self.settings.network,
             ca_pem=self.ca_pem,
             env=self._helper_env,
+            before=self._keys_before,
         )
         self._to_revoke = None
         self.err.write(self.revocation.line().encode() + b"\n")

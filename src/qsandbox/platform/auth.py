@@ -4,6 +4,11 @@ Keys are only ever handled as SHA-256 digests after the first line of ``check_ke
 HS256 JWTs signed with a per-process secret (the client decodes ``exp``/``iat`` without checking
 the signature). A key deleted through IAM Identity is refused from then on, and every token minted
 from it stops working, because each token names its key id and the id is checked on every call.
+
+IAM Identity lets an identity list, create and delete its own API keys, as the real IAM does for
+user keys: a key created with a token is a new key of the token's identity (``iam_id``), accepted
+from then on, even when the emulator accepts only configured keys. Its value is in the create
+response and nowhere else; the emulator keeps its digest.
 """
 
 from __future__ import annotations
@@ -26,6 +31,11 @@ _KEY_NAMESPACE = uuid.UUID("0b5f6c1e-2d4a-4f3b-8e7c-9a1d2b3c4d5e")
 _REFRESH_TTL = 30 * 24 * 3600
 
 
+def usable_key(value: str) -> bool:
+    """A key value the emulator can accept later (IAM itself takes any value of 32 characters or more)."""
+    return len(value) >= 32 and bool(_SANE_KEY.match(value))
+
+
 def key_digest(apikey: str) -> str:
     return hashlib.sha256(apikey.encode()).hexdigest()
 
@@ -43,7 +53,8 @@ class Credentials:
         self._secret = secrets.token_bytes(32)
         self._lock = threading.Lock()
         self._deleted: set[str] = set()  # key ids
-        self._seen: dict[str, dict[str, Any]] = {}  # key id -> details (no key material)
+        self._seen: dict[str, dict[str, Any]] = {}  # key id -> details (no key material), in creation order
+        self._created: set[str] = set()  # digests of keys created through IAM Identity
         self._refresh: dict[str, tuple[str, float]] = {}  # refresh token -> (key id, expiry)
         for digest in config.key_sha256:
             self._remember(digest)
@@ -52,12 +63,8 @@ class Credentials:
         kid = key_id(digest)
         with self._lock:
             if kid not in self._seen:
-                created = time.strftime("%Y-%m-%dT%H:%M+0000", time.gmtime())
-                self._seen[kid] = {
-                    "id": kid,
-                    "iam_id": f"IBMid-{digest[:10].upper()}",
-                    "created_at": created,
-                }
+                iam_id = f"IBMid-{digest[:10].upper()}"
+                self._seen[kid] = _details(kid, iam_id, "qsandbox", "", iam_id)
             return self._seen[kid]
 
     def check_key(self, apikey: str) -> str | None:
@@ -65,7 +72,7 @@ class Credentials:
         if not _SANE_KEY.match(apikey or ""):
             return None
         digest = key_digest(apikey)
-        if not self._config.open_mode and digest not in self._config.key_sha256:
+        if not self._config.open_mode and digest not in self._config.key_sha256 and digest not in self._created:
             return None
         kid = key_id(digest)
         if kid in self._deleted:
@@ -75,7 +82,10 @@ class Credentials:
 
     def _alive(self, kid: str) -> bool:
         with self._lock:
-            return kid in self._seen and kid not in self._deleted
+            return self._alive_locked(kid)
+
+    def _alive_locked(self, kid: str) -> bool:
+        return kid in self._seen and kid not in self._deleted
 
     def mint(self, kid: str) -> dict[str, Any]:
         """IAM ``/identity/token`` response body for key ``kid``."""
@@ -133,22 +143,30 @@ class Credentials:
         kid = self.check_key(apikey)
         if kid is None:
             return None
-        details = self._seen[kid]
-        return {
-            "id": kid,
-            "entity_tag": "1-" + kid[-32:],
-            "crn": f"crn:v1:bluemix:public:iam-identity::a/{constants.ACCOUNT_ID}::apikey:{kid}",
-            "locked": False,
-            "disabled": False,
-            "created_at": details["created_at"],
-            "created_by": details["iam_id"],
-            "modified_at": details["created_at"],
-            "name": "qsandbox",
-            "description": "",
-            "iam_id": details["iam_id"],
-            "account_id": constants.ACCOUNT_ID,
-            "apikey": "",
-        }
+        return _body(self._seen[kid])
+
+    def owner(self, kid: str) -> str | None:
+        """The ``iam_id`` a live key authenticates, or ``None`` if there is no such live key."""
+        with self._lock:
+            return self._seen[kid]["iam_id"] if self._alive_locked(kid) else None
+
+    def list_keys(self, iam_id: str) -> list[dict[str, Any]]:
+        """``ApiKey`` bodies of the live keys of one identity, oldest first (no values)."""
+        with self._lock:
+            return [_body(d) for kid, d in self._seen.items() if d["iam_id"] == iam_id and self._alive_locked(kid)]
+
+    def create(self, iam_id: str, name: str, description: str, apikey: str | None) -> dict[str, Any] | None:
+        """A new key of ``iam_id``: its ``ApiKey`` body with the value (the only time it is given
+        out), or ``None`` if the passed-through value is already a key."""
+        value = apikey if apikey is not None else secrets.token_urlsafe(33)  # 44 URL-safe characters, like IAM's
+        digest = key_digest(value)
+        kid = key_id(digest)
+        with self._lock:
+            if kid in self._seen or digest in self._config.key_sha256:
+                return None
+            self._created.add(digest)
+            self._seen[kid] = _details(kid, iam_id, name, description, iam_id)
+            return {**_body(self._seen[kid]), "apikey": value}
 
     def delete(self, kid: str) -> bool:
         """Delete a known key; ``False`` if there is no such (live) key."""
@@ -157,3 +175,35 @@ class Credentials:
                 return False
             self._deleted.add(kid)
             return True
+
+
+def _details(kid: str, iam_id: str, name: str, description: str, created_by: str) -> dict[str, Any]:
+    created = time.strftime("%Y-%m-%dT%H:%M+0000", time.gmtime())
+    return {
+        "id": kid,
+        "iam_id": iam_id,
+        "name": name,
+        "description": description,
+        "created_by": created_by,
+        "created_at": created,
+    }
+
+
+def _body(details: dict[str, Any]) -> dict[str, Any]:
+    """IAM Identity ``ApiKey`` response body; ``apikey`` is empty (a user key's value is never stored)."""
+    kid = details["id"]
+    return {
+        "id": kid,
+        "entity_tag": "1-" + kid[-32:],
+        "crn": f"crn:v1:bluemix:public:iam-identity::a/{constants.ACCOUNT_ID}::apikey:{kid}",
+        "locked": False,
+        "disabled": False,
+        "created_at": details["created_at"],
+        "created_by": details["created_by"],
+        "modified_at": details["created_at"],
+        "name": details["name"],
+        **({"description": details["description"]} if details["description"] else {}),
+        "iam_id": details["iam_id"],
+        "account_id": constants.ACCOUNT_ID,
+        "apikey": "",
+    }

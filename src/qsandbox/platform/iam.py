@@ -3,16 +3,24 @@
 Token requests are form-encoded (``ibm-cloud-sdk-core``); parsed by hand so the emulator needs no
 multipart package. Refusals use the status and ``errorCode`` real IAM uses, because scripts and
 the client react to them.
+
+IAM Identity's API keys, as ibm-platform-services' ``IamIdentityV1`` calls them: details by value
+(``GET /v1/apikeys/details``), list (``GET /v1/apikeys?account_id=&iam_id=&pagesize=&pagetoken=``,
+pages linked by ``next``), create (``POST /v1/apikeys``, the value in the answer only) and delete
+(``DELETE /v1/apikeys/{id}``). A user manages the keys of its own identity only: another
+``iam_id`` or account is refused with 403, as IAM refuses it.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, Request, Response
 
-from .auth import Credentials
+from ..common import platform_constants as constants
+from .auth import Credentials, usable_key
 from .errors import iam_error, platform_error
 
 router = APIRouter()
@@ -62,9 +70,82 @@ def apikey_details(request: Request) -> dict[str, Any]:
     return details
 
 
+@router.get("/v1/apikeys")
+def list_apikeys(
+    request: Request,
+    account_id: str | None = None,
+    iam_id: str | None = None,
+    pagesize: int = 20,
+    pagetoken: str | None = None,
+) -> dict[str, Any]:
+    claims = bearer_claims(request)
+    _own(claims, iam_id, account_id)
+    if not 1 <= pagesize <= 100:
+        raise platform_error(400, "pagesize must be between 1 and 100.", "invalid_parameter")
+    try:
+        offset = int(pagetoken or 0)
+    except ValueError:
+        raise platform_error(400, "Invalid pagetoken.", "invalid_parameter") from None
+    keys = credentials(request).list_keys(claims["iam_id"])
+    if not 0 <= offset <= len(keys):
+        raise platform_error(400, "Invalid pagetoken.", "invalid_parameter")
+
+    def link(at: int) -> str:
+        query = {k: v for k, v in request.query_params.items() if k != "pagetoken"}
+        if at:
+            query["pagetoken"] = str(at)
+        return f"https://{request.headers.get('host', 'iam.cloud.ibm.com')}/v1/apikeys?{urlencode(query)}"
+
+    body: dict[str, Any] = {"offset": offset, "limit": pagesize, "first": link(0)}
+    if offset:
+        body["previous"] = link(max(0, offset - pagesize))
+    if offset + pagesize < len(keys):
+        body["next"] = link(offset + pagesize)
+    body["apikeys"] = keys[offset : offset + pagesize]
+    return body
+
+
+@router.post("/v1/apikeys", status_code=201)
+async def create_apikey(request: Request) -> dict[str, Any]:
+    claims = bearer_claims(request)
+    try:
+        data = json.loads(await request.body())
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not isinstance(data.get("iam_id"), str):
+        raise platform_error(400, "name and iam_id are required.", "invalid_parameter")
+    _own(claims, data["iam_id"], data.get("account_id"))
+    if data.get("store_value"):
+        raise platform_error(400, "The value of a user API key cannot be stored.", "invalid_parameter")
+    value = data.get("apikey")
+    if value is not None and not (isinstance(value, str) and usable_key(value)):
+        raise platform_error(
+            400, "apikey: at least 32 characters, and for this emulator URL-safe ones only.", "invalid_parameter"
+        )
+    description = data.get("description")
+    created = credentials(request).create(
+        claims["iam_id"], data["name"][:1024], description[:1024] if isinstance(description, str) else "", value
+    )
+    if created is None:
+        raise platform_error(409, "An API key with this value exists already.", "conflict")
+    return created
+
+
 @router.delete("/v1/apikeys/{apikey_id}", status_code=204)
 def delete_apikey(apikey_id: str, request: Request) -> Response:
-    bearer_claims(request)
-    if not credentials(request).delete(apikey_id):
+    claims = bearer_claims(request)
+    creds = credentials(request)
+    owner = creds.owner(apikey_id)
+    if owner is None:
+        raise platform_error(404, f"API key {apikey_id} not found.", "not_found")
+    if owner != claims["iam_id"]:
+        raise platform_error(403, "You are not authorized to delete this API key.", "forbidden")
+    if not creds.delete(apikey_id):
         raise platform_error(404, f"API key {apikey_id} not found.", "not_found")
     return Response(status_code=204)
+
+
+def _own(claims: dict[str, Any], iam_id: str | None, account_id: str | None) -> None:
+    """User API keys: an identity manages its own, in its own account; anything else is a 403."""
+    if iam_id not in (None, claims["iam_id"]) or account_id not in (None, constants.ACCOUNT_ID):
+        raise platform_error(403, "You are not authorized to manage API keys of this identity.", "forbidden")
