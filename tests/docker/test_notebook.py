@@ -130,3 +130,85 @@ def test_iam_tokens_the_kernel_obtains_are_masked_in_the_stream_and_the_notebook
     assert bare.returncode == 0, bare.stderr[-3000:]
     token = dict(line.split(": ", 1) for line in bare.stdout.splitlines() if ": " in line)["refresh"]
     assert len(token) == 128 and f"refresh: {token}" in (tmp_path / "bare" / "tokens.ipynb").read_text()
+
+
+# Cells that print the key in pieces: a viewer joins them, so the executed notebook must not hold
+# them whole in separate outputs (the terminal, one stream, masks what one stream of it shows).
+KEY_CELL = "import base64, os, sys, time\nk = open(os.environ['QISKIT_IBM_TOKEN_FILE']).read().strip()"
+IN_PIECES = {
+    "two": "print('two:', k[:20], end='', flush=True)\nprint(k[20:])",
+    "three": (
+        "sys.stdout.write('three: ' + k[:7]); sys.stdout.flush(); time.sleep(0.4)\n"
+        "sys.stdout.write(k[7:30]); sys.stdout.flush(); time.sleep(0.4)\nprint(k[30:])"
+    ),
+    "result": (
+        "class Tail:\n    def __repr__(self):\n        return k[20:]\n"
+        "print('result:', k[:20], end='', flush=True)\nTail()"
+    ),
+    "cells": "print('cells:', k[:20], end='', flush=True)",  # the next cell prints the rest
+    "b64": "b = base64.b64encode(k.encode()).decode()\nprint('b64:', b[:13], end='', flush=True)\nprint(b[13:])",
+    # Only in the notebook, not on the terminal (README): stdout then stderr, tags, colours between.
+    "mixed": "print('mixed:', k[:20], end='', flush=True)\nprint(k[20:], file=sys.stderr, flush=True)",
+    "html": "from IPython.display import HTML, display\ndisplay(HTML(f'<b>{k[:20]}</b>{k[20:]}'))",
+    "colour": "print(f'colour: {k[:20]}\\x1b[31m{k[20:]}\\x1b[0m')",
+}
+
+
+def viewer_texts(executed: dict) -> list[str]:
+    """The outputs as viewers show them, one after another (streams of both names, each rich
+    output as text/plain, or as text/html with its tags dropped, tracebacks), escapes dropped."""
+    import html
+    import re
+
+    outputs = [o for c in executed["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
+    texts = []
+    for prefer in ("text/plain", "text/html"):
+        parts = []
+        for o in outputs:
+            data = o.get("data", {})
+            kind = prefer if prefer in data else "text/plain"
+            value = o.get("text") or data.get(kind) or o.get("traceback") or ""
+            value = "".join(value) if isinstance(value, list) else value
+            parts.append(html.unescape(re.sub("<[^>]*>", "", value)) if kind == "text/html" else value)
+        texts.append(re.sub(r"\x1b\[[0-9;]*m", "", "".join(parts)))
+    return texts
+
+
+def test_a_key_printed_in_pieces_is_masked_in_the_executed_notebook(image, canary, tmp_path):
+    from qsandbox.common.redact import forms
+
+    cells, at = [KEY_CELL], {}
+    for name, source in IN_PIECES.items():
+        at[name] = [len(cells)]  # index among the code cells
+        cells.append(source)
+        if name == "cells":
+            at[name].append(len(cells))
+            cells.append("print(k[20:])")
+    path = notebook(tmp_path / "pieces.ipynb", *cells)
+    # Positive control: unmasked, each way of printing leaves the key in the notebook as viewers join it.
+    bare = qsandbox("run", "--platform", "local", "--token-stdin", "--no-redact", "--output", str(tmp_path / "bare"),
+                    path, input=canary + "\n")  # fmt: skip
+    assert bare.returncode == 0, bare.stderr[-3000:]
+    executed = json.loads((tmp_path / "bare" / "pieces.ipynb").read_text())
+    code = [c for c in executed["cells"] if c["cell_type"] == "code"]
+    for name, indices in at.items():
+        alone = {"cells": [code[i] for i in indices]}
+        assert any(f in t.encode() for t in viewer_texts(alone) for f in forms(canary)), (name, alone)
+        assert not any(f in json.dumps(alone).encode() for f in forms(canary)), name  # no one string holds it
+
+    out = tmp_path / "results"
+    done = qsandbox("run", "--platform", "local", "--token-stdin", "--output", str(out), path, input=canary + "\n")
+    assert done.returncode == 0, done.stderr[-3000:]
+    raw = (out / "pieces.ipynb").read_bytes()
+    executed = json.loads(raw)
+    places = {"file": raw, **{f"viewer {i}": t.encode() for i, t in enumerate(viewer_texts(executed))}}
+    for n, cell in enumerate(c for c in executed["cells"] if c["cell_type"] == "code"):
+        places |= {f"cell {n} {i}": t.encode() for i, t in enumerate(viewer_texts({"cells": [cell]}))}
+    assert {p: [f for f in forms(canary) if f in data] for p, data in places.items()} == {p: [] for p in places}
+    assert "***" in viewer_texts(executed)[1]
+    # The terminal, one stream a side, masked what one stream showed.
+    lines = done.stdout.splitlines()
+    for name in ("two", "three", "result", "cells", "b64"):
+        assert f"{name}: ***" in lines, (name, done.stdout)
+    for stream in (done.stdout, done.stderr):
+        assert [f for f in forms(canary) if f.decode() in stream] == []

@@ -73,12 +73,33 @@ class Redactor:
 
     def mask(self, text: str) -> str:
         """One whole text at once (a closing line), masked like the stream."""
-        return self._sub(text.encode()).decode(errors="replace")
+        return self._sub(text.encode(errors="surrogatepass")).decode(errors="surrogatepass")
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """Where `mask(text)` puts its masks: each masked run's (start, end), in characters, in
+        order (a notebook masks a text a viewer joins from pieces, piece by piece)."""
+        data = text.encode(errors="surrogatepass")
+        found, done, chars = [], 0, 0
+        for start, end in self._spans(data):
+            chars += len(data[done:start].decode(errors="surrogatepass"))
+            length = len(data[start:end].decode(errors="surrogatepass"))
+            found.append((chars, chars + length))
+            chars, done = chars + length, end
+        return found
 
     def _sub(self, data: bytes) -> bytes:
-        """Mask every match; a base64 form takes the whole run of base64 characters around it
-        (padding included), so none of its neighbours' encoding is left beside the mask."""
         out, pos = [], 0
+        for start, end in self._spans(data):
+            out += [data[pos:start], MASK]
+            pos = end
+        out.append(data[pos:])
+        return b"".join(out)
+
+    def _spans(self, data: bytes) -> list[tuple[int, int]]:
+        """Every match; a base64 form takes the whole run of base64 characters around it
+        (padding included), so none of its neighbours' encoding is left beside the mask."""
+        found: list[tuple[int, int]] = []
+        pos = 0
         for m in self._pattern.finditer(data):
             start, end = m.span()
             if start < pos:
@@ -87,10 +108,9 @@ class Redactor:
                 start = len(data[pos:start].rstrip(_B64_CHARS)) + pos
                 end += len(data[end:]) - len(data[end:].lstrip(_B64_CHARS))
                 end += len(data[end:]) - len(data[end:].lstrip(b"="))
-            out += [data[pos:start], MASK]
+            found.append((start, end))
             pos = end
-        out.append(data[pos:])
-        return b"".join(out)
+        return found
 
     def flush(self) -> bytes:
         data, self._held = self._sub(self._held), b""

@@ -12,16 +12,20 @@ process reads and passes on). A failing cell ends the run with exit code 1 and n
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import sys
 import threading
 import warnings
+from bisect import bisect_right
+from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
 from ..common.paths import OUTPUT_DIR, TOKEN_FILE
-from ..common.redact import Redactor
+from ..common.redact import MASK, Redactor
 
 JUPYTER = Path("/tmp/qsandbox-jupyter")  # noqa: S108 - the sandbox's private tmpfs
 KERNEL_NAME = "qsandbox"
@@ -68,14 +72,143 @@ def _text(output: dict[str, Any]) -> tuple[int, str]:
     return 1, ""
 
 
-def _masked(value: Any, redactor: Redactor) -> Any:
+# -- the executed notebook, masked as a viewer shows it -------------------------------------------
+#
+# A viewer joins what the kernel sent in pieces: the stream outputs of a cell (one print may arrive
+# as two messages, and `print(k[:20], end="", flush=True)` makes two on purpose), a stream and the
+# result after it, the lines of a multiline field (a list of strings in the file). Masking each
+# string alone would leave a key printed in pieces whole on the screen of whoever opens the file,
+# while the terminal, one stream, showed ***. So the outputs of the whole notebook, in order, are
+# joined as one text (cells too: the terminal's stream runs across them), a match in it is masked
+# in every piece it touches (the mask in the first, the rest removed), and that is done once per
+# representation a viewer may choose for a rich output (text/html where there is one, else
+# text/plain, ...), each both as the raw strings and as shown: terminal escapes and other control
+# characters take no room (a viewer renders colours), nor do tags in HTML, SVG and Markdown, whose
+# character references count as the characters they show. Every string is masked alone first, and
+# the strings of every list on their joined text. What a viewer makes of carriage returns and
+# backspaces (overwriting), of Markdown's own syntax or of a picture is not modelled: masking
+# guards against printing by mistake (README, "Redaction").
+
+_ESCAPE = r"\x1b(?:\[[0-?]*[ -/]*[@-~]?|[\]PX^_][^\x07\x1b]*(?:\x07|\x1b\\)?|[ -/]*[0-~]?)"  # as terminal.py reads them
+_CONTROLS = _ESCAPE + r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+_UNSHOWN = re.compile(_CONTROLS)
+_TAG = r"<!--.*?(?:-->|\Z)|<[A-Za-z/!?][^>]*>?"
+_REF = r"(?P<ref>&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);?)"
+_UNSHOWN_MARKUP = re.compile(f"{_CONTROLS}|{_TAG}|{_REF}", re.S)
+_MARKUP = frozenset({"text/html", "image/svg+xml", "text/markdown"})
+_MASK = MASK.decode()
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """Text a viewer shows, and where it comes from: `holder[key][start:end]` (None: a separator)."""
+
+    shown: str
+    holder: Any
+    key: Any
+    start: int
+    end: int
+    plain: bool = True  # shown is exactly that slice (else a character reference: masked whole)
+
+
+def masked(nb: Any, redactor: Redactor) -> Any:
+    """A copy of the notebook `nb` to write to /output: masked as a viewer shows it (see above)."""
+    copy = _each(nb, redactor)
+    outputs = [o for c in copy.get("cells") or [] if isinstance(c, dict) for o in c.get("outputs") or []]
+    outputs = [o for o in outputs if isinstance(o, dict)]
+    mimes = {m for o in outputs if isinstance(o.get("data"), dict) for m in o["data"]}
+    for mime in sorted(mimes | {"text/plain"}):
+        for shown in (False, True):
+            _mask_joined(_view(outputs, mime, shown), redactor)
+    return copy
+
+
+def _each(value: Any, redactor: Redactor) -> Any:
+    """A copy of `value`, every string in it masked alone, and the strings of each list on their
+    joined text (a multiline field)."""
     if isinstance(value, str):
         return redactor.mask(value)
     if isinstance(value, list):
-        return [_masked(v, redactor) for v in value]
+        items = [_each(v, redactor) for v in value]
+        _mask_joined([p for i, v in enumerate(items) if isinstance(v, str) for p in _pieces(items, i, None)], redactor)
+        return items
     if isinstance(value, dict):
-        return type(value)({k: _masked(v, redactor) for k, v in value.items()})
+        return type(value)({k: _each(v, redactor) for k, v in value.items()})
     return value
+
+
+def _view(outputs: list[dict[str, Any]], mime: str, shown: bool) -> list[_Piece]:
+    """The outputs' text one after another, as a viewer that prefers `mime` shows it."""
+    pieces: list[_Piece] = []
+    unshown = _UNSHOWN if shown else None
+    for out in outputs:
+        data = out.get("data")
+        if out.get("output_type") == "stream":
+            pieces += _field(out, "text", unshown)
+        elif out.get("output_type") == "error" and isinstance(out.get("traceback"), list):
+            for i, line in enumerate(out["traceback"]):
+                if isinstance(line, str):
+                    pieces += [*_pieces(out["traceback"], i, unshown), _Piece("\n", None, None, 0, 0)]
+        elif isinstance(data, dict):
+            key = mime if mime in data else "text/plain"
+            pieces += _field(data, key, _UNSHOWN_MARKUP if shown and key in _MARKUP else unshown)
+    return pieces
+
+
+def _field(holder: dict[str, Any], key: str, unshown: re.Pattern[str] | None) -> list[_Piece]:
+    """A text field: a string, or a list of strings joined (nbformat's multiline strings)."""
+    value = holder.get(key)
+    if isinstance(value, str):
+        return _pieces(holder, key, unshown)
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) if isinstance(v, str) for p in _pieces(value, i, unshown)]
+    return []
+
+
+def _pieces(holder: Any, key: Any, unshown: re.Pattern[str] | None) -> list[_Piece]:
+    text: str = holder[key]
+    if unshown is None:
+        return [_Piece(text, holder, key, 0, len(text))] if text else []
+    pieces, pos = [], 0
+    for m in unshown.finditer(text):
+        if m.start() > pos:
+            pieces.append(_Piece(text[pos : m.start()], holder, key, pos, m.start()))
+        if m.lastgroup == "ref" and (char := html.unescape(m.group())) != m.group():
+            pieces.append(_Piece(char, holder, key, m.start(), m.end(), plain=False))
+        elif m.lastgroup == "ref":
+            pieces.append(_Piece(m.group(), holder, key, m.start(), m.end()))
+        pos = m.end()
+    if pos < len(text):
+        pieces.append(_Piece(text[pos:], holder, key, pos, len(text)))
+    return pieces
+
+
+def _mask_joined(pieces: list[_Piece], redactor: Redactor) -> None:
+    """Mask, in place, every match of the pieces' joined text in each piece it touches."""
+    if len(pieces) < 2:
+        return  # a string alone is already masked
+    starts = list(accumulate((len(p.shown) for p in pieces), initial=0))
+    edits: dict[tuple[int, Any], list[tuple[int, int, str]]] = {}
+    holders: dict[tuple[int, Any], Any] = {}
+    for begin, end in redactor.spans("".join(p.shown for p in pieces)):
+        i, mask = bisect_right(starts, begin) - 1, _MASK
+        while i < len(pieces) and starts[i] < end:
+            p = pieces[i]
+            if p.holder is not None:
+                lo, hi = (p.start + max(begin - starts[i], 0), p.start + min(end - starts[i], len(p.shown)))
+                ref = (id(p.holder), p.key)
+                holders[ref] = p.holder
+                edits.setdefault(ref, []).append((lo, hi, mask) if p.plain else (p.start, p.end, mask))
+                mask = ""
+            i += 1
+    for ref, changes in edits.items():
+        holder, key = holders[ref], ref[1]
+        text, pos, out = holder[key], 0, []
+        for lo, hi, mask in sorted(changes):
+            lo = max(lo, pos)  # two matches in one character reference
+            out += [text[pos:lo], mask]
+            pos = max(pos, hi)
+        holder[key] = "".join(out) + text[pos:]
 
 
 def _tee_tokens(upstream: int, redactor: Redactor) -> int:
@@ -155,7 +288,7 @@ def run(path: str) -> int:
     finally:
         name = os.path.basename(path)
         try:
-            executed = _masked(nb, redactor) if upstream else nb
+            executed = masked(nb, redactor) if upstream else nb
             nbformat.write(executed, os.path.join(str(OUTPUT_DIR), name))  # type: ignore[no-untyped-call]
         except OSError as e:
             print(f"qsandbox: the executed notebook could not be written to {OUTPUT_DIR}: {e}", file=sys.stderr)
