@@ -37,6 +37,7 @@ from ..common.errors import (
 from ..common.paths import CA_FILE
 from ..common.platform_constants import INSTANCE_CRN
 from ..common.redact import Redactor
+from ..common.text import shown
 from . import deps, egress, engine, image, localplatform, preflight, sandbox, transfer
 from .credentials import KeySource, Secret
 from .revoke import Revocation, mint, revoke
@@ -483,7 +484,7 @@ class Run:
         s = self.settings
         self.inputs = transfer.collect(s.script, workdir=s.workdir, includes=s.includes, limit=s.input_limit)
         for note in self.inputs.left_out:
-            self._say(f"not sent into the sandbox: {note}")
+            self._say(f"not sent into the sandbox: {shown(note)}")
         self.settings = replace(s, hardening=replace(s.hardening, work_size=self.inputs.tmpfs_size))
         if s.output is not None:
             try:
@@ -666,7 +667,7 @@ class Run:
         found = self.inputs.find(secret.reveal())
         if found:
             raise UsageError(
-                f"{found} holds the API key itself, so nothing was sent: remove the key from it (the "
+                f"{shown(found)} holds the API key itself, so nothing was sent: remove the key from it (the "
                 "script finds its account without it) or leave the file out"
             )
 

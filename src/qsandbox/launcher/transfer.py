@@ -3,7 +3,9 @@
 In: the script, and only what the user names (`--include`, `--workdir`), packed here into a tar
 archive in memory and sent after the start message; the entry point unpacks it into the /work
 tmpfs. Credential stores inside a named directory are left out (and said so); an input holding
-the key itself is refused before the key goes anywhere.
+the key itself is refused before the key goes anywhere. Inputs are walked and read with directory
+descriptors and O_NOFOLLOW, never by path again, so a link swapped in is never followed: a change
+between the walk and the read is refused and named. Host names are printed escaped (`shown`).
 
 Out: after the script ends, the entry point streams the /output tmpfs back as a tar archive framed
 on its stdout (see `common.handoff`); `OutputReceiver` takes it out of the stream and `Extractor`
@@ -64,49 +66,106 @@ class Inputs:
 
 
 def collect(script: Path, *, workdir: Path | None, includes: tuple[Path, ...], limit: int) -> Inputs:
-    """Pack the script and the named inputs; UsageError (nothing started) for anything amiss."""
+    """Pack the script and the named inputs; UsageError (nothing started) for anything amiss.
+
+    Paths are resolved once, to find the project directory (`base`) and where each named input
+    sits in it; from there on nothing is re-resolved. `base` is opened once, every directory below
+    it is opened relative to its parent's descriptor with O_NOFOLLOW, and every file is opened the
+    same way, checked with fstat to be the very regular file the walk saw, and packed from that
+    descriptor. A link or another file swapped in between the walk and the read is refused and
+    named, and nothing is sent.
+    """
     script = script.resolve()
     base = (workdir or script.parent).resolve()
     if workdir is not None:
         _refuse_too_wide(base, "--workdir")
         if not base.is_dir():
-            raise UsageError(f"--workdir {workdir}: not a directory")
+            raise UsageError(f"--workdir {shown(str(workdir))}: not a directory")
         if base not in script.parents:
             raise UsageError(
-                f"the script {script} is not inside --workdir {base}: give the project directory that holds it"
+                f"the script {shown(str(script))} is not inside --workdir {shown(str(base))}: give the project "
+                "directory that holds it"
             )
     inputs = Inputs(archive=b"", script=PurePosixPath(script.relative_to(base).as_posix()))
-    chosen: dict[str, Path] = {inputs.script.as_posix(): script}
-    if workdir is not None:
-        _add_tree(inputs, chosen, base, base)
-    for named in includes:
-        path = named if named.is_absolute() else script.parent / named
-        if not path.exists() and not path.is_symlink():
-            raise UsageError(f"--include {named}: no such file or directory")
-        path = path.resolve()
-        if path != base and base not in path.parents:
-            raise UsageError(
-                f"--include {named}: {path} is outside {base}; inputs keep their place relative to "
-                "the script's directory: name a --workdir that holds both"
-            )
-        if path.is_dir():
-            _refuse_too_wide(path, "--include")
-            _add_tree(inputs, chosen, path, base)
-        elif path.is_file():
-            chosen[path.relative_to(base).as_posix()] = path  # named on purpose: sent whatever its name
-        else:
-            raise UsageError(f"--include {named}: not a regular file or directory")
-    inputs.files = sorted(((p, name) for name, p in chosen.items()), key=lambda pn: pn[1])
-    inputs.archive, inputs.tmpfs_size = _pack(inputs.files, limit)
+    try:
+        top = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise UsageError(f"cannot read {shown(str(base))}: {e.strerror}") from None
+    try:
+        chosen = {inputs.script.as_posix(): _seen_named(top, inputs.script.parts, f"the script {shown(str(script))}")}
+        if workdir is not None:
+            _add_tree(inputs, chosen, top, ())
+        for named in includes:
+            path = named if named.is_absolute() else script.parent / named
+            if not path.exists() and not path.is_symlink():
+                raise UsageError(f"--include {shown(str(named))}: no such file or directory")
+            path = path.resolve()
+            if path != base and base not in path.parents:
+                raise UsageError(
+                    f"--include {shown(str(named))}: {shown(str(path))} is outside {shown(str(base))}; inputs keep "
+                    "their place relative to the script's directory: name a --workdir that holds both"
+                )
+            parts = path.relative_to(base).parts
+            if path.is_dir():
+                _refuse_too_wide(path, "--include")
+                _add_tree(inputs, chosen, top, parts)
+            elif path.is_file():  # named on purpose: sent whatever its name
+                chosen["/".join(parts)] = _seen_named(top, parts, f"--include {shown(str(named))}")
+            else:
+                raise UsageError(f"--include {shown(str(named))}: not a regular file or directory")
+        files = sorted(chosen.items())
+        inputs.files = [(base / name, name) for name, _ in files]
+        inputs.archive, inputs.tmpfs_size = _pack(top, files, limit)
+    finally:
+        os.close(top)
     return inputs
 
 
-def _add_tree(inputs: Inputs, chosen: dict[str, Path], top: Path, base: Path) -> None:
-    for found, why in _walk(top, base):
-        if why:
-            inputs.left_out.append(f"{_rel(found, base)} ({why})")
+@dataclass(frozen=True)
+class _Seen:
+    """A regular file as the walk saw it (lstat): what is read must be this very file."""
+
+    dev: int
+    ino: int
+    size: int
+
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO swapped in opens at once (and is then refused by fstat), never blocks the launcher.
+FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+def _changed(name: str, what: str) -> UsageError:
+    return UsageError(
+        f"the input {shown(name)} changed while the inputs were read ({what}): refused, nothing was sent; "
+        "something is changing the project directory (another account, or a tool): run again when it is still"
+    )
+
+
+def _seen_named(top: int, parts: tuple[str, ...], where: str) -> _Seen:
+    """The walk's view of a file named on purpose (the script, an --include): lstat relative to its
+    directory, reached from `top` without following a link."""
+    chain = _DirChain(os.dup(top))
+    try:
+        st = os.stat(parts[-1], dir_fd=chain.open(parts[:-1], create=False), follow_symlinks=False)
+    except _Refused as e:
+        raise _changed("/".join(parts), shown(str(e))) from None
+    except OSError as e:
+        raise UsageError(f"{where}: {e.strerror}") from None
+    finally:
+        chain.close()
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"{where}: not a regular file")
+    return _Seen(st.st_dev, st.st_ino, st.st_size)
+
+
+def _add_tree(inputs: Inputs, chosen: dict[str, _Seen], top: int, start: tuple[str, ...]) -> None:
+    for parts, why, seen in _walk(top, start):
+        name = "/".join(parts)
+        if seen is None:
+            inputs.left_out.append(f"{shown(name)} ({why})")
         else:
-            chosen.setdefault(_rel(found, base), found)
+            chosen.setdefault(name, seen)
 
 
 def _refuse_too_wide(path: Path, option: str) -> None:
@@ -114,48 +173,87 @@ def _refuse_too_wide(path: Path, option: str) -> None:
     if path.resolve() == Path("/") or path.resolve() in homes:
         if option == "--output":
             raise UsageError(
-                f"--output {path}: refusing to deliver the sandbox's output into a whole home directory or /; "
-                "name a new directory for it, such as ./results"
+                f"--output {shown(str(path))}: refusing to deliver the sandbox's output into a whole home directory "
+                "or /; name a new directory for it, such as ./results"
             )
         raise UsageError(
-            f"{option} {path}: refusing to send a whole home directory or / into the sandbox; "
+            f"{option} {shown(str(path))}: refusing to send a whole home directory or / into the sandbox; "
             "name the project directory or the files the script needs"
         )
 
 
-def _walk(top: Path, base: Path) -> Iterator[tuple[Path, str]]:
-    """Regular files under top, with a reason for everything left out (credential stores, links,
-    special files). Symlinks are never followed: one could point at ~/.ssh."""
-    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
-        here = Path(dirpath)
-        for d in sorted(dirnames):
-            p = here / d
-            if is_credential_store(d):
-                dirnames.remove(d)
-                yield p, f"a credential store: to send it on purpose, --include {_rel(p, base)}"
-            elif p.is_symlink():
-                dirnames.remove(d)
-                yield p, "a symbolic link: not followed"
-        for name in sorted(filenames):
-            p = here / name
+def _walk(top: int, start: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], str, _Seen | None]]:
+    """Regular files under `start` (parts below `top`), each with the walk's lstat of it; and what
+    is left out, with the reason (credential stores, links, special files). Walked with directory
+    descriptors, each opened relative to its parent with O_NOFOLLOW: a link is never followed, not
+    even one swapped in for a directory after it was listed (that is refused). Depth first, names
+    sorted; one descriptor open per level."""
+    stack: list[tuple[int, tuple[str, ...], Iterator[str]]] = []
+    try:
+        chain = _DirChain(os.dup(top))
+        try:
+            first = os.dup(chain.open(start, create=False))
+        except _Refused as e:
+            raise _changed("/".join(start), shown(str(e))) from None
+        except OSError as e:
+            raise UsageError(f"cannot read {shown('/'.join(start))}: {e.strerror}") from None
+        finally:
+            chain.close()
+        _enter(stack, first, start)
+        while stack:
+            fd, here, names = stack[-1]
+            name = next(names, None)
+            if name is None:
+                stack.pop()
+                os.close(fd)
+                continue
+            parts = (*here, name)
             if is_credential_store(name):
-                yield p, f"a credential store: to send it on purpose, --include {_rel(p, base)}"
-            elif p.is_symlink():
-                yield p, "a symbolic link: not followed"
-            elif not stat.S_ISREG(p.lstat().st_mode):
-                yield p, "not a regular file"
+                yield parts, f"a credential store: to send it on purpose, --include {shown('/'.join(parts))}", None
+                continue
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # gone since it was listed: not there when the walk looked
+            except OSError as e:
+                raise UsageError(f"cannot read {shown('/'.join(parts))}: {e.strerror}") from None
+            if stat.S_ISLNK(st.st_mode):
+                yield parts, "a symbolic link: not followed", None
+            elif stat.S_ISDIR(st.st_mode):
+                try:
+                    sub = os.open(name, DIR_FLAGS, dir_fd=fd)
+                except OSError as e:
+                    if e.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
+                        raise _changed("/".join(parts), "a directory no longer") from None
+                    raise UsageError(f"cannot read {shown('/'.join(parts))}: {e.strerror}") from None
+                now = os.fstat(sub)
+                if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                    os.close(sub)
+                    raise _changed("/".join(parts), "another directory now")
+                _enter(stack, sub, parts)
+            elif stat.S_ISREG(st.st_mode):
+                yield parts, "", _Seen(st.st_dev, st.st_ino, st.st_size)
             else:
-                yield p, ""
+                yield parts, "not a regular file", None
+    finally:
+        for fd, _, _ in stack:
+            os.close(fd)
 
 
-def _rel(path: Path, base: Path) -> str:
-    return path.relative_to(base).as_posix()
+def _enter(stack: list[tuple[int, tuple[str, ...], Iterator[str]]], fd: int, parts: tuple[str, ...]) -> None:
+    try:
+        names = sorted(os.listdir(fd))
+    except OSError as e:
+        os.close(fd)
+        raise UsageError(f"cannot read {shown('/'.join(parts) or '.')}: {e.strerror}") from None
+    stack.append((fd, parts, iter(names)))
 
 
-def _pack(files: list[tuple[Path, str]], limit: int) -> tuple[bytes, int]:
+def _pack(top: int, files: list[tuple[str, _Seen]], limit: int) -> tuple[bytes, int]:
     """A tar archive of the files (plain modes, no owners: the entry point sets its own), and the
-    size of the tmpfs that holds them."""
-    total = sum(p.stat().st_size for p, _ in files)
+    size of the tmpfs that holds them. Each file is opened relative to its directory's descriptor
+    with O_NOFOLLOW and read from that descriptor only if fstat finds the regular file the walk saw."""
+    total = sum(seen.size for _, seen in files)
     if total > limit:
         raise UsageError(
             f"the inputs come to {total} bytes, over the --input-limit of {limit}: send less, or raise the limit"
@@ -163,21 +261,59 @@ def _pack(files: list[tuple[Path, str]], limit: int) -> tuple[bytes, int]:
     buf = io.BytesIO()
     dirs: set[str] = set()
     tmpfs = 64 << 10  # room for the tmpfs's own bookkeeping and the entry point's directories
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path, name in files:
-            for parent in reversed(PurePosixPath(name).parents[:-1]):
-                if str(parent) not in dirs:
-                    dirs.add(str(parent))
-                    tar.addfile(_info(str(parent), tarfile.DIRTYPE, 0, 0o755))
-                    tmpfs += PAGE
-            try:
-                with open(path, "rb") as f:
-                    data = f.read()
-            except OSError as e:
-                raise UsageError(f"cannot read {path}: {e.strerror}") from None
-            tar.addfile(_info(name, tarfile.REGTYPE, len(data), 0o644), io.BytesIO(data))
-            tmpfs += (len(data) + PAGE - 1) // PAGE * PAGE + PAGE
+    packed = 0
+    chain = _DirChain(os.dup(top))
+    try:
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for name, seen in files:
+                for parent in reversed(PurePosixPath(name).parents[:-1]):
+                    if str(parent) not in dirs:
+                        dirs.add(str(parent))
+                        tar.addfile(_info(str(parent), tarfile.DIRTYPE, 0, 0o755))
+                        tmpfs += PAGE
+                data = _read(chain, name, seen, limit - packed)
+                packed += len(data)
+                if packed > limit:
+                    raise UsageError(
+                        f"the inputs grew past the --input-limit of {limit} while they were read ({shown(name)} "
+                        "among them): send less, or raise the limit"
+                    )
+                tar.addfile(_info(name, tarfile.REGTYPE, len(data), 0o644), io.BytesIO(data))
+                tmpfs += (len(data) + PAGE - 1) // PAGE * PAGE + PAGE
+    finally:
+        chain.close()
     return buf.getvalue(), tmpfs
+
+
+def _read(chain: _DirChain, name: str, seen: _Seen, room: int) -> bytes:
+    """The content of the regular file the walk saw as `name`, read through a descriptor opened
+    without following any link; refused (UsageError) if anything else is there now."""
+    parts = tuple(name.split("/"))
+    try:
+        fd = os.open(parts[-1], FILE_FLAGS, dir_fd=chain.open(parts[:-1], create=False))
+    except _Refused as e:
+        raise _changed(name, shown(str(e))) from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise _changed(name, "a symbolic link now; not followed") from None
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise _changed(name, "gone") from None
+        raise UsageError(f"cannot read {shown(name)}: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _changed(name, "not a regular file now")
+        if (st.st_dev, st.st_ino) != (seen.dev, seen.ino):
+            raise _changed(name, "another file now")
+        try:
+            want = min(room, st.st_size) + 1  # one byte more than its size: a file that grew is seen
+            data = f.read(want)
+            if len(data) == want:  # it grew: the rest, within the room left (and one byte)
+                while len(data) <= room and (chunk := f.read(min(1 << 20, room + 1 - len(data)))):
+                    data += chunk
+            return data
+        except OSError as e:
+            raise UsageError(f"cannot read {shown(name)}: {e.strerror}") from None
 
 
 def _info(name: str, kind: bytes, size: int, mode: int) -> tarfile.TarInfo:
