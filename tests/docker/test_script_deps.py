@@ -1,7 +1,8 @@
 """A script's own dependencies run in an image derived from the sandbox's, built once and reused;
 what contradicts the image's pins is refused before the key is read; the derived image keeps every
-hardening property; `qsandbox images` lists it and --prune removes it; `--image` takes only a
-lab image built FROM ours."""
+hardening property; it is reused only as the image qsandbox recorded building, never on its tag
+alone; `qsandbox images` lists it and --prune removes it; `--image` takes only a lab image built
+FROM ours."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import re
 import tarfile
 import time
 
+import docker.errors
 import pytest
 from conftest import ROOT, qsandbox
 
@@ -127,9 +129,10 @@ def test_images_lists_and_prune_removes_derived_images(image, docker_client, tmp
 
     env = {"XDG_CACHE_HOME": str(tmp_path)}
     needs = deps.Needs((deps.Requirement("tabulate>=0.8"),), None, "test")
+    tag = deps.derived_tag(docker_client.images.get(image).id, needs.normalized())
     os.environ["XDG_CACHE_HOME"] = str(tmp_path)
     try:
-        tag = deps.ensure_image(docker_client, image, needs, say=lambda _l: None)
+        deps.ensure_image(docker_client, image, needs, say=lambda _l: None)  # its id; its use is recorded by tag
         deps.record_use(tag, when=time.time() - 3 * 86400)  # last used three days ago
     finally:
         del os.environ["XDG_CACHE_HOME"]
@@ -144,6 +147,106 @@ def test_images_lists_and_prune_removes_derived_images(image, docker_client, tmp
     assert pruned.returncode == 0, pruned.stderr
     assert f"removed {tag}" in pruned.stdout and tag not in derived_tags(docker_client)
     assert image in {t for i in docker_client.images.list(name="qsandbox") for t in i.tags}  # bases stay
+
+
+POISON = "POISON-RAN-7c1d"
+
+
+def test_a_derived_tag_qsandbox_did_not_build_is_never_run(image, docker_client, tmp_path):
+    """Anyone with access to the engine can tag an image with the derived tag qsandbox would use
+    (issue 31, finding 3). Poisoned here as an attacker would: FROM our image, with our labels and
+    entry point, and a .pth file that runs in every Python process there, the entry point's
+    included. qsandbox must build its own instead, name the tag, and reuse only what it built."""
+    from qsandbox.launcher import deps
+
+    script = tmp_path / "needs_tabulate.py"
+    script.write_text(
+        '# /// script\n# dependencies = ["tabulate>=0.8.1"]\n# ///\n'
+        'import tabulate\nprint("tabulate", tabulate.__version__)\n'
+    )
+    needs = deps.from_script(script)
+    assert needs is not None
+    base_id = docker_client.images.get(image).id
+    tag = deps.derived_tag(base_id, needs.normalized())
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}  # this user's record of what qsandbox built
+    poisoned = (
+        "USER 0:0\n"
+        f"RUN echo 'import sys; print(\"{POISON}\", file=sys.stderr)' > "
+        "$(ls -d /opt/qsandbox/lib/python3*/site-packages)/zz_poison.pth\n"
+        f"USER {docker_client.images.get(image).attrs['Config']['User']}\n"
+        f'LABEL {deps.DERIVED_LABEL}="{base_id}" {deps.REQUIREMENTS_LABEL}="tabulate>=0.8.1"'
+    )
+    poison = _lab_image(docker_client, image, tag, poisoned)
+    poison_id = docker_client.images.get(poison).id
+    try:
+        # Positive control: the poison runs in any Python of that image, so a run in it would show it.
+        logs = docker_client.containers.run(
+            poison_id,
+            entrypoint=["/opt/qsandbox/bin/python", "-c", "pass"],
+            network_disabled=True,
+            remove=True,
+            stdout=False,
+            stderr=True,
+        )
+        assert POISON in logs.decode()
+        short = poison_id.removeprefix("sha256:")[:12]
+
+        first = qsandbox("run", "--platform", "local", str(script), env=env, timeout=600)
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert POISON not in first.stdout + first.stderr
+        assert (
+            f"{tag} on this engine is not one qsandbox built for you (the tag names image {short}, and qsandbox "
+            "has no record of building it): not used" in first.stderr
+        )
+        assert f"building {tag} (tabulate>=0.8.1), once" in first.stderr
+        assert "tabulate 0." in first.stdout
+        built = docker_client.images.get(tag).id
+        assert built != poison_id
+
+        # The tag moved back onto the poisoned image after qsandbox built its own: named, built again.
+        docker_client.images.get(poison_id).tag(*tag.split(":"))
+        second = qsandbox("run", "--platform", "local", str(script), env=env, timeout=600)
+        assert second.returncode == 0, second.stderr[-3000:]
+        assert POISON not in second.stdout + second.stderr
+        built_short = built.removeprefix("sha256:")[:12]
+        assert f"(the tag now names image {short}, not {built_short}, which qsandbox built): not used" in second.stderr
+        assert "Step 1/" in second.stderr
+
+        # What qsandbox built and recorded is reused, without a build.
+        third = qsandbox("run", "--platform", "local", str(script), env=env)
+        assert third.returncode == 0, third.stderr[-3000:]
+        assert f"reusing {tag}" in third.stderr and "Step 1/" not in third.stderr
+        assert POISON not in third.stdout + third.stderr
+    finally:
+        for ref in (tag, poison_id):
+            try:
+                docker_client.images.remove(ref, force=True)
+            except docker.errors.APIError:
+                pass
+
+
+def test_a_derived_image_that_lost_its_labels_or_entry_point_is_not_reused(image, docker_client):
+    """Even the image recorded as built is checked: labels and the base's entry point, user, command,
+    environment and working directory (unit-level: the check itself, on real images)."""
+    from qsandbox.launcher import deps
+
+    base = docker_client.images.get(image)
+    lines = ["tabulate>=0.8.2"]
+    labels = f'LABEL {deps.DERIVED_LABEL}="{base.id}" {deps.REQUIREMENTS_LABEL}="tabulate>=0.8.2"'
+    cases = {
+        "qsandbox-test-derived:ok": (labels, ""),
+        "qsandbox-test-derived:entry": (f'{labels}\nENTRYPOINT ["/bin/sh"]', "its entry point is ['/bin/sh']"),
+        "qsandbox-test-derived:env": (f"{labels}\nENV PYTHONSTARTUP=/tmp/x", "its Env is"),
+        "qsandbox-test-derived:reqs": (f'LABEL {deps.DERIVED_LABEL}="{base.id}"', "its qsandbox.requirements label"),
+    }
+    try:
+        for tag, (extra, why) in cases.items():
+            found = docker_client.images.get(_lab_image(docker_client, image, tag, extra))
+            problem = deps._differs(found, base, lines)
+            assert problem.startswith(why) if why else problem == "", (tag, problem)
+    finally:
+        for tag in cases:
+            docker_client.images.remove(tag, force=True)
 
 
 def _lab_image(client, base: str, tag: str, extra: str) -> str:

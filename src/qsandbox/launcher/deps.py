@@ -5,15 +5,25 @@ The sandbox image's pinned stack stays pinned: the image carries /opt/qsandbox/c
 (pip freeze of its venv, written at build time), a requirement that contradicts a pin is refused
 before anything starts, and pip installs the rest under those constraints. The derived image keeps
 the base's user, entry point, labels and read-only-root readiness (bytecode compiled at build).
+
+A tag is a name anyone with access to the engine can give any image, and a derived image's code
+runs in the entry point, the process that receives the key. So a derived image is reused only when
+the tag still names the very image (its id) this user's qsandbox recorded when it built it, in the
+user's cache, and its labels (qsandbox.version, the base's id, the requirements) and its entry
+point, command, user, environment and working directory still match; anything else is built again,
+without the engine's build cache (whose steps anyone could have seeded), and a tag that pointed
+elsewhere is named. The run then uses the image by its id, so a tag moved later changes nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import re
+import stat
 import tarfile
 import threading
 import time
@@ -31,14 +41,18 @@ from packaging.utils import canonicalize_name
 
 from .. import __version__
 from ..common.errors import ImageError, UsageError
+from ..common.text import shown
 from . import image
-from .settings import IMAGE_REPOSITORY, VERSION_LABEL
+from .settings import IMAGE_REPOSITORY, VERSION_LABEL, module_entrypoint
 
 DERIVED_REPOSITORY = f"{IMAGE_REPOSITORY}-deps"
 DERIVED_LABEL = "qsandbox.derived-from"  # the base image's id
 REQUIREMENTS_LABEL = "qsandbox.requirements"
 CONSTRAINTS = "/opt/qsandbox/constraints.txt"  # written by the Dockerfile: pip freeze of the venv
 VENV = "/opt/qsandbox"
+ENTRY_MODULE = "qsandbox.inside.entry"
+# What a derived image must keep of its base: anything else there could run code before the script.
+KEPT_CONFIG = ("Entrypoint", "Cmd", "User", "Env", "WorkingDir")
 
 # PEP 723's reference implementation, verbatim: the block, then TOML.
 PEP723_REGEX = r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$"
@@ -93,7 +107,7 @@ def from_script(path: Path) -> Needs | None:
     """The PEP 723 metadata of a Python script, or None when it has none."""
     if path.suffix == ".ipynb":
         return None  # notebooks carry no PEP 723 block: --requirements serves them
-    where = f"{path.name} (# /// script)"
+    where = f"{shown(path.name)} (# /// script)"
     try:
         meta = read_pep723(path.read_text(encoding="utf-8", errors="replace"))
     except (ValueError, tomllib.TOMLDecodeError) as e:
@@ -114,7 +128,7 @@ def from_script(path: Path) -> Needs | None:
 
 def from_requirements(path: Path) -> Needs:
     """A requirements file of PEP 508 lines (comments and blank lines allowed; no pip options)."""
-    where = f"--requirements {path}"
+    where = f"--requirements {shown(str(path))}"
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
@@ -236,8 +250,14 @@ def _context(base_id: str, user: str, lines: list[str]) -> bytes:
     return buf.getvalue()
 
 
+_locks_lock = threading.Lock()
+_tag_locks: dict[str, threading.Lock] = {}  # one build of a tag at a time in this process (a batch's runs)
+
+
 def ensure_image(client: docker.DockerClient, base: str, needs: Needs, say: Callable[[str], None]) -> str:
-    """The derived image for these needs on `base`: reused when built before, else built now, with progress.
+    """The id of the derived image for these needs on `base`: reused when this user's qsandbox built
+    it and it is unchanged, else built now, with progress. An id, not the tag: what was checked is
+    what runs. `base` itself is returned when nothing needs installing.
 
     Raises DependencyConflict (exit 2) when the needs contradict the base's pins, before any build.
     """
@@ -246,41 +266,202 @@ def ensure_image(client: docker.DockerClient, base: str, needs: Needs, say: Call
     wanted = check(needs, read_pins(client, base))
     lines = sorted({line for line in Needs(tuple(wanted), None, needs.source).normalized()})
     if not lines:
+        record_use(base)
         return base
     tag = derived_tag(base_id, lines)
-    try:
-        client.images.get(tag)
-        say(f"dependencies of {needs.source}: reusing {tag}")
-    except docker.errors.ImageNotFound:
-        say(f"dependencies of {needs.source}: building {tag} ({', '.join(lines)}), once")
-        log: list[str] = []
-
-        def progress(line: str) -> None:
-            log.append(line)
-            if not line.startswith(("--->", "Removing intermediate", " ---> ")):  # the builder's bookkeeping
-                say(f"  {line}")
-
-        user = base_image.attrs.get("Config", {}).get("User") or "root"
-        try:
-            image.stream_build(
-                client,
-                progress,
-                _context(base_id, user, lines),
-                dockerfile="Dockerfile",
-                tag=tag,
-                labels={DERIVED_LABEL: base_id, REQUIREMENTS_LABEL: "\n".join(lines)},
-            )
-        except ImageError as e:
-            text = "\n".join(log)
-            if "ResolutionImpossible" in text or "conflict" in text.lower():
-                cause = next((x.strip() for x in log if "conflict" in x.lower() or "requires" in x), "")
-                raise DependencyConflict(
-                    f"{needs.source}: pip cannot satisfy these requirements under the sandbox image's pins "
-                    f"({cause or e}): relax or drop the conflicting requirement"
-                ) from None
-            raise
+    with _locks_lock:
+        lock = _tag_locks.setdefault(tag, threading.Lock())
+    with lock:
+        found, why = _reusable(client, tag, base_image, lines)
+        if found is not None:
+            say(f"dependencies of {needs.source}: reusing {tag}")
+            record_use(tag)
+            return found
+        if why:
+            not_ours = f"{tag} on this engine is not one qsandbox built for you ({why}): not used"
+            say(f"dependencies of {needs.source}: {not_ours}")
+        image_id = _build(client, tag, base_image, lines, needs, say)
+        problem = _differs(client.images.get(image_id), base_image, lines)
+        if problem:
+            raise ImageError(f"the image just built as {tag} ({_short(image_id)}) is not as built: {problem}")
+        _record_built(tag, image_id)
     record_use(tag)
-    return tag
+    return image_id
+
+
+def _short(image_id: str) -> str:
+    return shown(image_id.removeprefix("sha256:")[:12])
+
+
+def _reusable(client: docker.DockerClient, tag: str, base_image: Any, lines: list[str]) -> tuple[str | None, str]:
+    """(the id of the image to reuse, '') or (None, why the image now tagged `tag` is not reused;
+    '' when there is none)."""
+    try:
+        found = client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return None, ""
+    found_id = cast(str, found.id)
+    records, problem = _read_records()
+    if problem:
+        return None, f"the record of the images it built, {problem}, is not trusted"
+    recorded = records.get(tag)
+    if recorded is None:
+        return None, f"the tag names image {_short(found_id)}, and qsandbox has no record of building it"
+    if recorded != found_id:
+        return None, f"the tag now names image {_short(found_id)}, not {_short(recorded)}, which qsandbox built"
+    problem = _differs(found, base_image, lines)
+    if problem:
+        return None, problem
+    return found_id, ""
+
+
+def _differs(found: Any, base_image: Any, lines: list[str]) -> str:
+    """'' when `found` carries the labels of a derived image of `base_image` for `lines` and keeps the
+    base's entry point (qsandbox's own), command, user, environment and working directory; else what
+    differs (values the image chose are shown escaped)."""
+    labels = found.labels or {}
+    want = {
+        VERSION_LABEL: __version__,
+        DERIVED_LABEL: cast(str, base_image.id),
+        REQUIREMENTS_LABEL: "\n".join(lines),
+    }
+    for label, value in want.items():
+        if labels.get(label) != value:
+            return f"its {label} label is {shown(repr(labels.get(label)))}, not {shown(repr(value))}"
+    config = found.attrs.get("Config") or {}
+    base_config = base_image.attrs.get("Config") or {}
+    entry = module_entrypoint(ENTRY_MODULE)
+    if config.get("Entrypoint") != entry:
+        return f"its entry point is {shown(repr(config.get('Entrypoint')))}, not qsandbox's {entry}"
+    for key in KEPT_CONFIG:
+        if config.get(key) != base_config.get(key):
+            return (
+                f"its {key} is {shown(repr(config.get(key)))}, not the base image's {shown(repr(base_config.get(key)))}"
+            )
+    return ""
+
+
+def _build(
+    client: docker.DockerClient, tag: str, base_image: Any, lines: list[str], needs: Needs, say: Callable[[str], None]
+) -> str:
+    base_id = cast(str, base_image.id)
+    say(f"dependencies of {needs.source}: building {tag} ({', '.join(lines)}), once")
+    log: list[str] = []
+
+    def progress(line: str) -> None:
+        log.append(line)
+        if not line.startswith(("--->", "Removing intermediate", " ---> ")):  # the builder's bookkeeping
+            say(f"  {line}")
+
+    user = base_image.attrs.get("Config", {}).get("User") or "root"
+    try:
+        return image.stream_build(
+            client,
+            progress,
+            _context(base_id, user, lines),
+            dockerfile="Dockerfile",
+            tag=tag,
+            labels={DERIVED_LABEL: base_id, REQUIREMENTS_LABEL: "\n".join(lines)},
+            nocache=True,  # the engine's cache keys a step on its text: anyone could have seeded it
+        )
+    except ImageError as e:
+        text = "\n".join(log)
+        if "ResolutionImpossible" in text or "conflict" in text.lower():
+            cause = next((x.strip() for x in log if "conflict" in x.lower() or "requires" in x), "")
+            raise DependencyConflict(
+                f"{needs.source}: pip cannot satisfy these requirements under the sandbox image's pins "
+                f"({cause or e}): relax or drop the conflicting requirement"
+            ) from None
+        raise
+
+
+# -- what this user's qsandbox built --------------------------------------------------------------
+
+_records_file_lock = threading.Lock()
+
+
+def _records_file() -> Path:
+    return _state_file().with_name("derived-images.json")
+
+
+def _unsafe(st: os.stat_result, what: Path) -> str:
+    if st.st_uid != os.geteuid():
+        return f"{shown(str(what))} (owned by uid {st.st_uid}, not by you)"
+    if st.st_mode & 0o022:
+        return f"{shown(str(what))} (writable by group or others: mode {stat.S_IMODE(st.st_mode):04o})"
+    return ""
+
+
+def _load_records() -> tuple[dict[str, Any], str]:
+    """The record as saved, and '' or why it is not trusted (not a regular file of the user's own
+    in a directory of the user's own, or writable by another account)."""
+    path = _records_file()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return {}, ""
+    except OSError as e:
+        return {}, f"{shown(str(path))} ({e.strerror})"
+    with os.fdopen(fd, "rb") as f:
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return {}, f"{shown(str(path))} (not a regular file)"
+            problem = _unsafe(st, path) or _unsafe(os.stat(path.parent), path.parent)
+            if problem:
+                return {}, problem
+            data = json.loads(f.read(1 << 22))
+        except OSError as e:
+            return {}, f"{shown(str(path))} ({e.strerror})"
+        except ValueError:
+            return {}, f"{shown(str(path))} (not JSON)"
+    if not isinstance(data, dict):
+        return {}, f"{shown(str(path))} (not a record of images)"
+    return data, ""
+
+
+def _read_records() -> tuple[dict[str, str], str]:
+    """{tag: image id} of the derived images this user's qsandbox built, and '' or why the record
+    is not trusted."""
+    data, problem = _load_records()
+    return {k: v["id"] for k, v in data.items() if isinstance(v, dict) and isinstance(v.get("id"), str)}, problem
+
+
+def _write_records(change: Callable[[dict[str, Any]], None]) -> None:
+    """Apply `change` to the record and save it: a file of the user's own, mode 0600, in a directory
+    no other account can write (made so if it is the user's). A record not trusted starts afresh."""
+    path = _records_file()
+    with _records_file_lock:
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            st = os.stat(path.parent)
+            if st.st_uid == os.geteuid() and st.st_mode & 0o022:
+                os.chmod(path.parent, stat.S_IMODE(st.st_mode) & ~0o022)
+            data, problem = _load_records()
+            data = {} if problem else data
+            change(data)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(data, indent=1, sort_keys=True))
+            tmp.replace(path)
+        except OSError:  # without the record, the image is built again next time: never a reason to fail
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+
+
+def _record_built(tag: str, image_id: str) -> None:
+    def change(data: dict[str, Any]) -> None:
+        data[tag] = {"id": image_id, "built": time.time()}
+
+    _write_records(change)
+
+
+def _forget_built(tag: str) -> None:
+    def change(data: dict[str, Any]) -> None:
+        data.pop(tag, None)
+
+    _write_records(change)
 
 
 # -- last use, and the list ---------------------------------------------------------------------
@@ -359,6 +540,7 @@ def prune(client: docker.DockerClient, *, days: float | None, say: Callable[[str
             say(f"kept {item.tag}: {e.explanation}")
             continue
         uses.pop(item.tag, None)
+        _forget_built(item.tag)
         removed += 1
         say(f"removed {item.tag}")
     _save(uses)

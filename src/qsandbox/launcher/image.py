@@ -118,6 +118,7 @@ def stream_build(
     tag: str,
     buildargs: dict[str, str] | None = None,
     labels: dict[str, str] | None = None,
+    nocache: bool = False,
 ) -> str:
     """Build from a context archive through the SDK, passing its progress to `say`; return the image id."""
     image_id: str | None = None
@@ -133,6 +134,7 @@ def stream_build(
             rm=True,
             forcerm=True,
             pull=False,
+            nocache=nocache,
         ):
             if "error" in chunk:
                 raise ImageError(f"image build failed: {chunk['error'].strip()}")

@@ -477,9 +477,11 @@ class Run:
         if self.settings.image != IMAGE:  # --image: a lab's own, built FROM ours
             image.check_lab_image(self.client, self.settings.image)
         if self.settings.needs is not None:  # built (once) or reused here, before the key is read
+            # By the id it verified (its use recorded by tag): a tag moved after the check changes nothing.
             derived = deps.ensure_image(self.client, self.settings.image, self.settings.needs, self._say)
             self.settings = replace(self.settings, image=derived)
-        deps.record_use(self.settings.image)  # for `qsandbox images` (last use) and --prune
+        else:
+            deps.record_use(self.settings.image)  # for `qsandbox images` (last use) and --prune
         self._check_egress()
         s = self.settings
         self.inputs = transfer.collect(s.script, workdir=s.workdir, includes=s.includes, limit=s.input_limit)
