@@ -99,3 +99,13 @@ def test_a_long_base64_run_without_the_key_passes_quickly_and_whole():
 def test_mask_a_closing_line():
     key = new_canary()
     assert Redactor([key]).mask(f"refused {key}.evil.test:443 x1") == "refused ***.evil.test:443 x1"
+
+
+@pytest.mark.parametrize("case", [str.lower, str.upper])
+def test_the_key_in_hex_is_masked_as_in_a_made_up_host_name(case):
+    key = new_canary()
+    host = f"exfil{case(key.encode().hex())}.quantum.cloud.ibm.com:443"
+    out = run(Redactor([key]), [f"CONNECT {host}\n".encode()[i : i + 7] for i in range(0, 200, 7)])
+    assert not leaks(out, key) and key.encode().hex() not in out.decode().lower()
+    assert out == b"CONNECT exfil***.quantum.cloud.ibm.com:443\n"
+    assert Redactor([key]).mask(host) == "exfil***.quantum.cloud.ibm.com:443"

@@ -1,6 +1,6 @@
 """Streaming redaction of the sandbox's stdout and stderr.
 
-Masks the key in its literal, URL-encoded and base64 forms (at each of base64's three alignments;
+Masks the key in its literal, URL-encoded, hex and base64 forms (at each of base64's three alignments;
 the whole run of base64 characters that holds the key, so no characters of its neighbours' encoding
 are left around the mask), and anything shaped like a JWT (IAM access tokens obtained during the
 run), across chunk boundaries and when a script writes one character at a time. Output stays
@@ -23,9 +23,11 @@ _HOLD_LIMIT = 16 * 1024  # a JWT-looking run longer than this is flushed (masked
 
 
 def forms(secret: str) -> list[bytes]:
-    """The byte strings that reveal `secret`: literal, URL-encoded, base64 at three alignments."""
+    """The byte strings that reveal `secret`: literal, URL-encoded, hex (either case; a name a script
+    makes up can carry it, and the closing line lists refused hosts), base64 at three alignments."""
     raw = secret.encode()
-    found = {raw, urllib.parse.quote(secret, safe="").encode(), *_base64_forms(secret)}
+    found = {raw, urllib.parse.quote(secret, safe="").encode(), raw.hex().encode(), raw.hex().upper().encode()}
+    found |= _base64_forms(secret)
     return sorted(found, key=len, reverse=True)
 
 
