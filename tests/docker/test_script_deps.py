@@ -178,6 +178,7 @@ def test_a_derived_tag_qsandbox_did_not_build_is_never_run(image, docker_client,
     )
     poison = _lab_image(docker_client, image, tag, poisoned)
     poison_id = docker_client.images.get(poison).id
+    made = [poison_id]  # removed at the end: the poison, and each image qsandbox built here
     try:
         # Positive control: the poison runs in any Python of that image, so a run in it would show it.
         logs = docker_client.containers.run(
@@ -201,6 +202,7 @@ def test_a_derived_tag_qsandbox_did_not_build_is_never_run(image, docker_client,
         assert f"building {tag} (tabulate>=0.8.1), once" in first.stderr
         assert "tabulate 0." in first.stdout
         built = docker_client.images.get(tag).id
+        made.append(built)
         assert built != poison_id
 
         # The tag moved back onto the poisoned image after qsandbox built its own: named, built again.
@@ -211,6 +213,7 @@ def test_a_derived_tag_qsandbox_did_not_build_is_never_run(image, docker_client,
         built_short = built.removeprefix("sha256:")[:12]
         assert f"(the tag now names image {short}, not {built_short}, which qsandbox built): not used" in second.stderr
         assert "Step 1/" in second.stderr
+        made.append(docker_client.images.get(tag).id)
 
         # What qsandbox built and recorded is reused, without a build.
         third = qsandbox("run", "--platform", "local", str(script), env=env)
@@ -218,7 +221,7 @@ def test_a_derived_tag_qsandbox_did_not_build_is_never_run(image, docker_client,
         assert f"reusing {tag}" in third.stderr and "Step 1/" not in third.stderr
         assert POISON not in third.stdout + third.stderr
     finally:
-        for ref in (tag, poison_id):
+        for ref in (tag, *made):
             try:
                 docker_client.images.remove(ref, force=True)
             except docker.errors.APIError:
