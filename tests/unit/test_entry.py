@@ -38,3 +38,32 @@ def test_heartbeats_keep_the_silence_watchdog_quiet_and_silence_trips_it():
         heard[0] = time.monotonic()
     assert events.empty()
     assert events.get(timeout=3) == ("silent", "")  # then silence
+
+
+def test_output_a_token_makes_the_redactor_hold_back_still_arrives(monkeypatch):
+    """Once the script's client reported a token, a chunk that ends in base64 characters ("404") is
+    held back whole; the stream goes on (it was taken for EOF, and the rest of stdout was lost)."""
+    import os
+    import threading
+    import time
+
+    from qsandbox.inside import entry
+
+    written: dict[int, bytes] = {1: b"", 2: b""}
+    monkeypatch.setattr(entry, "_write_all", lambda fd, data: written.__setitem__(fd, written[fd] + data))
+    script = entry.Script.__new__(entry.Script)
+    script.out, script.err, script.tok, script.redact = os.pipe(), os.pipe(), os.pipe(), True
+    copy = threading.Thread(target=script._copy, daemon=True)  # noqa: SLF001 - the loop under test
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+    os.write(script.tok[1], token.encode() + b"\n")
+    copy.start()
+    time.sleep(0.3)
+    for chunk in (b"GET job:", b" ", b"404"):  # as print() writes them; "404" is held back whole
+        os.write(script.out[1], chunk)
+        time.sleep(0.3)
+    os.write(script.out[1], b"\nprinted with " + token.encode() + b"\nEND\n")
+    for fd in (script.out[1], script.err[1], script.tok[1]):
+        os.close(fd)
+    copy.join(5)
+    assert not copy.is_alive()
+    assert written[1] == b"GET job: 404\nprinted with ***\nEND\n"

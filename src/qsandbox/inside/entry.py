@@ -187,11 +187,11 @@ class Script:
                 if fd not in streams:
                     continue
                 target, r = streams[fd]
-                data = os.read(fd, 65536)
-                if self.redact:
-                    data = r.feed(data) if data else r.flush()
-                _write_all(target, data)
-                if not data:
+                read = os.read(fd, 65536)
+                # The redactor may hold a whole chunk back (a trailing base64 run, once a token is
+                # known): only the pipe's own EOF ends the stream, never an empty masked chunk.
+                _write_all(target, (r.feed(read) if read else r.flush()) if self.redact else read)
+                if not read:
                     del streams[fd]
 
 
