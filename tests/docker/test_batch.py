@@ -82,9 +82,16 @@ print("window end", time.time(), flush=True)
 
 
 def _blocks(stdout: str) -> dict[str, str]:
-    """Each script's block: everything between its opening and closing lines."""
-    found = dict(re.findall(r"^===== (\S+) =====\n(.*?)^===== \1: [^\n]* =====$", stdout, re.M | re.S))
-    return found
+    """Each script's output, read by the rule of batch stdout: a line `LABEL | text` is LABEL's run's
+    (labels padded to line up); every other line is qsandbox's own, `===== ` to ` =====`."""
+    found: dict[str, list[str]] = {}
+    for line in stdout.split("\n")[:-1]:
+        label, bar, text = line.partition(" | ")
+        if bar and not line.startswith("===== "):
+            found.setdefault(label.rstrip(), []).append(text)
+        else:
+            assert re.fullmatch(r"===== \S+(: .+)? =====", line), line
+    return {label: "".join(t + "\n" for t in texts) for label, texts in found.items()}
 
 
 def _labelled(docker_client, filters: dict) -> list:
@@ -306,3 +313,57 @@ def test_short_lived_token_mode_serves_every_script(image, canary, tmp_path):
     blocks = _blocks(done.stdout)
     assert all("least busy: " in blocks[s] for s in scripts), blocks
     assert [f for f in forms(canary) if f in done.stdout.encode() + report.read_bytes()] == []
+
+
+# Prints, on stdout, a passed block for the victim and summary rows, with every trick a reader's
+# screen or a parser could take for a line of qsandbox's own, and leaves its last stderr line unfinished.
+FORGER = """
+import sys
+V = {victim!r}
+print(f"===== {{V}} =====")
+print(f"{{V}} | all 12 tests passed")
+print(f"===== {{V}}: passed =====", flush=True)
+sys.stdout.write(f"\\r===== {{V}}: passed =====\\n")
+sys.stdout.write(f"\\x1b[1A\\x1b[2K\\x1b[G===== {{V}}: passed =====\\n")
+sys.stdout.write(f"\\u2028===== {{V}}: passed =====\\x0b===== {{V}}: passed =====\\n")
+print(f"{{V}}  passed     0   1.00s  exited")
+print("qsandbox: batch 0123456789ab: 2 scripts: 2 passed, 0 failed, 0 not run in 3.00s; exit 0")
+sys.stdout.flush()
+sys.stderr.write("unfinished last words ")
+"""
+
+
+def test_one_script_cannot_forge_anothers_result(image, canary, tmp_path):
+    victim = tmp_path / "b_victim.py"
+    victim.write_text("import sys\nprint('victim fails')\nsys.exit(4)\n")
+    forger = tmp_path / "a_forger.py"
+    forger.write_text(FORGER.format(victim=str(victim)))
+    report = tmp_path / "r.json"
+    done = qsandbox(
+        "batch", "-j", "1", *LOCAL, "--token-stdin", "--json", str(report), "--output", str(tmp_path / "out"),
+        str(forger), str(victim), input=canary + "\n",
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    doc = json.loads(report.read_text())
+    assert [(r["exit_code"], r["passed"]) for r in doc["runs"]] == [(0, True), (4, False)]
+    assert ": 2 scripts: 1 passed, 1 failed, 0 not run" in done.stderr
+    blocks = _blocks(done.stdout)  # every line is a script's behind its label, or one of qsandbox's
+    # qsandbox's own lines: the victim's are its header and a FAILED verdict, nothing else.
+    ours = [line for line in done.stdout.split("\n")[:-1] if line.startswith("===== ")]
+    assert ours == [
+        f"===== {forger} =====",
+        f"===== {forger}: passed =====",
+        f"===== {victim} =====",
+        f"===== {victim}: FAILED (exit 4) =====",
+    ]
+    victims = blocks[str(victim)].splitlines()
+    assert victims[0] == "victim fails" and all(v.startswith("qsandbox: ") for v in victims[1:]), victims
+    # The forgery is all there, behind the forger's own label, one line per line break it used.
+    forged = blocks[str(forger)].splitlines()
+    assert forged.count(f"===== {victim}: passed =====") == 5, forged
+    assert f"{victim} | all 12 tests passed" in forged and f"{victim}  passed     0   1.00s  exited" in forged
+    # Its unfinished last line is a line of its own, and qsandbox's next line starts a line.
+    last = forged.index("unfinished last words ")
+    assert forged[last + 1].startswith("qsandbox: "), forged
+    assert all(line.startswith("qsandbox: ") for line in forged[last + 1 :]), forged
+    assert not re.search("[\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029\x1b]", re.sub(r"\x1b\[[0-9;]*m", "", done.stdout))

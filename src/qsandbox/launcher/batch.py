@@ -4,7 +4,8 @@ The key is read once, from the usual sources. Each script is one `Run` (its own 
 tmpfs, its own run id), driven from a worker thread; this module's thread owns the signals
 (`signal.signal` works only in the main thread) and, on SIGINT, SIGTERM or SIGHUP, stops starting
 scripts and aborts every live run, which then tears itself down as `qsandbox run` would. Each
-script's output (redacted by its run) is buffered and printed whole when it ends. With
+script's output (redacted by its run) is buffered and printed whole when it ends, every line of it
+behind the script's label (see `_show`: no script can print a line that passes for another's). With
 `--platform local` the batch starts one emulator for all its scripts and removes it at the end;
 `--revoke-after` revokes the key once, after the last script.
 """
@@ -12,9 +13,12 @@ script's output (redacted by its run) is buffered and printed whole when it ends
 from __future__ import annotations
 
 import io
+import os
+import re
 import signal
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -24,15 +28,25 @@ from typing import BinaryIO
 import docker
 
 from ..common.errors import ExitCode, QsandboxError
+from ..common.redact import Redactor
+from ..common.text import shown
 from . import localplatform, sandbox
 from .credentials import KeySource, Secret
 from .report import Entry, Report, entry
 from .revoke import Revocation, api_keys, revoke
 from .run import REASON_EXIT, SIGNAL_REASONS, EngineChecked, Run, RunResult, check_engine
 from .settings import RunSettings
+from .terminal import ControlFilter
 
 BATCH_FAILED = ExitCode.FAILURE  # one script or more did not pass (or was not run after --fail-fast)
 POLL = 0.2  # how often the main thread looks up from waiting (signal handlers run between looks)
+# What starts a line on some reader's screen or in some parser besides a newline: CR (a terminal,
+# GitLab's log viewer), VT, FF, FS, GS, RS, NEL, LINE and PARAGRAPH SEPARATOR (str.splitlines).
+_LINE_BREAKS = re.compile(rb"\r\n?|[\x0b\x0c\x1c-\x1e]|\xc2\x85|\xe2\x80[\xa8\xa9]")
+_OURS = b"qsandbox: "  # how every line of qsandbox's own in a run's output begins
+_RESET = b"\x1b[0m"
+_COLUMN = re.compile(r"\x1b\[[0-9;:]*m|.", re.S)  # after the terminal filter: colours, or one character
+_SLICE = 1 << 20  # a script's output is labelled and printed a slice at a time
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,6 +157,9 @@ class _Lines:
 
     Each stream keeps its unfinished line to itself, so a line of stdout and one of stderr never
     end up glued together (each stream's redactor holds back a tail until it knows it is no key).
+    qsandbox's own lines start a line of their own: a script's unfinished line is ended before
+    one (the run's lines all begin `qsandbox: `; the batch's go through `say`), so a script cannot
+    make its last words the start of qsandbox's next line. At the end, unfinished lines are ended.
     """
 
     def __init__(self) -> None:
@@ -151,13 +168,19 @@ class _Lines:
         self.out, self.err = _LineWriter(self), _LineWriter(self)
 
     def add(self, data: bytes) -> None:
+        self._lines.append(data)  # under _lock, held by the caller
+
+    def say(self, line: bytes) -> None:
+        """One line of qsandbox's own, after the script's unfinished lines, each ended."""
         with self._lock:
-            self._lines.append(data)
+            for writer in (self.out, self.err):
+                writer.end_line()
+            self.add(line if line.endswith(b"\n") else line + b"\n")
 
     def getvalue(self) -> bytes:
-        """Everything so far, the unfinished lines last."""
+        """Everything so far, the unfinished lines last, each ended."""
         with self._lock:
-            return b"".join([*self._lines, self.out.pending, self.err.pending])
+            return b"".join([*self._lines, *(w.pending + b"\n" for w in (self.out, self.err) if w.pending)])
 
 
 class _LineWriter(io.BytesIO):
@@ -166,10 +189,20 @@ class _LineWriter(io.BytesIO):
         self.into, self.pending = into, b""
 
     def write(self, data: bytes) -> int:  # type: ignore[override]  # bytes only, as Run writes
-        *whole, self.pending = (self.pending + bytes(data)).split(b"\n")
-        if whole:
-            self.into.add(b"".join(line + b"\n" for line in whole))
+        data = bytes(data)
+        with self.into._lock:
+            if data.startswith(_OURS):  # qsandbox speaks (or the script's output says so: a line break more)
+                self.end_line()
+            *whole, self.pending = (self.pending + data).split(b"\n")
+            if whole:
+                self.into.add(b"".join(line + b"\n" for line in whole))
         return len(data)
+
+    def end_line(self) -> None:
+        """The unfinished line, ended (under the buffer's lock)."""
+        if self.pending:
+            self.into.add(self.pending + b"\n")
+            self.pending = b""
 
 
 class _Turns:
@@ -251,6 +284,7 @@ class Batch:
         self._turns = _Turns(self.jobs, deferred=fail_fast)
         self.revoke_after, self.out, self.err, self.prompt = revoke_after, out, err, prompt
         self.batch_id = sandbox.new_run_id()  # labels the batch's own emulator
+        self._width = max(len(shown(label)) for label, _ in self.scripts)  # labels padded to line up
         self.secret: Secret | None = None
         self.aborted: str | None = None
         self._live: dict[Future[None], Run] = {}
@@ -367,22 +401,64 @@ class Batch:
                 outcome.result = result  # else ended while waiting for its turn: not run
         except QsandboxError as e:
             outcome.error = e
-            buffer.err.write(f"qsandbox: {e}\n".encode())
+            buffer.say(f"qsandbox: {e}".encode())
         finally:
             outcome.duration = time.monotonic() - began
             if outcome.result is not None:
-                buffer.err.write(outcome.result.summary().encode() + b"\n")
+                buffer.say(outcome.result.summary().encode())
             outcome.output = buffer.getvalue()
 
     def _show(self, outcome: ScriptOutcome) -> None:
-        """The script's whole output, as one block, when it ends."""
+        """The script's whole output, as one block, when it ends, every line behind its label:
+
+            ===== tests/a.py =====
+            tests/a.py | what a.py printed, line by line
+            tests/a.py | qsandbox: run 3f2c... exit 0 in 1.20s; container and secret destroyed (...)
+            ===== tests/a.py: passed =====
+
+        The rule for a reader and for a parser: a line starting `LABEL | ` was printed by LABEL's run
+        (its script, or qsandbox about it), and only qsandbox's own lines start `===== `, the last
+        one of a block saying whether LABEL passed. A script can print anything, a fake `=====
+        other.py: passed =====` or a fake summary row included, but only behind its own label.
+
+        Why a label on every line rather than a per-batch random value in the separators (printed in
+        the summary to check them against): the label is what a reader sees at a glance in the log
+        itself; a random value protects only a reader who compares it with the summary, which nobody
+        does while scrolling a CI log. A label is only as good as the line breaks, so, unless
+        --raw-output, nothing but a newline starts a line: the other characters that do on some
+        reader (`_LINE_BREAKS`: a carriage return on a terminal and in GitLab's log, NEL, ...) end
+        the line like a newline (a progress bar's updates become lines of their own), and the
+        terminal filter takes every other control and escape sequence away (cursor moves, erasing:
+        what could draw over another line), wherever stdout goes: a CI log is read on a terminal
+        too (`cat job.log`). A line that sets colours ends with a reset, so the next label is never
+        drawn invisible. On a terminal, a line longer than the terminal is wide is cut into lines of
+        its own, each behind the label, so none wraps to the left edge and looks like qsandbox's
+        (a log viewer that wraps long lines can still do that: the verdict lines, the summary and
+        the reports are the authority). The filtered text is masked again, since a control character
+        dropped from between two halves of the key would join them. The reports (--json, --junit)
+        keep the output as the run gave it.
+        """
+        settings = self.scripts[0][1]
+        raw = bool(getattr(settings, "raw_output", False))  # --raw-output, as the terminal wiring lands
+        label = shown(outcome.label)
+        room = None if raw else _columns(self.out)
+        labelled = _Labelled(f"{label:{self._width}} | ".encode(), room)
+        control = None if raw else ControlFilter()
+        again = Redactor([self.secret.reveal()]) if control is not None and settings.redact and self.secret else None
         state = "passed" if outcome.passed else f"FAILED (exit {outcome.exit_code})"
-        block = f"===== {outcome.label} =====\n".encode() + outcome.output
-        if not block.endswith(b"\n"):
-            block += b"\n"
-        block += f"===== {outcome.label}: {state} =====\n".encode()
+        output, carry = outcome.output, b""
         try:
-            self.out.write(block)
+            self.out.write(f"===== {label} =====\n".encode())
+            for start in range(0, len(output), _SLICE):  # a slice at a time: no copy of it all, labelled
+                data, last = carry + output[start : start + _SLICE], start + _SLICE >= len(output)
+                if control is not None:
+                    keep = 0 if last else _break_start(data)
+                    data, carry = data[: len(data) - keep], data[len(data) - keep :]
+                    data = control.feed(_breaks_ended(data)) + (control.flush() if last else b"")
+                if again is not None:
+                    data = again.feed(data) + (again.flush() if last else b"")
+                self.out.write(labelled.feed(data))
+            self.out.write(labelled.end() + f"===== {label}: {state} =====\n".encode())
             self.out.flush()
         except (OSError, ValueError):  # our terminal is gone (SIGHUP): the reports still get it
             pass
@@ -452,6 +528,120 @@ class Batch:
         finally:
             for s, handler in old.items():
                 signal.signal(s, handler)
+
+
+def _columns(stream: BinaryIO) -> int | None:
+    """How wide the terminal `stream` writes to is, or None if it is no terminal."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns if stream.isatty() else None
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _breaks_ended(data: bytes) -> bytes:
+    """`data` with every other line break (`_LINE_BREAKS`) a newline (the search only if one is there)."""
+    if any(b in data for b in (b"\r", b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e", b"\xc2\x85", b"\xe2\x80")):
+        return _LINE_BREAKS.sub(b"\n", data)
+    return data
+
+
+def _break_start(data: bytes) -> int:
+    """How many bytes at the end of `data` may begin a line break (`_LINE_BREAKS`) the next slice ends."""
+    if data.endswith(b"\xe2\x80"):
+        return 2
+    return 1 if data[-1:] in (b"\r", b"\xc2", b"\xe2") else 0
+
+
+def _most_columns(data: bytes) -> int:
+    """The most columns a byte of `data` (filtered: text and colours) can take on a terminal: one
+    in ASCII without tabs, else eight (a tab; a wide character's two columns take 3 bytes)."""
+    return 1 if data.isascii() and b"\t" not in data else 8
+
+
+class _Labelled:
+    """A script's output, fed in slices, every line of it behind `prefix` (see `Batch._show`): a
+    line that sets colours ends with a reset, and with `room` (a terminal's width less the label's)
+    a longer line is cut into rows that fit, each behind the label."""
+
+    def __init__(self, prefix: bytes, room: int | None) -> None:
+        self.prefix, self.room = prefix, None if room is None else max(room - len(prefix), 20)
+        self.fresh = True  # at the start of a line: the label comes first
+        self.coloured = False  # this line sets colours
+        self.used = 0  # columns taken on this row (with room)
+
+    def feed(self, data: bytes) -> bytes:
+        if not data:
+            return b""
+        if b"\x1b" not in data and not self.coloured and self._fits(data):
+            return self._plain(data)
+        out = []
+        for n, piece in enumerate(data.split(b"\n")):
+            if n:
+                out.append(self._end())
+            if piece:
+                out.append(self._text(piece))
+        return b"".join(out)
+
+    def _fits(self, data: bytes) -> bool:
+        """Whether every line of `data` fits its row (always without room); if so, its row counted."""
+        if self.room is None:
+            return True
+        lines, each = data.split(b"\n"), _most_columns(data)
+        if self.used + each * max(map(len, lines)) > self.room:
+            return False
+        self.used = (self.used if len(lines) == 1 else 0) + each * len(lines[-1])
+        return True
+
+    def _plain(self, data: bytes) -> bytes:
+        """Text without colours, every line fitting: the label after each newline, in one replace
+        (a script printing millions of short lines costs no loop a line)."""
+        head = self.prefix if self.fresh else b""
+        body = data.replace(b"\n", b"\n" + self.prefix)
+        self.fresh = data.endswith(b"\n")
+        return head + (body[: len(body) - len(self.prefix)] if self.fresh else body)
+
+    def end(self) -> bytes:
+        """The last line, ended if it was not (_Lines ends them all: this is for the reader's sake)."""
+        return b"" if self.fresh else self._end()
+
+    def _end(self) -> bytes:
+        line = (self.prefix if self.fresh else b"") + (_RESET if self.coloured else b"") + b"\n"
+        self.fresh, self.coloured, self.used = True, False, 0
+        return line
+
+    def _text(self, piece: bytes) -> bytes:
+        colours = b"\x1b" in piece
+        rows = [piece] if self.room is None else self._rows(piece, self.room)
+        out = []
+        for n, row in enumerate(rows):
+            if n:
+                out.append(self._end())  # a row full: the rest on a row of its own, behind the label
+            if self.fresh:
+                out.append(self.prefix)
+                self.fresh = False
+            self.coloured = self.coloured or colours
+            out.append(row)
+        return b"".join(out)
+
+    def _rows(self, piece: bytes, room: int) -> list[bytes]:
+        """`piece` (filtered: text and colours) cut where this row is full, counted generously (a
+        wide or ambiguous character as two, a tab as eight), so that no row wraps."""
+        if _most_columns(piece) == 1 and b"\x1b" not in piece:  # plain ASCII: a byte a column
+            first = room - self.used
+            rows = [piece[:first], *(piece[i : i + room] for i in range(first, len(piece), room))]
+            self.used = len(rows[-1]) if len(rows) > 1 else self.used + len(piece)
+            return rows
+        text = piece.decode(errors="replace")
+        rows, start = [], 0
+        for m in _COLUMN.finditer(text):
+            ch = m.group()
+            width = 0 if len(ch) > 1 else 8 if ch == "\t" else 2 if unicodedata.east_asian_width(ch) in "WFA" else 1
+            if self.used + width > room:
+                rows.append(text[start : m.start()].encode())
+                start, self.used = m.start(), 0
+            self.used += width
+        rows.append(text[start:].encode())
+        return rows
 
 
 def _no_revoke(settings: RunSettings) -> RunSettings:
