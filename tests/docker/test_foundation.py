@@ -18,6 +18,7 @@ def test_doctor_is_all_green(image):
         "host swap",
         "engine debug",
         "engine access",
+        "sandbox uid",
         "image",
         "non-root",
         "capabilities",
@@ -39,8 +40,9 @@ def test_probe_reports_hardening_from_inside(image, docker_client):
     from qsandbox.launcher.doctor import probe
     from qsandbox.launcher.settings import Hardening
 
-    seen = probe(docker_client, Hardening())
-    assert seen["uid"] == 10001
+    hardening = Hardening()
+    seen = probe(docker_client, hardening)
+    assert seen["uid"] == hardening.uid != 0
     assert seen["cap_eff"] == 0 and seen["cap_bnd"] == 0
     assert seen["no_new_privs"] is True
     assert seen["root_read_only"] is True
@@ -50,7 +52,7 @@ def test_probe_reports_hardening_from_inside(image, docker_client):
         assert isinstance(info, dict)
         assert info["mount"]["fstype"] == "tmpfs"
         assert {"noexec", "nosuid", "nodev"} <= set(info["mount"]["options"])
-        assert info["mode"] == "0o700" and info["owner"] == 10001
+        assert info["mode"] == "0o700" and info["owner"] == hardening.uid
         assert info["size"] == 64 << 10
 
 

@@ -156,7 +156,11 @@ def test_run_over_ssh(image, canary, leak_search, sshd, tmp_path, mode):
         env.update(QSANDBOX_SSH_CLIENT="1", PATH=f"{sshd.bin}:{env['PATH']}")
     done, _ = _run_remote(tmp_path, canary, env)
     said = _not_checked_lines(done.stderr, sshd.url)
-    assert [line.split(":")[1].strip() for line in said] == ["engine access", "engine host swap"], done.stderr
+    assert [line.split(":")[1].strip() for line in said] == [
+        "engine access",
+        "sandbox uid",
+        "engine host swap",
+    ], done.stderr
     if mode == "ssh-client":  # every request was an ssh process of the launcher's: none may outlive it
         end = time.monotonic() + 10
         while _ssh_processes(sshd.port) and time.monotonic() < end:
@@ -288,7 +292,11 @@ def test_run_over_mutual_tls(image, canary, leak_search, tls_engine, tmp_path):
     )
     done, _ = _run_remote(tmp_path, canary, env)
     said = _not_checked_lines(done.stderr, tls_engine.url)
-    assert [line.split(":")[1].strip() for line in said] == ["engine access", "engine host swap"], done.stderr
+    assert [line.split(":")[1].strip() for line in said] == [
+        "engine access",
+        "sandbox uid",
+        "engine host swap",
+    ], done.stderr
     assert leak_search.all_hits() == []
 
 

@@ -19,7 +19,7 @@ import pytest
 from conftest import ROOT, qsandbox
 
 from qsandbox.launcher.audit import release
-from qsandbox.launcher.settings import LABEL
+from qsandbox.launcher.settings import LABEL, sandbox_uid
 
 pytestmark = pytest.mark.docker
 SCRIPTS = ROOT / "tests" / "scripts"
@@ -50,7 +50,7 @@ def test_account_discovery_finds_exactly_the_canary_in_tmpfs(image, canary, leak
     assert report["token_file_matches"] is True
     assert report["key_in_environment"] is False
     assert report["key_in_cmdline"] is False
-    assert report["uid"] == 10001
+    assert report["uid"] == sandbox_uid()  # as root: a uid no host account has
     assert report["args"] == ["a", "b c"]
     assert report["cwd"] == "/work"
     assert "container and secret destroyed (engine confirms)" in done.stderr

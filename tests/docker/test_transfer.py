@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import qsandbox
 
-from qsandbox.launcher.settings import LABEL
+from qsandbox.launcher.settings import LABEL, sandbox_uid
 
 pytestmark = pytest.mark.docker
 
@@ -75,7 +75,7 @@ def test_a_script_beside_ssh_keys_sees_only_itself_even_as_root_in_a_private_dir
     report = seen(qsandbox("run", "--token-stdin", str(script), input=canary + "\n"))
     assert report["seen"] == ["bell.py"]
     assert report["cwd"] == "/work"
-    assert report["uid"] == 10001
+    assert report["uid"] == sandbox_uid()  # as root: a uid no host account has
     assert leak_search.all_hits() == []
 
 

@@ -6,12 +6,12 @@ import yaml
 from conftest import ROOT
 
 from qsandbox import __version__
-from qsandbox.launcher.settings import IMAGE, Hardening
+from qsandbox.launcher.settings import IMAGE, SANDBOX_UID, Hardening
 
 
 def test_compose_sandbox_matches_launcher_hardening():
     service = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["sandbox"]
-    h = Hardening()
+    h = Hardening(uid=SANDBOX_UID)  # the image's own uid: compose runs the probe, never a key
     kw = h.create_kwargs()
     assert service["image"] == IMAGE
     assert service["build"]["labels"]["qsandbox.version"] == __version__

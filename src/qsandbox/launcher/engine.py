@@ -241,11 +241,21 @@ class EngineInfo:
     debug: bool
     podman: bool = False
     cgroup_version: str = "2"
+    # dockerd's userns-remap: every container's uids are shifted into a subordinate range on the
+    # host; remap_root is the host uid of the container's root there (None: not reported).
+    userns_remap: bool = False
+    remap_root: int | None = None
 
     @property
     def can_limit(self) -> bool:
         """Rootless engines get no cgroup delegation on cgroup v1: memory, pids and CPU limits are ignored."""
         return not (self.rootless and self.cgroup_version == "1")
+
+    @property
+    def own_userns(self) -> bool:
+        """Whether the engine runs containers in a user namespace of its own (rootless, userns-remap),
+        so a container's uid is not the same number on the host."""
+        return self.rootless or self.userns_remap
 
 
 def _podman_rootless(client: docker.DockerClient) -> bool:
@@ -264,7 +274,9 @@ def describe(client: docker.DockerClient) -> EngineInfo:
     version = client.version()
     info = client.info()
     components = {c.get("Name", ""): c for c in version.get("Components") or []}
-    security = " ".join(info.get("SecurityOptions") or [])
+    security_options = info.get("SecurityOptions") or []
+    security = " ".join(security_options)
+    userns_remap = any("name=userns" in str(o).split(",") for o in security_options)
     is_podman = (
         any("podman" in name.lower() for name in components) or "podman" in str(info.get("OperatingSystem", "")).lower()
     )
@@ -282,4 +294,13 @@ def describe(client: docker.DockerClient) -> EngineInfo:
         debug=bool(info.get("Debug", False)),
         podman=is_podman,
         cgroup_version=str(info.get("CgroupVersion") or "2"),
+        userns_remap=userns_remap,
+        remap_root=_remap_root(str(info.get("DockerRootDir") or "")) if userns_remap else None,
     )
+
+
+def _remap_root(root_dir: str) -> int | None:
+    """Under userns-remap dockerd keeps its state in <data-root>/<uid>.<gid>, named after the host
+    uid and gid its containers' root maps to: the start of the remapped range."""
+    uid, dot, gid = root_dir.rstrip("/").rpartition("/")[2].partition(".")
+    return int(uid) if dot and uid.isdigit() and gid.isdigit() else None

@@ -204,7 +204,8 @@ def shared(client: docker.DockerClient) -> LocalPlatform:
         container = client.containers.get(SHARED)
     except docker.errors.NotFound:
         raise PlatformNotRunning("no shared platform is running: start it with `qsandbox platform up`") from None
-    code, out = container.exec_run(["cat", CA_PATH], user=str(Hardening().uid))
+    # As the user it was made with (exec's default): root's sandbox uid depends on the host's accounts.
+    code, out = container.exec_run(["cat", CA_PATH])
     if code != 0 or b"BEGIN CERTIFICATE" not in out:
         raise SandboxError("the shared platform has no CA certificate: restart it (`qsandbox platform down`, `up`)")
     emulator_id = cast(str, container.id)  # got from the engine: never None

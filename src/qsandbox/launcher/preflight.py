@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from .engine import EngineInfo, configured_host, remote_url, tls_configured
+from .settings import Hardening, uid_user
 
 
 @dataclass(frozen=True)
@@ -117,16 +118,51 @@ def engine_access(info: EngineInfo, docker_host: str | None, uid: int, *, tls: b
     return Finding("engine access", None, f"{path}: root and group {gname} (no other members)")
 
 
+def sandbox_account(info: EngineInfo, uid: int, remote: str | None, me: int) -> Finding:
+    """Whether a host account shares the sandbox's uid. Outside a user namespace the container's uid
+    is a host uid: an account with it reads a running key through /proc/<pid>/root of the sandbox's
+    processes. `uid`: the sandbox's (settings.sandbox_uid), `remote`: a remote engine's URL, `me`:
+    the launcher's uid."""
+    name = "sandbox uid"
+    if info.rootless:
+        return Finding(name, None, f"uid {uid} inside {info.kind}'s user namespace, a uid of the engine's owner")
+    if remote is not None:
+        remap = " (shifted by its userns-remap)" if info.userns_remap else ""
+        return not_checked(name, remote, f"which accounts have uid {uid}{remap}")
+    if info.userns_remap:
+        if info.remap_root is None:
+            what = f"uid {uid} is shifted by the engine's userns-remap to a host uid it does not report"
+            return Finding(name, None, f"not checked: {what}", checked=False)
+        where = f"uid {uid}, host uid {info.remap_root + uid} under the engine's userns-remap"
+        who = uid_user(info.remap_root + uid, subordinate=False)  # the subordinate range is the engine's own
+        nobody = "no user or group on this host has it (NSS)"
+    elif uid == me:
+        return Finding(name, None, f"uid {uid}: yours, so only you and root reach the sandbox's processes")
+    else:
+        where, who = f"uid {uid} (no user namespace)", uid_user(uid)
+        nobody = "no user, group or subordinate range on this host has it (NSS, /etc/subuid, /etc/subgid)"
+    if who:
+        return Finding(
+            name,
+            f"the sandbox's {where} is also {who}'s on this host: that account can read a running "
+            "sandbox's key through /proc; remove the overlap, or use a rootless engine",
+            where,
+        )
+    return Finding(name, None, f"{where}: {nobody}")
+
+
 def engine_host_swap(url: str | None) -> Finding | None:
     """On a remote engine the key's tmpfs lives in another host's memory, whose swap is not ours to
     see; None for a local engine (the host swap check covers it)."""
     return None if url is None else not_checked("engine host swap", url, "swap")
 
 
-def findings(info: EngineInfo, environ: Mapping[str, str] | None = None) -> list[Finding]:
+def findings(info: EngineInfo, environ: Mapping[str, str] | None = None, uid: int | None = None) -> list[Finding]:
     """Every preflight finding: this machine's (swap: the launcher holds the key), and the
-    engine's; the checks of a remote engine's host come back as not checked, never as fine."""
+    engine's; the checks of a remote engine's host come back as not checked, never as fine.
+    `uid`: the sandbox's, by default the one a run on this engine gets."""
     env = os.environ if environ is None else environ
+    uid = Hardening().for_engine(info).uid if uid is None else uid
     try:
         with open("/proc/swaps", encoding="ascii") as f:
             swaps_text = f.read()
@@ -139,6 +175,7 @@ def findings(info: EngineInfo, environ: Mapping[str, str] | None = None) -> list
         swap(swaps_text, remote is not None),
         engine_logging(info),
         engine_access(info, host, os.getuid(), tls=tls_configured(env)),
+        sandbox_account(info, uid, remote, os.getuid()),
     ]
     engine_swap = engine_host_swap(remote)
     return found if engine_swap is None else [*found, engine_swap]

@@ -7,14 +7,16 @@ refuses to send the key into a container for which the second disagrees with the
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..common.errors import UsageError
+from ..common.errors import PreflightRefused, UsageError
 
 # Re-exported (explicitly, `X as X`): the launcher names them from here.
 from ..common.paths import CA_FILE as CA_FILE
@@ -82,10 +84,70 @@ PODMAN_TMPFS_ADDED = frozenset({"rprivate", "tmpcopyup"})  # options it adds to 
 PODMAN_READ_ONLY_TMPFS = frozenset({"/run", "/var/tmp"})  # noqa: S108 - its --read-only-tmpfs (nosuid,nodev)
 
 
-def sandbox_uid() -> int:
-    """The invoking user's own uid, so their files and --output stay theirs; never root."""
+# Root's sandbox needs a uid nobody has. Without a user namespace a container's uid is the same
+# number on the host, and a host account with that uid (and gid) reaches the sandbox's processes:
+# /proc/<pid>/root/run/qsandbox/token, their environment, their memory. The image's 10001 is a
+# common number for directory accounts, so root's sandbox gets a uid, used as its gid too, that no
+# account or group has, asked through NSS (pwd/grp: /etc/passwd and /etc/group, LDAP, SSSD and
+# winbind alike), and that is in no subordinate range (/etc/subuid, /etc/subgid: their owners'
+# rootless containers run as those uids). The search starts at a fixed number and steps up one at a
+# time, so a host gives the same uid run after run (a shared emulator started earlier still
+# matches). The start is above the usual ranges: local accounts (below 60000), systemd's dynamic
+# and container ranges (up to 1879048191), SSSD's default ID mapping (200000 to 2000200000);
+# and below systemd's foreign range (from 2147352576) and 2**31, which some tools read as negative.
+UNUSED_UID_BASE = 2_100_000_000
+UNUSED_UID_TRIES = 10_000
+SUBORDINATE_IDS = ("/etc/subuid", "/etc/subgid")
+
+
+def uid_user(uid: int, *, subordinate: bool = True) -> str | None:
+    """Who on this host has `uid` as a uid or gid ("user NAME", "group NAME", or a subordinate range
+    of NAME); None when nobody has. `subordinate=False` asks only the passwd and group databases."""
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name}"
+    except KeyError:
+        pass
+    try:
+        return f"group {grp.getgrgid(uid).gr_name}"
+    except KeyError:
+        pass
+    for path in SUBORDINATE_IDS if subordinate else ():
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            continue
+        for line in lines:  # name:first:count
+            name, _, rest = line.strip().partition(":")
+            first, _, count = rest.partition(":")
+            if first.isdigit() and count.isdigit() and int(first) <= uid < int(first) + int(count):
+                return f"{name}'s subordinate ids ({path})"
+    return None
+
+
+def unused_uid() -> int:
+    """The first uid from UNUSED_UID_BASE that no user, group or subordinate range has (see above)."""
+    for uid in range(UNUSED_UID_BASE, UNUSED_UID_BASE + UNUSED_UID_TRIES):
+        if uid_user(uid) is None:
+            return uid
+    raise PreflightRefused(
+        f"every uid from {UNUSED_UID_BASE} to {UNUSED_UID_BASE + UNUSED_UID_TRIES - 1} belongs to a host "
+        "account, group or subordinate range, so no sandbox uid is nobody's: run qsandbox as an ordinary user"
+    )
+
+
+def sandbox_uid(own_userns: bool = False) -> int:
+    """The sandbox's uid (and gid); never root.
+
+    An ordinary user's own uid: the sandbox's processes are theirs, which only they and root reach.
+    Root's: on an engine that runs containers in a user namespace of its own (`own_userns`:
+    rootless, or dockerd's userns-remap) the image's 10001, which the engine maps to one of its
+    subordinate uids on the host (a uid beyond its mapped range could not run at all); on any
+    other engine a uid nobody on the host has (unused_uid).
+    """
     uid = os.getuid()
-    return uid if uid != 0 else SANDBOX_UID
+    if uid != 0:
+        return uid
+    return SANDBOX_UID if own_userns else unused_uid()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,7 +174,9 @@ class Hardening:
         """This spec as the given engine (engine.EngineInfo) can carry it out."""
         from dataclasses import replace
 
-        return replace(self, podman=info.podman, rootless=info.rootless, limits=info.can_limit)
+        # Root's uid, chosen without the engine, becomes the image's in the engine's own user namespace.
+        uid = sandbox_uid(own_userns=True) if info.own_userns and os.getuid() == 0 else self.uid
+        return replace(self, uid=uid, podman=info.podman, rootless=info.rootless, limits=info.can_limit)
 
     def tmpfs(self) -> dict[str, str]:
         owner = "U" if self.podman else f"uid={self.uid},gid={self.uid}"
