@@ -1,9 +1,7 @@
-"""Red team against the guards of issue 23 (a52e865): each attack run for real, each test asserting
-the SAFE behaviour, so it passes while the guard holds. Attacks that succeed today are marked
-xfail(strict=True) with the reason: they turn into failures ("XPASS(strict)") the day the guard is
-fixed, and the mark comes off.
+"""Red team against the guards of issue 23: each attack run for real, each test asserting the SAFE
+behaviour, so it passes while the guard holds.
 
-Held:
+Held from the start:
 - the entry point (PID 1, non-dumpable) is out of the script's reach: /proc/1/task/<tid>/fd,
   mem, environ, map_files, cwd, root, ptrace; signals it does not handle do nothing; the script's
   interpreter holds no descriptor but its own pipes; no marker anywhere it can read;
@@ -15,21 +13,20 @@ Held:
 - the Extractor against hand-made tar members ('.', duplicates, absolute, .., links, deep, setuid
   modes, sparse members whose real size is over the budget).
 
-Broke (xfail):
-- a process that outlives the script keeps writing into the entry point's stdout while it sends
-  /output: its bytes land inside the genuine frame, so it injects tar members of its own (no
-  marker needed), or merely damages the delivery;
-- one refusal message prints a sandbox-chosen name component unescaped (_DirChain.open: "{part}
-  is not a directory here"): with injected members, raw terminal escapes in qsandbox's own lines
-  (OSC 52, a forged closing line, SGR 8 hiding the real one);
-- a sparse /output file streams its whole apparent size: the launcher decodes it long past its
-  budget and never ends by itself, and while it streams the dead-man switch is off: a SIGKILLed
-  launcher leaves the sandbox, its key and the script's daemons running;
-- the terminal filter flattens SGR sub-parameters (':') into parameters: `ESC[38:5;8m` passes as a
-  colour, and terminals read it as an incomplete colour then 8 (conceal); `38:5;5` blinks;
-- the Extractor: a NUL in a pax name kills its thread with a traceback; an invalid header in the
-  middle of the archive ends the delivery silently; a huge declared size on a cut stream spins
-  tarfile's skip for hours.
+Broke at first, each fixed since and kept here as a test:
+- a process that outlived the script kept writing into the entry point's stdout while it sent
+  /output, injecting tar members of its own (no marker needed): now the entry point kills every
+  other process of the sandbox (kill(-1) as PID 1) and passes nothing more of the script's on
+  before the frame starts;
+- one refusal message printed a sandbox-chosen name component unescaped: every refusal line is
+  shown escaped now;
+- a sparse /output file streamed its whole apparent size, past the budget, with the dead-man
+  switch off: the entry point sends at most what /output can hold, the key files are deleted
+  before the frame, EOF or silence or a failed write ends the sending, and a launcher that still
+  receives more than any budget closes the stream;
+- the terminal filter flattened SGR sub-parameters (':'): they are dropped now;
+- the Extractor: a NUL in a pax name, an invalid header mid-archive and a huge declared size on a
+  cut stream are each named, and end quickly.
 """
 
 from __future__ import annotations
@@ -188,11 +185,6 @@ def test_daemons_a_deaf_process_and_a_zombie_die_with_a_killed_launcher(image, c
 # -- a process outliving the script speaks inside the /output frame -------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="entry.run() kills only the script's process group and keeps passing on what is written to the "
-    "script's stdout while send_output writes the frame: a setsid daemon's bytes land inside the genuine frame",
-)
 def test_a_daemon_cannot_write_into_the_output_frame(image, canary, tmp_path):
     out = tmp_path / "out"
     done = run(canary, "rt_inject_frame.py", "3000", options=("--platform", "local", "--output", str(out)))
@@ -260,16 +252,11 @@ def test_the_extractor_refuses_odd_members_by_name(tmp_path):
         "hard (not a plain file or directory)",
         "dev (not a plain file or directory)",
         "(deeper than 64 levels)",
-        "sparse (over the --output-limit of 1048576 bytes)",
+        "sparse and the rest (over the --output-limit of 1048576 bytes)",
     ):
         assert any(why in r for r in refused), (why, refused)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_DirChain.open raises _Refused(f'{part} is not a directory here ...') with the sandbox-chosen "
-    "component unescaped; Run._say prints it raw on the user's terminal",
-)
 def test_every_refusal_shows_sandbox_chosen_names_escaped(tmp_path):
     part = "t\x1b]52;c;cHduZWQ=\x07\r\x1b[2Kforged\n\x1b[8m"
     _, refused = _extract(_member(part) + _member(part + "/x") + _END, tmp_path / "out")
@@ -277,12 +264,6 @@ def test_every_refusal_shows_sandbox_chosen_names_escaped(tmp_path):
     assert all(r.isprintable() for r in refused), refused
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a NUL in a pax path makes os.open raise ValueError, which Extractor._entry does not catch: "
-    "the extracting thread dies (traceback) and nothing after it is delivered or named",
-)
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_nul_in_a_pax_name_is_refused_and_the_rest_delivered(tmp_path):
     archive = _member("x", data=b"n", pax={"path": "a\0b"}) + _member("after", data=b"ok") + _END
@@ -291,11 +272,6 @@ def test_a_nul_in_a_pax_name_is_refused_and_the_rest_delivered(tmp_path):
     assert len(refused) == 1, refused
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tarfile's stream iteration ends silently at an invalid header past offset 0: the Extractor "
-    "delivers what came before and names nothing of the rest",
-)
 def test_a_damaged_header_in_the_middle_is_named(tmp_path):
     garbage = b"\x01" * tarfile.BLOCKSIZE
     archive = _member("one", data=b"1") + garbage + _member("two", data=b"2") + _END
@@ -304,12 +280,6 @@ def test_a_damaged_header_in_the_middle_is_named(tmp_path):
     assert any("the rest of the archive" in r for r in refused), refused
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a member declaring a huge size on a stream cut short (budget, damage, or the sandbox's end) "
-    "makes tarfile's _Stream.seek read the missing bytes in 16 KiB steps: hours at full CPU, and "
-    "Extractor.close() joins that thread",
-)
 def test_a_huge_declared_size_on_a_cut_stream_ends_quickly(tmp_path):
     code = textwrap.dedent(
         f"""\
@@ -334,11 +304,6 @@ def test_a_huge_declared_size_on_a_cut_stream_ends_quickly(tmp_path):
 # -- /output that claims to be huge --------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="inside/transfer._send_file sends st_size bytes of a sparse file (tmpfs allocates nothing for it) "
-    "and the launcher keeps reading and decoding past its budget: the run does not end by itself",
-)
 def test_the_run_ends_soon_after_the_script_however_large_output_claims_to_be(image, canary, docker_client, tmp_path):
     marker = secrets.token_hex(8)
     out = tmp_path / "out"
@@ -354,15 +319,9 @@ def test_the_run_ends_soon_after_the_script_however_large_output_claims_to_be(im
         _, err = proc.communicate(timeout=120)
     assert took is not None, "the launcher was still busy 60 s after a script that took a few seconds"
     assert proc.returncode == 0, err
-    assert "over the --output-limit" in err
+    assert "more than /output holds (a sparse file?); left out" in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="while send_output runs, the entry point's EOF and silence watchers only feed a queue nobody "
-    "reads and failed writes are ignored: the sandbox (key in /run/qsandbox, the script's daemon) "
-    "outlives a SIGKILLed launcher for as long as /output streams; a sparse file makes that days",
-)
 def test_a_sandbox_sending_output_does_not_outlive_a_killed_launcher(image, canary, docker_client, tmp_path):
     marker = secrets.token_hex(8)
     options = ("--platform", "local", "--output", str(tmp_path / "out"))
@@ -422,11 +381,6 @@ def test_the_terminal_filter_passes_text_and_colour_only():
     assert _filtered(b"\x1b]0;never ends" + b"x" * 100_000) == b""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="terminal._colour_only reads ':' as ';': ESC[38:5;8m passes as one colour, while terminals "
-    "(tmux input_csi_dispatch_sgr_colon, VTE, xterm) read the incomplete group 38:5, then 8 = conceal",
-)
 @pytest.mark.parametrize("params", ["38:5;8", "38:5;5", "48:2;8;8;8", "58:5;6"])
 def test_colour_sub_parameters_cannot_smuggle_conceal_or_blink(params):
     out = _filtered(f"\x1b[{params}mtext\x1b[0m".encode())

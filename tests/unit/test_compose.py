@@ -23,6 +23,6 @@ def test_compose_sandbox_matches_launcher_hardening():
     assert service["pids_limit"] == h.pids
     assert service["ulimits"] == {"core": 0}
     assert service["logging"] == {"driver": "none"}
-    assert service["init"] is True
+    assert service["init"] is kw["init"] is False
     tmpfs = dict(entry.split(":", 1) for entry in service["tmpfs"])
     assert tmpfs == kw["tmpfs"]

@@ -53,6 +53,7 @@ def test_output_a_token_makes_the_redactor_hold_back_still_arrives(monkeypatch):
     monkeypatch.setattr(entry, "_write_all", lambda fd, data: written.__setitem__(fd, written[fd] + data))
     script = entry.Script.__new__(entry.Script)
     script.out, script.err, script.tok, script.redact = os.pipe(), os.pipe(), os.pipe(), True
+    script._lock, script._silenced = threading.Lock(), False  # noqa: SLF001 - what __init__ sets
     copy = threading.Thread(target=script._copy, daemon=True)  # noqa: SLF001 - the loop under test
     token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
     os.write(script.tok[1], token.encode() + b"\n")

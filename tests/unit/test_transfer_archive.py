@@ -139,7 +139,7 @@ def test_output_over_the_limit_is_refused_entry_by_entry(tmp_path):
     archive = tar_of(info("a", size=6), info("b", size=6), data=b"123456")
     refused: list[str] = []
     assert extract(archive, tmp_path, 8, refused) == ["a"]
-    assert "b (over the --output-limit of 8 bytes)" in refused[0]
+    assert "b and the rest (over the --output-limit of 8 bytes)" in refused[0]
 
 
 def test_a_damaged_or_unfinished_frame_is_said_and_nothing_of_it_printed(tmp_path):
@@ -241,7 +241,7 @@ def test_only_one_frame_is_taken_and_a_frame_never_prints_past_its_budget(tmp_pa
     text = frame("m", big)
     passed = b"".join(r2.feed(text[i : i + 4096]) for i in range(0, len(text), 4096)) + r2.flush()
     assert passed == b"" and list((tmp_path / "out2").iterdir()) == []
-    assert any("big (over the --output-limit of 1000 bytes)" in line for line in said)
+    assert any("big and the rest (over the --output-limit of 1000 bytes)" in line for line in said)
 
 
 def test_check_output_wants_a_new_or_empty_directory_of_your_own(tmp_path, monkeypatch):

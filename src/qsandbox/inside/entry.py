@@ -145,6 +145,8 @@ class Script:
         )
         for fd in (self.out[1], self.err[1], self.go[0], *((tok_w,) if self.tok else ())):
             os.close(fd)
+        self._lock = threading.Lock()
+        self._silenced = False
         self.thread = threading.Thread(target=self._copy, daemon=True)
         self.thread.start()
 
@@ -158,7 +160,11 @@ class Script:
         os.close(self.go[1])
 
     def finish(self, timeout: float) -> None:
+        """Pass on the rest of the script's output (its writers are dead by now), then nothing more:
+        after this, not a byte of the script's reaches our stdout (the /output frame follows)."""
         self.thread.join(timeout)
+        with self._lock:
+            self._silenced = True
 
     def _copy(self) -> None:
         from ..common.redact import Redactor
@@ -190,7 +196,11 @@ class Script:
                 read = os.read(fd, 65536)
                 # The redactor may hold a whole chunk back (a trailing base64 run, once a token is
                 # known): only the pipe's own EOF ends the stream, never an empty masked chunk.
-                _write_all(target, (r.feed(read) if read else r.flush()) if self.redact else read)
+                data = (r.feed(read) if read else r.flush()) if self.redact else read
+                with self._lock:  # once silenced (the /output frame is next), nothing more passes
+                    if self._silenced:
+                        return
+                    _write_all(target, data)
                 if not read:
                     del streams[fd]
 
@@ -203,6 +213,13 @@ def _write_all(fd: int, data: bytes) -> None:
             return  # the launcher is gone; the dead-man switch ends the rest
 
 
+_GONE = threading.Event()  # the launcher is gone (EOF or silence): stop whatever we are doing
+
+
+class _LauncherGone(Exception):
+    pass
+
+
 def _watch_stdin(events: queue.Queue[tuple[str, str]], tokens: TokenServer | None, heard: list[float]) -> None:
     while True:
         try:
@@ -210,6 +227,7 @@ def _watch_stdin(events: queue.Queue[tuple[str, str]], tokens: TokenServer | Non
         except (OSError, handoff.HandoffError):
             line = None
         if line is None:
+            _GONE.set()
             events.put(("eof", ""))
             return
         heard[0] = time.monotonic()
@@ -229,6 +247,7 @@ def _watch_silence(events: queue.Queue[tuple[str, str]], heard: list[float], tim
     while True:
         left = heard[0] + timeout - time.monotonic()
         if left <= 0:
+            _GONE.set()
             events.put(("silent", ""))
             return
         time.sleep(min(left, 1.0))
@@ -298,14 +317,48 @@ def run(script: str, args: list[str]) -> int:
     try:
         code, deliver = _supervise(child.pid, tokens, started_at)
     finally:
-        try:  # whatever the script left running dies with PID 1 anyway
-            os.killpg(child.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        child.finish(2.0)  # the rest of its output, masked
-    if deliver and marker:  # also after an error or an abort: whatever was written so far
-        send_output(marker, lambda data: _write_all(1, data), _say)
+        _kill_everything(child.pid)
+        child.finish(5.0)  # the rest of its output, masked; then nothing more of it
+        _forget_the_key()
+    if deliver and marker and not _GONE.is_set():  # also after an error or an abort: what was written so far
+        try:
+            send_output(marker, _frame_write, _say)
+        except _LauncherGone:
+            return 137
     return code
+
+
+def _kill_everything(pid: int) -> None:
+    """Every process of the sandbox but this one: the script's group, and whatever left it (setsid,
+    double forks) and could otherwise write into the /output frame or outlive the script. As PID 1
+    of the sandbox's PID namespace, kill(-1) reaches exactly those; elsewhere (not PID 1), the group."""
+    try:
+        if os.getpid() == 1:
+            os.kill(-1, signal.SIGKILL)
+        else:
+            os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _forget_the_key() -> None:
+    """The script has ended: the key, the account and the CA leave the tmpfs before /output goes out."""
+    for path in (TOKEN_FILE, QISKIT_DIR / "qiskit-ibm.json", CA_FILE):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def _frame_write(data: bytes) -> None:
+    """Write part of the /output frame; the launcher gone (EOF, silence, a failed write) ends it."""
+    while data:
+        if _GONE.is_set():
+            raise _LauncherGone
+        try:
+            data = data[os.write(1, data) :]
+        except OSError:
+            raise _LauncherGone from None
 
 
 def _supervise(pid: int, tokens: TokenServer | None, started_at: float) -> tuple[int, bool]:

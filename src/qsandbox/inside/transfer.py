@@ -105,6 +105,10 @@ def send_output(marker: str, write: Callable[[bytes], None], say: Callable[[str]
     out = _Base64Lines(write)
     write(OUTPUT_BEGIN + marker.encode() + b"\n")
     sent = over = 0
+    # The files' data sent is at most what the tmpfs can hold (--output-limit): a sparse file claims
+    # any size without holding it, and would otherwise be streamed, zeros and all, forever.
+    fs = os.statvfs(str(OUTPUT_DIR))
+    room = [fs.f_blocks * fs.f_frsize]
     stack: list[tuple[str, str, int]] = [(str(OUTPUT_DIR), "", 1)]  # (path, archive prefix, depth)
     while stack:
         path, prefix, depth = stack.pop()
@@ -129,7 +133,8 @@ def send_output(marker: str, write: Callable[[bytes], None], say: Callable[[str]
                         subdirs.append((entry.path, arcname + "/", depth + 1))
                     out.add(_header(arcname, tarfile.DIRTYPE, st.st_mode, mtime=st.st_mtime))
                 elif stat.S_ISREG(st.st_mode):
-                    _send_file(out, entry.path, arcname, say)
+                    if not _send_file(out, entry.path, arcname, say, room):
+                        continue
                 elif stat.S_ISLNK(st.st_mode):
                     out.add(_header(arcname, tarfile.SYMTYPE, st.st_mode, link=os.readlink(entry.path)))
                 else:
@@ -146,13 +151,21 @@ def send_output(marker: str, write: Callable[[bytes], None], say: Callable[[str]
     write(OUTPUT_END + marker.encode() + b"\n")
 
 
-def _send_file(out: _Base64Lines, path: str, arcname: str, say: Callable[[str], None]) -> None:
-    """A file's header and exactly the size it had when opened (padded if it shrank meanwhile)."""
+def _send_file(out: _Base64Lines, path: str, arcname: str, say: Callable[[str], None], room: list[int]) -> bool:
+    """A file's header and exactly the size it had when opened (padded if it shrank meanwhile);
+    False (said why) for a file larger than the room left."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, "no longer a plain file")
+        if st.st_size > room[0]:
+            say(
+                f"/output/{shown(arcname)} claims {st.st_size} bytes, more than /output holds "
+                "(a sparse file?); left out"
+            )
+            return False
+        room[0] -= st.st_size
         out.add(_header(arcname, tarfile.REGTYPE, st.st_mode, st.st_size, st.st_mtime))
         left = st.st_size
         while left:
@@ -164,3 +177,4 @@ def _send_file(out: _Base64Lines, path: str, arcname: str, say: Callable[[str], 
             out.add(data)
             left -= len(data)
         out.add(b"\0" * (-st.st_size % tarfile.BLOCKSIZE))
+    return True

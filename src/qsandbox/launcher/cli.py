@@ -11,6 +11,7 @@ import click
 
 from .. import __version__
 from ..common.errors import ExitCode, QsandboxError, UsageError
+from ..common.text import shown
 
 if TYPE_CHECKING:
     from .report import Report
@@ -110,7 +111,8 @@ def _write_reports(report: Report, json_report: Path | None, junit_report: Path 
 def _fail(e: QsandboxError, debug: bool) -> None:
     if debug:
         raise e
-    click.echo(f"qsandbox: {e}", err=True)
+    # One line, whatever it names: a file name, a host or a message from the sandbox can hold escapes.
+    click.echo(f"qsandbox: {shown(str(e))}", err=True)
     sys.exit(int(e.exit_code))
 
 
@@ -229,6 +231,22 @@ def doctor(ctx: click.Context) -> None:
 )
 @click.option("--output-limit", default="256m", show_default=True, help="Size of the /output tmpfs.")
 @click.option(
+    "--output-merge",
+    is_flag=True,
+    help="Let --output DIR hold files already; a file that exists is never overwritten (it is refused and named).",
+)
+@click.option(
+    "--output-keep-modes",
+    is_flag=True,
+    help="Delivered files keep their exec bits (by default none comes back: nothing delivered is runnable).",
+)
+@click.option(
+    "--raw-output",
+    is_flag=True,
+    help="On a terminal, pass the script's control sequences through (by default only newline, tab and "
+    "colours are: a script cannot move the cursor, rewrite qsandbox's lines, set the title or the clipboard).",
+)
+@click.option(
     "--requirements",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
@@ -313,6 +331,9 @@ def run(
     input_limit: str,
     output: Path | None,
     output_limit: str,
+    output_merge: bool,
+    output_keep_modes: bool,
+    raw_output: bool,
     timeout: float | None,
     memory: str,
     pids: int,
@@ -364,6 +385,9 @@ def run(
             channel=channel,
             instance=instance,
             output=output.resolve() if output else None,
+            output_merge=output_merge,
+            output_keep_modes=output_keep_modes,
+            raw_output=raw_output,
             workdir=workdir,
             includes=includes,
             input_limit=parse_size(input_limit),
@@ -434,7 +458,8 @@ failed or were not run (--fail-fast); 2 nothing started (bad input, a refusal);
 # batch takes these of run's options unchanged (same names, help and defaults).
 _FROM_RUN = (
     "token_stdin token_file token_env token_command instance channel includes input_limit output_limit memory "
-    "pids platform token_mode strict allow_no_limits no_redact no_cancel_on_abort"
+    "pids platform token_mode strict allow_no_limits no_redact no_cancel_on_abort output_merge output_keep_modes "
+    "raw_output"
 ).split()
 
 
@@ -508,6 +533,9 @@ def batch(
                     channel=o["channel"],
                     instance=o["instance"],
                     output=(output / script.stem).resolve() if output else None,
+                    output_merge=o["output_merge"],
+                    output_keep_modes=o["output_keep_modes"],
+                    raw_output=o["raw_output"],
                     includes=o["includes"],
                     input_limit=parse_size(o["input_limit"]),
                     timeout=timeout,

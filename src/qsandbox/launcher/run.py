@@ -42,6 +42,7 @@ from . import deps, egress, engine, image, localplatform, preflight, sandbox, tr
 from .credentials import KeySource, Secret
 from .revoke import Revocation, mint, revoke
 from .settings import IMAGE, Hardening, RunSettings
+from .terminal import ControlFilter, end_line
 
 ABORT_GRACE = 30.0  # entry point: interrupt the script (5 s), then cancel jobs (<= 20 s)
 REMOVAL_WAIT = 10.0
@@ -246,46 +247,79 @@ def _check_image(client: docker.DockerClient, image: str) -> None:
         ) from None
 
 
-def _pump(
-    attachment: sandbox.Attachment,
-    out: BinaryIO,
-    err: BinaryIO,
-    done: threading.Event,
-    secrets: list[str] | None,
-    receiver: transfer.OutputReceiver | None,
-) -> None:
-    """Copy the container's output to ours, live and redacted, until the stream ends; the /output
-    archive at its end goes to `receiver`, never to our stdout."""
-    targets = {1: out, 2: err}
-    redactors = {n: Redactor(secrets) for n in targets} if secrets is not None else None
+def isatty(stream: BinaryIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
 
-    def write(stream: int, data: bytes) -> None:
-        if redactors:
-            data = redactors[stream].feed(data)
+
+class _Pump:
+    """Copies the container's output to ours, live, until the stream ends: the key masked, and on a
+    terminal (unless --raw-output) nothing but text, newlines, tabs and colours (terminal.py). The
+    /output archive at its end goes to `receiver`, never to our stdout."""
+
+    def __init__(
+        self,
+        out: BinaryIO,
+        err: BinaryIO,
+        secrets: list[str] | None,
+        receiver: transfer.OutputReceiver | None,
+        *,
+        raw: bool,
+    ) -> None:
+        self.targets = {1: out, 2: err}
+        self.redactors = {n: Redactor(secrets) for n in self.targets} if secrets is not None else {}
+        self.filters = {n: ControlFilter() for n, t in self.targets.items() if not raw and isatty(t)}
+        self.receiver = receiver
+        self.last = "\n"  # the last character of the script's that reached a terminal of ours
+        self.dirty = False  # the script's output reached our stderr's terminal since our last line
+        self.done = threading.Event()
+
+    def _write(self, stream: int, data: bytes) -> None:
+        if stream in self.filters:  # first: a control character between two halves of the key hides nothing
+            data = self.filters[stream].feed(data)
+            self.last = self.filters[stream].last
+        if stream in self.redactors:
+            data = self.redactors[stream].feed(data)
+        self._emit(stream, data)
+
+    def _emit(self, stream: int, data: bytes) -> None:
+        if not data:
+            return
+        self.dirty = True
         try:
-            targets[stream].write(data)
-            targets[stream].flush()
+            self.targets[stream].write(data)
+            self.targets[stream].flush()
         except (OSError, ValueError):  # our terminal is gone (SIGHUP): keep draining
             pass
 
-    try:
-        for stream, data in attachment.frames():
-            stream = 2 if stream == 2 else 1
-            write(stream, receiver.feed(data) if receiver and stream == 1 else data)
-    except OSError:
-        pass
-    finally:
-        if receiver:
-            write(1, receiver.flush())
-        if redactors:
-            for stream, r in redactors.items():
-                tail = r.flush()
-                try:
-                    targets[stream].write(tail)
-                    targets[stream].flush()
-                except (OSError, ValueError):
-                    pass
-        done.set()
+    def run(self, attachment: sandbox.Attachment) -> None:
+        receiver = self.receiver
+        try:
+            for stream, data in attachment.frames():
+                stream = 2 if stream == 2 else 1
+                self._write(stream, receiver.feed(data) if receiver and stream == 1 else data)
+                if receiver and receiver.overflowed:  # past any budget: end the stream, and so the sandbox
+                    attachment.close()
+                    break
+        except OSError:
+            pass
+        finally:
+            if receiver:
+                self._write(1, receiver.flush())
+            for stream in self.targets:
+                tail = self.filters[stream].flush() if stream in self.filters else b""
+                if stream in self.redactors:
+                    tail = self.redactors[stream].feed(tail) + self.redactors[stream].flush()
+                self._emit(stream, tail)
+            self.done.set()
+
+    def fresh_line(self) -> None:
+        """Before qsandbox's own lines after the script's: colours reset, and a line of its own."""
+        if self.dirty and isatty(self.targets[2]):
+            self._emit(2, end_line(self.last))
+            self.last, self.dirty = "\n", False
 
 
 class _Signals:
@@ -402,6 +436,7 @@ class Run:
         self.proxy: egress.Proxy | None = None
         self._helper_env: dict[str, str] | None = None
         self._closing = Redactor([])
+        self._pump: _Pump | None = None
 
     # -- the story ------------------------------------------------------------------------------
 
@@ -489,11 +524,10 @@ class Run:
             self._say(f"not sent into the sandbox: {shown(note)}")
         self.settings = replace(s, hardening=replace(s.hardening, work_size=self.inputs.tmpfs_size))
         if s.output is not None:
-            try:
-                s.output.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise UsageError(f"--output {s.output}: {e.strerror}") from None
-            self.receiver = transfer.OutputReceiver(self._marker, s.output, s.hardening.output_size, self._say)
+            transfer.check_output(s.output, merge=s.output_merge)
+            self.receiver = transfer.OutputReceiver(
+                self._marker, s.output, s.hardening.output_size, self._say, keep_modes=s.output_keep_modes
+            )
 
     def prepare(self, local: ExitStack) -> Secret:
         """Read the key and make the sandbox ready (with its platform, for rehearsals); returns the key."""
@@ -513,12 +547,15 @@ class Run:
         # A rehearsal needs no real key: without a source, a throwaway one is made.
         secret = localplatform.throwaway_key() if self.source.interactive else self.source.read()
         self._refuse_key_in_inputs(secret)
+        localplatform.remove_stale_networks(client)
         if self.platform is not None or settings.platform == "shared":
             platform = self.platform or localplatform.shared(client)
-            self.settings = _on_platform(settings, platform.network, platform.instance)
+            # A network of this run's own that the emulator joins: no other run's sandbox is on it.
+            network = localplatform.join(client, platform, self.run_id)
+            self.cleanup.push("remove the run's network", lambda: localplatform.remove_network(client, network))
+            self.settings = _on_platform(settings, network, platform.instance)
             self._prepare_sandbox(local)
         else:
-            localplatform.remove_stale_networks(client)
             network = localplatform.create_network(client, self.run_id)
             self.cleanup.push("remove the run's network", lambda: localplatform.remove_network(client, network))
             self.settings = _on_platform(settings, network, INSTANCE_CRN)
@@ -581,18 +618,11 @@ class Run:
             )
             refresher = _Refresher(client, settings, secret, self.ca_pem, prepared, int(minted["expiration"]))  # type: ignore[call-overload]
             refresher.env = self._helper_env
-        threading.Thread(
-            target=_pump,
-            args=(
-                prepared.attachment,
-                self.out,
-                self.err,
-                self._done,
-                [secret.reveal()] if settings.redact else None,
-                self.receiver,
-            ),
-            daemon=True,
-        ).start()
+        self._pump = _Pump(
+            self.out, self.err, [secret.reveal()] if settings.redact else None, self.receiver, raw=settings.raw_output
+        )
+        self._pump.done = self._done
+        threading.Thread(target=self._pump.run, args=(prepared.attachment,), daemon=True).start()
         if settings.revoke_after:
             self._to_revoke = secret  # armed: the revocation step registered in _prepare_sandbox runs
             self._keys_before = before  # keys the identity had; any other one is made by the run and deleted too
@@ -630,6 +660,8 @@ class Run:
 
     def confirm(self, duration: float) -> RunResult:
         """The run's result; a failed revocation turns success into a failure."""
+        if self._pump is not None:
+            self._pump.fresh_line()  # the closing line starts a line of its own, in plain colours
         if self.receiver is not None and self._key_read:
             got = self.receiver.delivered
             self._say(
@@ -646,7 +678,7 @@ class Run:
             leftovers=self.left,
             aborted=self.aborted,
             revocation=self.revocation,
-            egress_refused=self._closing.mask(self.proxy.summary()) if self.proxy else "",
+            egress_refused=self._closing.mask(shown(self.proxy.summary())) if self.proxy else "",
         )
 
     # -- the steps behind them ------------------------------------------------------------------
@@ -661,6 +693,8 @@ class Run:
         self.left = sandbox.leftovers(self.client, self.run_id)
 
     def _say(self, text: str) -> None:
+        if self._pump is not None:
+            self._pump.fresh_line()
         self.err.write(f"qsandbox: {text}\n".encode())
         self.err.flush()
 
@@ -708,6 +742,8 @@ class Run:
             before=self._keys_before,
         )
         self._to_revoke = None
+        if self._pump is not None:
+            self._pump.fresh_line()
         self.err.write(self.revocation.line().encode() + b"\n")
         self.err.flush()
 

@@ -212,7 +212,11 @@ class Hardening:
             "ulimits": [Ulimit(name="core", soft=0, hard=0)],
             "log_config": {"type": "none", "config": {}},  # output goes over attach, never to disk
             "auto_remove": True,  # the daemon removes it, even if the launcher is killed
-            "init": True,  # a real PID 1 forwards signals and reaps the script's children
+            # No docker-init: the entry point is PID 1 itself (it reaps and forwards), non-dumpable.
+            # An init process would run as the sandbox's uid, dumpable, holding the attach stream's
+            # stdin and stdout: the script could open them through /proc/1/fd, hold the dead-man
+            # switch open and write into the launcher's stream (tests/docker/test_guards.py).
+            "init": False,
             "ipc_mode": "private",
         }
 
@@ -242,6 +246,7 @@ class Hardening:
             ("log driver", (host.get("LogConfig") or {}).get("Type"), "none"),
             ("auto-remove", host.get("AutoRemove"), True),
             ("ipc mode", ipc, "private"),
+            ("docker-init", bool(host.get("Init")), False),
         ]
         if self.limits:
             checks += [
@@ -289,6 +294,9 @@ class RunSettings:
     channel: str = "ibm_quantum_platform"
     instance: str | None = None
     output: Path | None = None  # where /output is delivered when the script ends
+    output_merge: bool = False  # --output DIR may hold files already (none is ever overwritten)
+    output_keep_modes: bool = False  # delivered files keep their exec bits (never wider than 0755)
+    raw_output: bool = False  # pass the script's terminal control sequences to a terminal unfiltered
     workdir: Path | None = None  # a project directory holding the script, sent whole (credential stores left out)
     includes: tuple[Path, ...] = ()  # more inputs, relative to the script's directory
     input_limit: int = 100 << 20

@@ -3,10 +3,11 @@
 A script (or a package it imports) that writes escape sequences could move the cursor and rewrite
 qsandbox's own lines (a forged "container and secret destroyed" closing line), hide text, set the
 window title, or write the clipboard (OSC 52). When our stdout or stderr is a terminal, the
-script's output goes through `ControlFilter`: newline, tab and colour (SGR `ESC [ ... m` with only
-colour and weight parameters: no concealed or blinking text) pass; every other C0 control (carriage return, backspace, bell, ...), DEL, every other escape
-sequence (CSI, OSC, DCS, APC, PM, SOS and two-byte escapes, up to their terminator however far) and
-the C1 controls (U+0080-U+009F) are dropped. It keeps no more than one escape sequence's
+script's output goes through `ControlFilter`: newline, tab and colour (SGR `ESC [ ... m` with
+only colour and weight parameters: no concealed or blinking text) pass; every other C0 control
+(carriage return, backspace, bell, ...), DEL, every other escape sequence (CSI, OSC, DCS, APC, PM,
+SOS and two-byte escapes, up to their terminator however far) and the C1 controls
+(U+0080-U+009F) are dropped. It keeps no more than one escape sequence's
 parameters in memory, so a sequence that never ends costs nothing. `--raw-output` turns it off.
 `end_line()` is what qsandbox writes before its closing line: the colours reset and, if the
 output did not end a line, a newline.
@@ -19,7 +20,7 @@ import re
 
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # what needs a look: controls but tab and newline
 
-_SGR_PARAMS = frozenset("0123456789;:")
+_SGR_PARAMS = frozenset("0123456789;")  # no ':' sub-parameters: terminals group them differently
 _MAX_PARAMS = 64  # longer SGR parameters are dropped whole
 
 
@@ -37,7 +38,7 @@ _SGR_EXTENDED = frozenset({38, 48, 58})  # 38;5;N or 38;2;R;G;B
 def _colour_only(params: str) -> bool:
     if not set(params) <= _SGR_PARAMS:
         return False
-    numbers = [int(p) if p else 0 for p in params.replace(":", ";").split(";")]
+    numbers = [int(p) if p else 0 for p in params.split(";")]
     i = 0
     while i < len(numbers):
         n = numbers[i]

@@ -25,6 +25,7 @@ import os
 import queue
 import stat
 import tarfile
+import tarfile as tarfile_mod
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -444,7 +445,12 @@ class OutputReceiver:
         self._extractor.close()
         self.delivered = self._extractor.delivered
         for entry in self.refused:
-            self.say(f"refused from /output: {entry}")
+            self.say(f"refused from /output: {shown(entry)}")
+
+    @property
+    def overflowed(self) -> bool:
+        """The frame grew past any /output the budget allows: the stream should be cut."""
+        return self._extractor is not None and self._extractor.overflowed
 
     def flush(self) -> bytes:
         """At the end of the stream: what was held back is the script's after all."""
@@ -474,6 +480,7 @@ class _Feed(io.RawIOBase):
         self._q: queue.Queue[bytes] = queue.Queue(maxsize=16)
         self._buf = b""
         self._eof = False
+        self.consumed = 0  # bytes read out so far
 
     def put(self, data: bytes, alive: Callable[[], bool]) -> None:
         while alive():
@@ -493,7 +500,24 @@ class _Feed(io.RawIOBase):
         n = min(len(b), len(self._buf))
         b[:n] = self._buf[:n]
         self._buf = self._buf[n:]
+        self.consumed += n
         return n
+
+
+class _Watching(tarfile.TarInfo):
+    """Notes each header tarfile gives up on: in a stream it then ends quietly, as if at the end."""
+
+    gave_up: list[int]  # offsets; a fresh list for each extraction (a subclass made in Extractor._run)
+
+    @classmethod
+    def fromtarfile(cls, tarfile: Any) -> Any:  # noqa: ANN401 - tarfile's own signature, parameter name included
+        try:
+            return super().fromtarfile(tarfile)
+        except tarfile_mod.HeaderError as e:  # not typeshed's: Invalid-, Truncated-, EOF-, EmptyHeaderError
+            if type(e).__name__ not in ("InvalidHeaderError", "TruncatedHeaderError"):
+                raise  # EOF and empty headers: the archive's end
+            cls.gave_up.append(tarfile.offset)
+            raise
 
 
 HEADER_ROOM = 2048  # a tar header with a PAX record for a long name, per entry
@@ -523,6 +547,7 @@ class Extractor:
         self.received = 0  # bytes of the tar stream so far
         self.entries = 0
         self.data = 0  # bytes of file data accepted so far
+        self.overflowed = False  # more arrived than any /output within the limit can be: stop the sandbox
         self._stopped = False  # no more data goes to the extracting thread
         self._cut = False  # ... because the stream was cut short (said once, in refused)
         self._feed = _Feed()
@@ -537,6 +562,7 @@ class Extractor:
             return
         self.received += len(data)
         if self.received > self.limit + HEADER_ROOM * MAX_OUTPUT_ENTRIES + tarfile.RECORDSIZE:
+            self.overflowed = True
             self._stop(f"the rest of the archive (over the --output-limit of {self.limit} bytes); discarded")
             return
         self._feed.put(data, self._alive)
@@ -560,29 +586,46 @@ class Extractor:
         try:
             top = self._open_top()
         except _Refused as e:
-            self.refused.append(f"everything: {e}")
-            return self._drain()
+            self.refused.append(f"everything: {shown(str(e))}")
+            self._drain()
+            return
         chain = _DirChain(top)
         try:
-            with tarfile.open(fileobj=io.BufferedReader(self._feed, 1 << 16), mode="r|") as tar:
+            watching = cast(type[_Watching], type("Watching", (_Watching,), {"gave_up": []}))
+            reader = io.BufferedReader(self._feed, 1 << 16)
+            with tarfile.open(fileobj=reader, mode="r|", tarinfo=watching) as tar:
                 for member in tar:
                     cast(Any, tar).members.clear()  # a stream of 100,000 entries keeps none in memory
                     name = member.name.removeprefix("./")
+                    if member.size > self.limit - self.data:
+                        # Stop here: tarfile would read its way past a member of any declared size.
+                        self._stop_here(f"{shown(name)} and the rest (over the --output-limit of {self.limit} bytes)")
+                        break
                     try:
                         self._entry(tar, member, name, chain)
                     except _Refused as e:
                         self.refused.append(f"{shown(name)} ({e})")
                     except OSError as e:
                         self.refused.append(f"{shown(name)} ({e.strerror or e})")
-        except tarfile.TarError as e:
-            if not self._cut:  # a stream cut short was said already
-                self.refused.append(f"the rest of the archive (not a plain tar archive: {shown(str(e))})")
+                    except ValueError as e:  # a name or header tarfile or the OS cannot take (a NUL)
+                        self.refused.append(f"{shown(name)} (a name or header that cannot be written: {e})")
+        except (tarfile.TarError, ValueError, EOFError) as e:
+            self._stop_here(f"the rest of the archive (not a plain tar archive: {e})")
         finally:
             chain.close()
         self._drain()
+        if watching.gave_up:  # tarfile ends quietly at an invalid header after the first one
+            self._stop_here(f"the rest of the archive (damaged: an invalid header at byte {watching.gave_up[0]})")
+
+    def _stop_here(self, why: str) -> None:
+        if not self._cut:  # a stream cut short was said already
+            self._cut = True
+            self.refused.append(shown(why))
 
     def _drain(self) -> None:
-        while self._feed.readinto(bytearray(1 << 16)):
+        """Read (and drop) what is left of the stream, so the stream's thread never waits on us."""
+        buf = bytearray(1 << 16)
+        while self._feed.readinto(buf):
             pass
 
     def _open_top(self) -> int | None:
@@ -616,9 +659,7 @@ class Extractor:
         if why:
             raise _Refused(why)
         if member.isfile():
-            self.data += member.size
-            if self.data > self.limit:
-                raise _Refused(f"over the --output-limit of {self.limit} bytes")
+            self.data += member.size  # within the limit: checked before the member was taken
         if chain.top is None:
             return  # no --output: the archive is read and dropped
         if member.isdir():
@@ -670,7 +711,7 @@ class _DirChain:
                 fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
             except OSError as e:
                 if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise _Refused(f"{part} is not a directory here (a link or a file); not followed") from None
+                    raise _Refused(f"{shown(part)} is not a directory here (a link or a file); not followed") from None
                 raise
             self._chain.append((part, fd))
         return self._chain[-1][1] if self._chain else self.top
