@@ -439,7 +439,7 @@ class Batch:
         keep the output as the run gave it.
         """
         settings = self.scripts[0][1]
-        raw = bool(getattr(settings, "raw_output", False))  # --raw-output, as the terminal wiring lands
+        raw = settings.raw_output  # --raw-output
         label = shown(outcome.label)
         room = None if raw else _columns(self.out)
         labelled = _Labelled(f"{label:{self._width}} | ".encode(), room)

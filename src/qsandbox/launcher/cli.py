@@ -243,8 +243,9 @@ def doctor(ctx: click.Context) -> None:
 @click.option(
     "--raw-output",
     is_flag=True,
-    help="On a terminal, pass the script's control sequences through (by default only newline, tab and "
-    "colours are: a script cannot move the cursor, rewrite qsandbox's lines, set the title or the clipboard).",
+    help="Pass the script's control sequences through: by default only newline, tab and colours reach a "
+    "terminal (and a batch's labelled blocks, wherever they go), so a script cannot move the cursor, rewrite "
+    "qsandbox's lines, set the title or the clipboard.",
 )
 @click.option(
     "--requirements",
