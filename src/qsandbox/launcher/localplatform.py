@@ -7,9 +7,15 @@ TLS with a CA it makes at start, and only that CA's certificate leaves it (print
 read over attach, handed to the sandbox with the key). The emulator never sees the key: only its
 SHA-256 digest, so it accepts exactly that key.
 
+A shared emulator (`platform up`, or one per batch) serves many sandboxes, and no sandbox may
+reach another: each run gets an internal network of its own, and the emulator is connected to it
+too, with its host names (`join`); the run removes it at its end. The emulator's own network holds
+only the emulator and the launcher's helpers.
+
 Like the sandbox, the emulator's attached stdin is a dead-man switch: it exits when the launcher
-goes away, and the daemon removes it. The network cannot remove itself; every run first removes
-labelled networks that no container uses any more.
+goes away, and the daemon removes it. A network cannot remove itself; every run first removes
+labelled networks that no container of their own run uses any more (a killed run's network of a
+shared emulator still has the emulator on it: it is taken off).
 """
 
 from __future__ import annotations
@@ -63,17 +69,29 @@ STALE_AFTER = 30.0  # seconds: a run's network gets its first container within a
 
 
 def remove_stale_networks(client: docker.DockerClient) -> None:
-    """Labelled networks with no containers left: what a killed launcher could not remove. A new
-    one is left alone: another run may have just created it and not yet attached its containers."""
+    """Labelled networks with no running container of their own run: what a killed launcher could
+    not remove. Another run's container on one (a shared or batch emulator) does not keep it: it is
+    taken off first. A new one is left alone: another run may have just created it and not yet
+    started its containers."""
     now = time.time()
     for net in client.networks.list(filters={"label": LABEL}):
         try:
             net.reload()
             created = _created(net.attrs.get("Created", ""))
-            if not net.attrs.get("Containers") and created is not None and now - created > STALE_AFTER:
-                net.remove()
+            if created is None or now - created <= STALE_AFTER or _run_lives(client, net):
+                continue
+            sandbox.disconnect_all(net)
+            net.remove()
         except docker.errors.APIError:
             pass  # in use by a run starting right now, or already gone
+
+
+def _run_lives(client: docker.DockerClient, net: Network) -> bool:
+    """Whether a container of the network's own run is running (on any engine, a labelled one)."""
+    run_id = (net.attrs.get("Labels") or {}).get(LABEL)
+    if not run_id:
+        return bool(net.attrs.get("Containers"))
+    return bool(client.api.containers(filters={"label": f"{LABEL}={run_id}"}))
 
 
 def _created(stamp: str) -> float | None:
@@ -100,6 +118,19 @@ def create_network(client: docker.DockerClient, run_id: str) -> str:
         options={"com.docker.network.bridge.inhibit_ipv4": "true"},
     )
     return name
+
+
+def join(client: docker.DockerClient, platform: LocalPlatform, run_id: str) -> str:
+    """A network of the run's own with `platform`'s emulator on it too, by the platform's host names:
+    the run's sandbox reaches the emulator, and no other run's sandbox (each has a network of its own).
+    `remove_network` takes the emulator off and removes it."""
+    network = create_network(client, run_id)
+    try:
+        client.api.connect_container_to_network(platform.emulator_id, network, aliases=list(HOSTNAMES))
+    except BaseException:
+        remove_network(client, network)
+        raise
+    return network
 
 
 def start(
@@ -259,6 +290,7 @@ def remove_network(client: docker.DockerClient, name: str) -> None:
 def _remove_network(network: Network) -> None:
     for _ in range(50):
         try:
+            sandbox.disconnect_all(network)  # a shared or batch emulator joined to a run's network
             network.remove()
             return
         except docker.errors.NotFound:

@@ -19,6 +19,7 @@ from typing import Any, cast
 import docker
 import docker.errors
 from docker.models.containers import Container
+from docker.models.networks import Network
 
 from .. import __version__
 from ..common.errors import HardeningMismatch, ImageMissing, SandboxError
@@ -272,11 +273,26 @@ def sweep(client: docker.DockerClient) -> list[str]:
         if is_shared_platform(n.attrs.get("Labels")):
             continue
         try:
+            disconnect_all(n)  # a run's network of the shared emulator: the emulator is still on it
             n.remove()
             removed.append(f"network {n.name} (run {n.attrs.get('Labels', {}).get(LABEL)})")
         except docker.errors.NotFound:
             pass
     return removed
+
+
+def disconnect_all(network: Network) -> None:
+    """Take every container still on `network` off it (on a run's network of a shared or batch
+    emulator, the emulator stays connected after the run), so that the network can be removed."""
+    try:
+        network.reload()
+    except docker.errors.NotFound:
+        return
+    for container_id in network.attrs.get("Containers") or {}:
+        try:
+            network.disconnect(container_id, force=True)
+        except docker.errors.APIError:  # gone meanwhile, or already being disconnected
+            pass
 
 
 def hardening_for(client: docker.DockerClient) -> Hardening:
