@@ -599,7 +599,16 @@ def test_shutdown_kills_running_simulations(tmp_path):  # type: ignore[no-untype
     child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(600,), daemon=True)
     child.start()
     job = Job(
-        id="j", program_id="sampler", backend="b", crn="c", body="", params={}, session_id=None, tags=[], private=False
+        id="j",
+        program_id="sampler",
+        backend="b",
+        owner="t",
+        crn="c",
+        body="",
+        params={},
+        session_id=None,
+        tags=[],
+        private=False,
     )
     job.status = RUNNING
     store._jobs[job.id] = job

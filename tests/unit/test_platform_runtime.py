@@ -130,11 +130,98 @@ def test_host_decides_between_catalog_and_runtime(client, headers):
     assert item["crn"] == constants.INSTANCE_CRN and item["doc"]["extensions"]
 
 
-def test_admin_endpoints(client, headers):
-    assert client.get("/_qsandbox/health").status_code == 200
-    assert client.get("/_qsandbox/jobs").status_code == 404
-    listed = client.get("/_qsandbox/jobs", headers={"X-Qsandbox-Admin": "1"})
-    assert listed.status_code == 200 and isinstance(listed.json()["jobs"], list)
+def test_no_admin_or_health_view(client, headers, bell_measured):
+    """A shared emulator's callers are different users: nothing answers without a token."""
+    submit(client, headers, "sampler", {"pubs": [SamplerPub.coerce((bell_measured, None, 10))]})
+    for path in ("/_qsandbox/jobs", "/_qsandbox/health", "/_svc/quantum/api/v1/jobs"):
+        for host in ("localhost", QUANTUM, "iam.cloud.ibm.com"):
+            for extra in ({}, {"X-Qsandbox-Admin": "1"}):
+                response = client.get(path, headers={"Host": host, **extra})
+                assert response.status_code == 404, (path, host, response.text)
+                assert "jobs" not in response.json()
+    no_token = {k: v for k, v in headers.items() if k != "Authorization"}
+    assert client.get("/api/v1/jobs", headers=no_token).status_code == 401
+
+
+def _key_headers(client, key):
+    response = client.post(
+        "/identity/token",
+        headers={"Host": "iam.cloud.ibm.com"},
+        data={"grant_type": "urn:ibm:params:oauth:grant-type:apikey", "apikey": key},
+    )
+    assert response.status_code == 200, response.text
+    return {
+        "Host": QUANTUM,
+        "Authorization": f"Bearer {response.json()['access_token']}",
+        "Service-CRN": constants.INSTANCE_CRN,
+    }
+
+
+def test_each_key_is_a_tenant_of_its_own(client, headers, bell_measured):
+    """Jobs, sessions, results and usage belong to the key that made them (with the keys it makes
+    through IAM Identity); another key gets the 404 of a job that does not exist, and changes nothing."""
+    params = {"pubs": [SamplerPub.coerce((bell_measured, None, 50))]}
+    session = client.post("/api/v1/sessions", headers=headers, json={"mode": "batch", "backend": "fake_manila"}).json()
+    tag = secrets.token_hex(4)
+    mine = submit(client, headers, "sampler", params, session_id=session["id"], tags=[tag])
+    assert wait_final(client, headers, mine)["state"]["status"] == "Completed"
+    own_usage = client.get("/api/v1/instances/usage", headers=headers).json()["usage_consumed_seconds"]
+    assert own_usage >= 1
+
+    other = _key_headers(client, secrets.token_urlsafe(32))
+    listed = client.get("/api/v1/jobs", headers=other, params={"exclude_params": "false"}).json()
+    assert listed["count"] == 0 and listed["jobs"] == []
+    assert client.get("/api/v1/jobs", headers=other, params={"tags": [tag]}).json()["count"] == 0
+    missing = client.get(f"/api/v1/jobs/{'0' * 20}", headers=other)
+    for method, path in (
+        ("GET", f"/api/v1/jobs/{mine}"),
+        ("GET", f"/api/v1/jobs/{mine}/results"),
+        ("GET", f"/api/v1/jobs/{mine}/metrics"),
+        ("GET", f"/api/v1/jobs/{mine}/logs"),
+        ("GET", f"/api/v1/jobs/{mine}/interim_results"),
+        ("POST", f"/api/v1/jobs/{mine}/cancel"),
+        ("PUT", f"/api/v1/jobs/{mine}/tags"),
+        ("DELETE", f"/api/v1/jobs/{mine}"),
+        ("GET", f"/api/v1/sessions/{session['id']}"),
+        ("PATCH", f"/api/v1/sessions/{session['id']}"),
+        ("DELETE", f"/api/v1/sessions/{session['id']}/close"),
+    ):
+        response = client.request(method, path, headers=other, json={"tags": [], "accepting_jobs": False})
+        assert response.status_code == 404, (method, path, response.text)
+        # the same answer as for a job that does not exist at all, but for the id in it
+        assert response.json()["errors"][0]["code"] in ("job_not_found", "session_not_found")
+        assert mine not in response.text.replace(f"Job {mine} not found.", "")
+    assert missing.status_code == 404 and missing.json()["errors"][0]["code"] == "job_not_found"
+    into = client.post(
+        "/api/v1/jobs",
+        headers=other,
+        content=json.dumps(
+            {"program_id": "sampler", "backend": "fake_manila", "params": {}, "session_id": session["id"]}
+        ),
+    )
+    assert into.status_code == 404
+    assert client.get("/api/v1/instances/usage", headers=other).json()["usage_consumed_seconds"] == 0
+
+    # untouched for its owner
+    job = client.get(f"/api/v1/jobs/{mine}", headers=headers).json()
+    assert job["state"]["status"] == "Completed" and job["tags"] == [tag]
+    assert client.get(f"/api/v1/jobs/{mine}/results", headers=headers).status_code == 200
+    assert client.get(f"/api/v1/sessions/{session['id']}", headers=headers).json()["accepting_jobs"] is True
+    assert client.get("/api/v1/jobs", headers=headers, params={"tags": [tag]}).json()["count"] == 1
+
+    # a key the owner makes through IAM Identity is the owner's too
+    iam = {"Host": "iam.cloud.ibm.com", "Authorization": headers["Authorization"]}
+    made = client.post("/v1/apikeys", headers=iam, json={"name": "second", "iam_id": _iam_id(headers)})
+    assert made.status_code == 201, made.text
+    second = _key_headers(client, made.json()["apikey"])
+    assert client.get(f"/api/v1/jobs/{mine}", headers=second).status_code == 200
+
+
+def _iam_id(headers):
+    import jwt
+
+    token = headers["Authorization"].removeprefix("Bearer ")
+    return jwt.decode(token, options={"verify_signature": False})["iam_id"]
 
 
 # -- backends ---------------------------------------------------------------------------------
@@ -224,7 +311,7 @@ def test_cancel_semantics(client, headers, bell_measured):
         assert client.post(f"/api/v1/jobs/{queued}/cancel", headers=headers).status_code == 204
     assert wait_final(client, headers, queued)["state"]["status"] == "Cancelled"
     time.sleep(0.2)
-    assert client.app.state.platform.store.job(queued).running_at is None  # never ran
+    assert client.app.state.platform.store._jobs[queued].running_at is None  # never ran
     assert client.post(f"/api/v1/jobs/{queued}/cancel", headers=headers).status_code == 409
     response = client.get(f"/api/v1/jobs/{queued}/results", headers=headers)
     assert response.status_code == 404

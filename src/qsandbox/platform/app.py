@@ -5,6 +5,10 @@ prefix (Global Catalog ``/api/v1/{id}`` and the Runtime API ``/api/v1/...``). ``
 therefore routes on the ``Host`` header first and, for hosts it does not know (``localhost``,
 tests), on the path; each service's routes live under an internal prefix that no outside path
 can reach directly.
+
+Nothing answers without a token but IAM's token exchange: there is no health or admin view, since
+a shared emulator's callers are different users (tests read its state through the API, with the
+key that made it).
 """
 
 from __future__ import annotations
@@ -13,10 +17,8 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -29,7 +31,6 @@ from .state import Store
 
 __all__ = ["PlatformConfig", "create_app"]
 
-ADMIN_PREFIX = "/_qsandbox/"
 _INTERNAL = "/_svc"
 
 _HOST_PREFIXES = (
@@ -61,13 +62,13 @@ def service_for(host: str, path: str) -> str:
 
 
 class HostDispatch:
-    """Prefix the request path with its service's internal prefix (admin paths excepted)."""
+    """Prefix the request path with its service's internal prefix."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not scope["path"].startswith(ADMIN_PREFIX):
+        if scope["type"] == "http":
             service = service_for(Headers(scope=scope).get("host", ""), scope["path"])
             prefix = f"{_INTERNAL}/{service}"
             scope = dict(scope)
@@ -84,33 +85,6 @@ class Platform:
     credentials: Credentials
     devices: Devices
     store: Store
-
-
-def _admin_routes(app: FastAPI) -> None:
-    @app.get(ADMIN_PREFIX + "health")
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get(ADMIN_PREFIX + "jobs")
-    def all_jobs(request: Request) -> Any:
-        # Debug view for tests (e.g. "an interrupted run left no job running"). It holds no
-        # secrets; the header only keeps it from answering casual requests.
-        if request.headers.get("x-qsandbox-admin") != "1":
-            return JSONResponse({"detail": "Not Found"}, status_code=404)
-        store: Store = request.app.state.platform.store
-        return {
-            "jobs": [
-                {
-                    "id": j.id,
-                    "status": j.status,
-                    "backend": j.backend,
-                    "program_id": j.program_id,
-                    "session_id": j.session_id,
-                    "created": j.to_json(True)["created"],
-                }
-                for j in store.jobs()
-            ]
-        }
 
 
 def create_app(config: PlatformConfig | None = None) -> FastAPI:
@@ -142,6 +116,5 @@ def create_app(config: PlatformConfig | None = None) -> FastAPI:
     app.include_router(cloud.catalog_router, prefix=f"{_INTERNAL}/catalog")
     app.include_router(cloud.controller_router, prefix=f"{_INTERNAL}/controller")
     app.include_router(runtime.router, prefix=f"{_INTERNAL}/quantum")
-    _admin_routes(app)
     app.add_middleware(HostDispatch)
     return app

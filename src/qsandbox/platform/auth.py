@@ -9,6 +9,12 @@ IAM Identity lets an identity list, create and delete its own API keys, as the r
 user keys: a key created with a token is a new key of the token's identity (``iam_id``), accepted
 from then on, even when the emulator accepts only configured keys. Its value is in the create
 response and nowhere else; the emulator keeps its digest.
+
+Each key is one tenant (``tenant``), with the keys it creates: a shared emulator serves many
+users' throwaway keys, and what one tenant made (jobs, sessions, usage, API keys) is invisible to
+every other, as another account's is on IBM's service. The tenant is the id of the key it started
+from (a digest of the whole key), not the ``iam_id``, whose ten hex digits a key could be searched
+for to collide with.
 """
 
 from __future__ import annotations
@@ -64,7 +70,7 @@ class Credentials:
         with self._lock:
             if kid not in self._seen:
                 iam_id = f"IBMid-{digest[:10].upper()}"
-                self._seen[kid] = _details(kid, iam_id, "qsandbox", "", iam_id)
+                self._seen[kid] = _details(kid, kid, iam_id, "qsandbox", "", iam_id)
             return self._seen[kid]
 
     def check_key(self, apikey: str) -> str | None:
@@ -145,27 +151,28 @@ class Credentials:
             return None
         return _body(self._seen[kid])
 
-    def owner(self, kid: str) -> str | None:
-        """The ``iam_id`` a live key authenticates, or ``None`` if there is no such live key."""
+    def tenant(self, kid: str) -> str | None:
+        """The tenant a live key belongs to, or ``None`` if there is no such live key."""
         with self._lock:
-            return self._seen[kid]["iam_id"] if self._alive_locked(kid) else None
+            return self._seen[kid]["tenant"] if self._alive_locked(kid) else None
 
-    def list_keys(self, iam_id: str) -> list[dict[str, Any]]:
-        """``ApiKey`` bodies of the live keys of one identity, oldest first (no values)."""
+    def list_keys(self, tenant: str) -> list[dict[str, Any]]:
+        """``ApiKey`` bodies of the live keys of one tenant, oldest first (no values)."""
         with self._lock:
-            return [_body(d) for kid, d in self._seen.items() if d["iam_id"] == iam_id and self._alive_locked(kid)]
+            return [_body(d) for kid, d in self._seen.items() if d["tenant"] == tenant and self._alive_locked(kid)]
 
-    def create(self, iam_id: str, name: str, description: str, apikey: str | None) -> dict[str, Any] | None:
-        """A new key of ``iam_id``: its ``ApiKey`` body with the value (the only time it is given
-        out), or ``None`` if the passed-through value is already a key."""
+    def create(self, creator: str, name: str, description: str, apikey: str | None) -> dict[str, Any] | None:
+        """A new key of the identity and tenant of key ``creator``: its ``ApiKey`` body with the value
+        (the only time it is given out), or ``None`` if the passed-through value is already a key."""
         value = apikey if apikey is not None else secrets.token_urlsafe(33)  # 44 URL-safe characters, like IAM's
         digest = key_digest(value)
         kid = key_id(digest)
         with self._lock:
             if kid in self._seen or digest in self._config.key_sha256:
                 return None
+            tenant, iam_id = self._seen[creator]["tenant"], self._seen[creator]["iam_id"]
             self._created.add(digest)
-            self._seen[kid] = _details(kid, iam_id, name, description, iam_id)
+            self._seen[kid] = _details(kid, tenant, iam_id, name, description, iam_id)
             return {**_body(self._seen[kid]), "apikey": value}
 
     def delete(self, kid: str) -> bool:
@@ -177,10 +184,11 @@ class Credentials:
             return True
 
 
-def _details(kid: str, iam_id: str, name: str, description: str, created_by: str) -> dict[str, Any]:
+def _details(kid: str, tenant: str, iam_id: str, name: str, description: str, created_by: str) -> dict[str, Any]:
     created = time.strftime("%Y-%m-%dT%H:%M+0000", time.gmtime())
     return {
         "id": kid,
+        "tenant": tenant,
         "iam_id": iam_id,
         "name": name,
         "description": description,

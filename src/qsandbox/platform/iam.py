@@ -8,7 +8,9 @@ IAM Identity's API keys, as ibm-platform-services' ``IamIdentityV1`` calls them:
 (``GET /v1/apikeys/details``), list (``GET /v1/apikeys?account_id=&iam_id=&pagesize=&pagetoken=``,
 pages linked by ``next``), create (``POST /v1/apikeys``, the value in the answer only) and delete
 (``DELETE /v1/apikeys/{id}``). A user manages the keys of its own identity only: another
-``iam_id`` or account is refused with 403, as IAM refuses it.
+``iam_id`` or account is refused with 403, as IAM refuses it. What is listed and deleted is decided
+by the key's tenant (``auth.Credentials``), so another tenant's keys are never listed, whatever
+``iam_id`` they show.
 """
 
 from __future__ import annotations
@@ -41,6 +43,14 @@ def bearer_claims(request: Request) -> dict[str, Any]:
     if claims is None:
         raise platform_error(401, "Unauthorized: invalid or expired token", "unauthorized")
     return claims
+
+
+def bearer_tenant(request: Request) -> str:
+    """The tenant of the request's token (``auth.Credentials``), or a 401 like ``bearer_claims``."""
+    tenant = credentials(request).tenant(bearer_claims(request)["qsandbox_key"])
+    if tenant is None:  # its key was deleted since the token was checked
+        raise platform_error(401, "Unauthorized: invalid or expired token", "unauthorized")
+    return tenant
 
 
 @router.post("/identity/token")
@@ -86,7 +96,8 @@ def list_apikeys(
         offset = int(pagetoken or 0)
     except ValueError:
         raise platform_error(400, "Invalid pagetoken.", "invalid_parameter") from None
-    keys = credentials(request).list_keys(claims["iam_id"])
+    creds = credentials(request)
+    keys = creds.list_keys(creds.tenant(claims["qsandbox_key"]) or "")
     if not 0 <= offset <= len(keys):
         raise platform_error(400, "Invalid pagetoken.", "invalid_parameter")
 
@@ -124,7 +135,7 @@ async def create_apikey(request: Request) -> dict[str, Any]:
         )
     description = data.get("description")
     created = credentials(request).create(
-        claims["iam_id"], data["name"][:1024], description[:1024] if isinstance(description, str) else "", value
+        claims["qsandbox_key"], data["name"][:1024], description[:1024] if isinstance(description, str) else "", value
     )
     if created is None:
         raise platform_error(409, "An API key with this value exists already.", "conflict")
@@ -135,10 +146,10 @@ async def create_apikey(request: Request) -> dict[str, Any]:
 def delete_apikey(apikey_id: str, request: Request) -> Response:
     claims = bearer_claims(request)
     creds = credentials(request)
-    owner = creds.owner(apikey_id)
+    owner = creds.tenant(apikey_id)
     if owner is None:
         raise platform_error(404, f"API key {apikey_id} not found.", "not_found")
-    if owner != claims["iam_id"]:
+    if owner != creds.tenant(claims["qsandbox_key"]):
         raise platform_error(403, "You are not authorized to delete this API key.", "forbidden")
     if not creds.delete(apikey_id):
         raise platform_error(404, f"API key {apikey_id} not found.", "not_found")

@@ -1,8 +1,9 @@
 """Runtime API (``[region.]quantum.cloud.ibm.com/api/v1``): backends, jobs, sessions, usage.
 
 Every call needs a valid access token (401 otherwise, like the service) and the ``Service-CRN``
-of the instance (403 otherwise). Jobs and sessions are only visible through the instance that
-created them.
+of the instance (403 otherwise). Jobs, sessions and usage are only visible to the tenant (the key,
+with the keys it made: ``auth.Credentials``) and through the instance that created them: any other
+caller gets the 404 the service gives for a job that is not in its instance.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import platform
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -18,7 +20,7 @@ from fastapi.responses import PlainTextResponse
 from ..common import platform_constants as constants
 from .backends import Device
 from .errors import platform_error
-from .iam import bearer_claims
+from .iam import bearer_tenant
 from .programs import PROGRAMS
 from .state import FINAL, QUEUED, RUNNING, Job, Session, Store, iso, new_id
 
@@ -33,16 +35,24 @@ def _platform(request: Request) -> Platform:
     return platform
 
 
-def authorize(request: Request) -> str:
-    """The caller's instance CRN, once token and ``Service-CRN`` check out."""
-    bearer_claims(request)
+@dataclass(frozen=True)
+class Caller:
+    """Whose the request is: the token's tenant, and the instance named by ``Service-CRN``."""
+
+    tenant: str
+    crn: str
+
+
+def authorize(request: Request) -> Caller:
+    """The caller, once token and ``Service-CRN`` check out."""
+    tenant = bearer_tenant(request)
     crn = request.headers.get("service-crn", "")
     if _platform(request).config.instance(crn) is None or not crn.startswith("crn:"):
         raise platform_error(403, "You are not authorized to access this service instance.", "forbidden")
-    return crn
+    return Caller(tenant, crn)
 
 
-Crn = Annotated[str, Depends(authorize)]
+Authorized = Annotated[Caller, Depends(authorize)]
 
 
 def _store(request: Request) -> Store:
@@ -56,15 +66,15 @@ def _device(request: Request, name: str) -> Device:
     return device
 
 
-def _job(request: Request, job_id: str, crn: str) -> Job:
-    job = _store(request).job(job_id, crn)
+def _job(request: Request, job_id: str, caller: Caller) -> Job:
+    job = _store(request).job(job_id, caller.tenant, caller.crn)
     if job is None:
         raise platform_error(404, f"Job {job_id} not found.", "job_not_found")
     return job
 
 
-def _session(request: Request, session_id: str, crn: str) -> Session:
-    session = _store(request).session(session_id, crn)
+def _session(request: Request, session_id: str, caller: Caller) -> Session:
+    session = _store(request).session(session_id, caller.tenant, caller.crn)
     if session is None:
         raise platform_error(404, f"Session {session_id} not found.", "session_not_found")
     return session
@@ -85,7 +95,7 @@ async def _json_body(request: Request) -> tuple[str, dict[str, Any]]:
 
 
 @router.get("/backends")
-def backends(request: Request, crn: Crn, include_mocks: str = "false") -> dict[str, Any]:
+def backends(request: Request, caller: Authorized, include_mocks: str = "false") -> dict[str, Any]:
     store = _store(request)
     listed = _platform(request).devices.listed(include_mocks.lower() == "true")
     return {"devices": [d.summary(store.queue_length(d.name)) for d in listed]}
@@ -102,30 +112,30 @@ def _calibrated(request: Request, name: str, calibration_id: str | None) -> Devi
 
 
 @router.get("/backends/{name}/configuration")
-def configuration(name: str, request: Request, crn: Crn, calibration_id: str | None = None) -> dict[str, Any]:
+def configuration(name: str, request: Request, caller: Authorized, calibration_id: str | None = None) -> dict[str, Any]:
     return _calibrated(request, name, calibration_id).configuration()
 
 
 @router.get("/backends/{name}/properties")
-def properties(name: str, request: Request, crn: Crn, calibration_id: str | None = None) -> dict[str, Any]:
+def properties(name: str, request: Request, caller: Authorized, calibration_id: str | None = None) -> dict[str, Any]:
     return _calibrated(request, name, calibration_id).properties()
 
 
 @router.get("/backends/{name}/status")
-def status(name: str, request: Request, crn: Crn) -> dict[str, Any]:
+def status(name: str, request: Request, caller: Authorized) -> dict[str, Any]:
     return _device(request, name).status(_store(request).queue_length(name))
 
 
 @router.get("/instances/usage")
-def usage(request: Request, crn: Crn) -> dict[str, Any]:
+def usage(request: Request, caller: Authorized) -> dict[str, Any]:
     # Every job's usage counts, deleted ones too, as on the real service; the limit is reported
     # (and what remains of it) but not enforced, so a long-lived emulator never stops working.
-    consumed = _store(request).usage_seconds(crn)
+    consumed = _store(request).usage_seconds(caller.tenant, caller.crn)
     limit = constants.PLAN_USAGE_LIMIT_SECONDS
     remaining = max(limit - consumed, 0)
     return {
-        "instance_id": crn,
-        "plan_id": _platform(request).config.instance(crn).plan_id,  # type: ignore[union-attr]
+        "instance_id": caller.crn,
+        "plan_id": _platform(request).config.instance(caller.crn).plan_id,  # type: ignore[union-attr]
         "usage_consumed_seconds": consumed,
         "usage_limit_seconds": limit,
         "usage_allocation_seconds": limit,
@@ -139,7 +149,7 @@ def usage(request: Request, crn: Crn) -> dict[str, Any]:
 
 
 @router.post("/jobs")
-async def submit_job(request: Request, crn: Crn) -> dict[str, Any]:
+async def submit_job(request: Request, caller: Authorized) -> dict[str, Any]:
     body, payload = await _json_body(request)
     program_id = payload.get("program_id")
     if program_id not in PROGRAMS:
@@ -153,7 +163,7 @@ async def submit_job(request: Request, crn: Crn) -> dict[str, Any]:
         _calibrated(request, backend, str(calibration_id))
     session_id = payload.get("session_id")
     if session_id:
-        session = _session(request, session_id, crn)
+        session = _session(request, session_id, caller)
         if not session.accepting_jobs:
             raise platform_error(400, f"Session {session_id} is closed.", "session_closed")
         if session.backend and session.backend != backend:
@@ -163,7 +173,8 @@ async def submit_job(request: Request, crn: Crn) -> dict[str, Any]:
         id=new_id(),
         program_id=program_id,
         backend=backend,
-        crn=crn,
+        owner=caller.tenant,
+        crn=caller.crn,
         body=body,
         params=payload.get("params") or {},
         session_id=session_id,
@@ -186,9 +197,9 @@ def _parse_time(value: str | None) -> dt.datetime | None:
 
 
 @router.get("/jobs")
-def list_jobs(request: Request, crn: Crn) -> dict[str, Any]:
+def list_jobs(request: Request, caller: Authorized) -> dict[str, Any]:
     q = request.query_params
-    jobs = _store(request).jobs(crn)
+    jobs = _store(request).jobs(caller.tenant, caller.crn)
     if (pending := q.get("pending")) is not None:
         want_pending = pending.lower() == "true"
         jobs = [j for j in jobs if (j.status in (QUEUED, RUNNING)) == want_pending]
@@ -220,20 +231,20 @@ def list_jobs(request: Request, crn: Crn) -> dict[str, Any]:
 
 
 @router.get("/jobs/{job_id}")
-def get_job(job_id: str, request: Request, crn: Crn, exclude_params: str = "false") -> dict[str, Any]:
-    return _job(request, job_id, crn).to_json(exclude_params.lower() == "true")
+def get_job(job_id: str, request: Request, caller: Authorized, exclude_params: str = "false") -> dict[str, Any]:
+    return _job(request, job_id, caller).to_json(exclude_params.lower() == "true")
 
 
 @router.delete("/jobs/{job_id}", status_code=204)
-def delete_job(job_id: str, request: Request, crn: Crn) -> Response:
+def delete_job(job_id: str, request: Request, caller: Authorized) -> Response:
     """Delete a job and its results; a job not yet final is cancelled first."""
-    _store(request).delete(_job(request, job_id, crn))
+    _store(request).delete(_job(request, job_id, caller))
     return Response(status_code=204)
 
 
 @router.get("/jobs/{job_id}/results")
-def job_results(job_id: str, request: Request, crn: Crn) -> Response:
-    job = _job(request, job_id, crn)
+def job_results(job_id: str, request: Request, caller: Authorized) -> Response:
+    job = _job(request, job_id, caller)
     if job.status == "Completed" and job.result is not None:
         # A private job's results can be read once: the service deletes them after the read.
         result = _store(request).take_result(job) if job.private else job.result
@@ -244,24 +255,24 @@ def job_results(job_id: str, request: Request, crn: Crn) -> Response:
 
 
 @router.post("/jobs/{job_id}/cancel", status_code=204)
-def cancel_job(job_id: str, request: Request, crn: Crn) -> Response:
-    job = _job(request, job_id, crn)
+def cancel_job(job_id: str, request: Request, caller: Authorized) -> Response:
+    job = _job(request, job_id, caller)
     if not _store(request).cancel(job):
         raise platform_error(409, f"Job {job_id} is already in a final state ({job.status}).", "job_final")
     return Response(status_code=204)
 
 
 @router.put("/jobs/{job_id}/tags", status_code=204)
-async def update_tags(job_id: str, request: Request, crn: Crn) -> Response:
-    job = _job(request, job_id, crn)
+async def update_tags(job_id: str, request: Request, caller: Authorized) -> Response:
+    job = _job(request, job_id, caller)
     _, payload = await _json_body(request)
     job.tags = [str(t) for t in payload.get("tags") or []]
     return Response(status_code=204)
 
 
 @router.get("/jobs/{job_id}/metrics")
-def job_metrics(job_id: str, request: Request, crn: Crn) -> dict[str, Any]:
-    job = _job(request, job_id, crn)
+def job_metrics(job_id: str, request: Request, caller: Authorized) -> dict[str, Any]:
+    job = _job(request, job_id, caller)
     seconds = job.usage_seconds()
     queued = job.status == QUEUED
     estimated_start = job.estimated_start if queued else job.running_at
@@ -287,9 +298,9 @@ def job_metrics(job_id: str, request: Request, crn: Crn) -> dict[str, Any]:
 
 
 @router.get("/jobs/{job_id}/logs")
-def job_logs(job_id: str, request: Request, crn: Crn) -> PlainTextResponse:
+def job_logs(job_id: str, request: Request, caller: Authorized) -> PlainTextResponse:
     """What the emulator did differently from the device (available once the job is final)."""
-    job = _job(request, job_id, crn)
+    job = _job(request, job_id, caller)
     if job.status not in FINAL or not job.logs:
         return PlainTextResponse("")
     lines = [f"qsandbox emulator: job {job.id} on {job.backend} ran on a noisy Aer simulator"]
@@ -298,8 +309,8 @@ def job_logs(job_id: str, request: Request, crn: Crn) -> PlainTextResponse:
 
 
 @router.get("/jobs/{job_id}/interim_results")
-def job_interim_results(job_id: str, request: Request, crn: Crn) -> PlainTextResponse:
-    _job(request, job_id, crn)
+def job_interim_results(job_id: str, request: Request, caller: Authorized) -> PlainTextResponse:
+    _job(request, job_id, caller)
     return PlainTextResponse("")
 
 
@@ -307,7 +318,7 @@ def job_interim_results(job_id: str, request: Request, crn: Crn) -> PlainTextRes
 
 
 @router.post("/sessions")
-async def create_session(request: Request, crn: Crn) -> dict[str, Any]:
+async def create_session(request: Request, caller: Authorized) -> dict[str, Any]:
     _, payload = await _json_body(request)
     mode = payload.get("mode") or "dedicated"
     if mode not in ("dedicated", "batch"):
@@ -315,20 +326,27 @@ async def create_session(request: Request, crn: Crn) -> dict[str, Any]:
     backend = payload.get("backend") or ""
     if backend:
         _device(request, backend)
-    session = Session(id=new_id(), backend=backend, crn=crn, mode=mode, max_ttl=int(payload.get("max_ttl") or 28800))
+    session = Session(
+        id=new_id(),
+        backend=backend,
+        owner=caller.tenant,
+        crn=caller.crn,
+        mode=mode,
+        max_ttl=int(payload.get("max_ttl") or 28800),
+    )
     _store(request).add_session(session)
     return session.to_json([])
 
 
 @router.get("/sessions/{session_id}")
-def session_details(session_id: str, request: Request, crn: Crn) -> dict[str, Any]:
-    session = _session(request, session_id, crn)
-    return session.to_json(_store(request).session_jobs(session_id))
+def session_details(session_id: str, request: Request, caller: Authorized) -> dict[str, Any]:
+    session = _session(request, session_id, caller)
+    return session.to_json(_store(request).session_jobs(session))
 
 
 @router.patch("/sessions/{session_id}", status_code=204)
-async def update_session(session_id: str, request: Request, crn: Crn) -> Response:
-    session = _session(request, session_id, crn)
+async def update_session(session_id: str, request: Request, caller: Authorized) -> Response:
+    session = _session(request, session_id, caller)
     _, payload = await _json_body(request)
     if payload.get("accepting_jobs") is False:
         _store(request).close_session(session, cancel_jobs=False)
@@ -336,6 +354,6 @@ async def update_session(session_id: str, request: Request, crn: Crn) -> Respons
 
 
 @router.delete("/sessions/{session_id}/close", status_code=204)
-def cancel_session(session_id: str, request: Request, crn: Crn) -> Response:
-    _store(request).close_session(_session(request, session_id, crn), cancel_jobs=True)
+def cancel_session(session_id: str, request: Request, caller: Authorized) -> Response:
+    _store(request).close_session(_session(request, session_id, caller), cancel_jobs=True)
     return Response(status_code=204)

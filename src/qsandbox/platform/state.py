@@ -12,6 +12,10 @@ often the kernel's OOM killer) fails its job with a message that says so.
 
 With a queue time (``serve --queue-time``) a job stays Queued for most of it and Running for
 the rest, however quick its simulation, so a script sees what it sees on a busy device.
+
+Every job and session belongs to the tenant (``auth.Credentials``) and the instance that made it:
+each look-up names both, so another tenant's job is "not found", as on the service. Only the
+devices' queues are common to all, as they are on the service.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ class Job:
     id: str
     program_id: str
     backend: str
+    owner: str  # tenant
     crn: str
     body: str  # raw POST /jobs JSON, decoded by the worker
     params: dict[str, Any]
@@ -126,6 +131,7 @@ class Job:
 class Session:
     id: str
     backend: str
+    owner: str  # tenant
     crn: str
     mode: str
     max_ttl: int
@@ -173,7 +179,7 @@ class Store:
         self._jobs: dict[str, Job] = {}
         self._sessions: dict[str, Session] = {}
         self._children: dict[str, multiprocessing.process.BaseProcess] = {}
-        self._deleted_usage: dict[str, int] = {}  # crn -> usage of deleted jobs
+        self._deleted_usage: dict[tuple[str, str], int] = {}  # (tenant, crn) -> usage of deleted jobs
         self._simulations = threading.BoundedSemaphore(workers)
         self._pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="qsandbox-job")
         self.queue_time = max(0.0, queue_time)
@@ -268,21 +274,22 @@ class Store:
         self.cancel(job)
         with self._lock:
             if self._jobs.pop(job.id, None) is not None:
-                self._deleted_usage[job.crn] = self._deleted_usage.get(job.crn, 0) + job.usage_seconds()
+                where = (job.owner, job.crn)
+                self._deleted_usage[where] = self._deleted_usage.get(where, 0) + job.usage_seconds()
 
-    def usage_seconds(self, crn: str) -> int:
+    def usage_seconds(self, owner: str, crn: str) -> int:
         with self._lock:
-            live = sum(j.usage_seconds() for j in self._jobs.values() if j.crn == crn)
-            return live + self._deleted_usage.get(crn, 0)
+            live = sum(j.usage_seconds() for j in self._jobs.values() if (j.owner, j.crn) == (owner, crn))
+            return live + self._deleted_usage.get((owner, crn), 0)
 
-    def job(self, job_id: str, crn: str | None = None) -> Job | None:
+    def job(self, job_id: str, owner: str, crn: str) -> Job | None:
         with self._lock:
             job = self._jobs.get(job_id)
-        return job if job and (crn is None or job.crn == crn) else None
+        return job if job and (job.owner, job.crn) == (owner, crn) else None
 
-    def jobs(self, crn: str | None = None) -> list[Job]:
+    def jobs(self, owner: str, crn: str) -> list[Job]:
         with self._lock:
-            return [j for j in self._jobs.values() if crn is None or j.crn == crn]
+            return [j for j in self._jobs.values() if (j.owner, j.crn) == (owner, crn)]
 
     def cancel(self, job: Job) -> bool:
         """Cancel a job; ``False`` if it is already final."""
@@ -308,14 +315,14 @@ class Store:
         with self._lock:
             self._sessions[session.id] = session
 
-    def session(self, session_id: str, crn: str) -> Session | None:
+    def session(self, session_id: str, owner: str, crn: str) -> Session | None:
         with self._lock:
             session = self._sessions.get(session_id)
-        return session if session and session.crn == crn else None
+        return session if session and (session.owner, session.crn) == (owner, crn) else None
 
-    def session_jobs(self, session_id: str) -> list[Job]:
+    def session_jobs(self, session: Session) -> list[Job]:
         with self._lock:
-            return [j for j in self._jobs.values() if j.session_id == session_id]
+            return [j for j in self._jobs.values() if j.session_id == session.id and j.owner == session.owner]
 
     def close_session(self, session: Session, cancel_jobs: bool) -> None:
         with self._lock:
@@ -323,7 +330,7 @@ class Store:
             if cancel_jobs:
                 session.closed_at = session.closed_at or utcnow()
         if cancel_jobs:
-            for job in self.session_jobs(session.id):
+            for job in self.session_jobs(session):
                 self.cancel(job)
 
     def shutdown(self) -> None:
@@ -332,7 +339,9 @@ class Store:
         Otherwise the interpreter's exit would wait for the pool's threads, and so for every
         simulation still running, however long.
         """
-        for job in self.jobs():
+        with self._lock:
+            every = list(self._jobs.values())
+        for job in every:
             if job.status in (QUEUED, RUNNING):
                 self.cancel(job)
         self._pool.shutdown(wait=False, cancel_futures=True)
