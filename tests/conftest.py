@@ -1,11 +1,16 @@
-"""Shared fixtures: a random canary key per test, the engine, the image, and leak searches."""
+"""Shared fixtures: a random canary key per test, the engine, the image, and leak searches; the
+launchers a test starts, ended after it; what of qsandbox's stderr describes the machine; and the
+tests that change the machine, which `--no-machine-changes` skips on a workstation."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,9 +21,64 @@ from qsandbox.launcher.audit import canary as new_canary
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that restart the engine go last: every other test keeps an undisturbed engine."""
+CI = bool(os.environ.get("CI"))
+NO_CHANGES = "--no-machine-changes"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        NO_CHANGES,
+        action="store_true",
+        help="skip, each with its reason, the tests that change this machine as root (marker changes_machine: "
+        "OS users, packages, /dev/net/tun, restarting dockerd); ignored under CI, where every test runs",
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if config.getoption(NO_CHANGES) and CI:
+        return f"{NO_CHANGES} ignored: CI is set, and CI runs the tests that change the machine too"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that restart the engine go last: every other test keeps an undisturbed engine.
+    With --no-machine-changes (not under CI), the tests that change the machine are skipped."""
     items.sort(key=lambda item: item.get_closest_marker("engine_restart") is not None)
+    if not config.getoption(NO_CHANGES) or CI:
+        return
+    for item in items:
+        if marker := item.get_closest_marker("changes_machine"):
+            item.add_marker(pytest.mark.skip(reason=f"{NO_CHANGES}: it {marker.args[0]}"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Under CI a test that changes the machine must run: its skip, for whatever reason, fails."""
+    report = yield
+    if CI and report.skipped and item.get_closest_marker("changes_machine"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"CI must run the tests that change the machine, and this one was skipped: {reason}"
+    return report
+
+
+# What qsandbox writes about the machine it runs on rather than about the run: the preflight's
+# warnings (`qsandbox: warning: users alice in group docker can reach the engine ...`, host swap, an
+# engine in debug mode) and what it could not check on a remote engine's host (`qsandbox: engine
+# access: not checked: ...`). Which of them appear depends on the machine, not on the test.
+MACHINE_NOTE = re.compile(r"qsandbox: (warning: |[a-z][a-z ]*: not checked: )")
+
+
+def is_machine_note(line: str) -> bool:
+    return MACHINE_NOTE.match(line) is not None
+
+
+def error_lines(stderr: str) -> list[str]:
+    """qsandbox's stderr without the lines that describe the machine: what a test of a refusal or
+    an error asserts on (the refusal line is there, and no other line is)."""
+    return [line for line in stderr.strip().splitlines() if not is_machine_note(line)]
 
 
 @pytest.fixture
@@ -41,6 +101,44 @@ def qsandbox(
         timeout=timeout,
         stdin=None if input is not None else subprocess.DEVNULL,
     )
+
+
+def end(proc: subprocess.Popen[str] | subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """End a process a test started, and close its pipes. A stopped process (Ctrl-Z, SIGSTOP) acts
+    on no signal until it is continued, so SIGCONT comes first; then SIGTERM, which a launcher
+    answers by destroying its sandbox; SIGKILL if it has not ended within `timeout` seconds. What it
+    still writes is read meanwhile (a full pipe would hold it) and thrown away."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGCONT)
+        proc.terminate()
+    if proc.stdin is not None and proc.stdin.closed:
+        proc.stdin = None  # communicate() would flush it
+    try:
+        proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate(timeout=timeout)
+    finally:
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+
+
+@pytest.fixture
+def popen() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """subprocess.Popen for a test: whatever the test's outcome, every process it started is ended
+    after it and its pipes are closed (end()), so none outlives it or fails a later test."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*args: object, **kwargs: object) -> subprocess.Popen[str]:
+        proc: subprocess.Popen[str] = subprocess.Popen(*args, **kwargs)  # type: ignore[call-overload]
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        end(proc)
 
 
 @pytest.fixture(scope="session")

@@ -189,7 +189,7 @@ def test_reports_and_output_are_redacted(image, canary, tmp_path):
 @pytest.mark.parametrize(
     ("sig", "code", "reason"), [(signal.SIGINT, 130, "interrupt"), (signal.SIGTERM, 143, "terminate")]
 )
-def test_signal_mid_batch_tears_down_every_sandbox(image, canary, docker_client, tmp_path, sig, code, reason):
+def test_signal_mid_batch_tears_down_every_sandbox(image, canary, docker_client, tmp_path, popen, sig, code, reason):
     scripts = []
     for i in range(6):
         p = tmp_path / f"sleeper{i}.py"
@@ -198,7 +198,7 @@ def test_signal_mid_batch_tears_down_every_sandbox(image, canary, docker_client,
     report = tmp_path / "r.json"
     before = {c.id for c in docker_client.containers.list(all=True, filters={"label": sandbox.LABEL})}
     env = {k: v for k, v in os.environ.items() if not k.startswith("QISKIT_IBM")}
-    proc = subprocess.Popen(
+    proc = popen(
         [sys.executable, "-m", "qsandbox", "batch", "-j", "3", *LOCAL, "--token-stdin", "--json", str(report),
          *scripts],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -230,7 +230,7 @@ def test_signal_mid_batch_tears_down_every_sandbox(image, canary, docker_client,
     assert f"qsandbox: batch {reason}: ending every live sandbox" in err
 
 
-def test_local_platform_inputs_outputs_timeout_and_revoke_after_the_last(image, docker_client, tmp_path):
+def test_local_platform_inputs_outputs_timeout_and_revoke_after_the_last(image, docker_client, tmp_path, popen):
     for d, text in (("a", "from a"), ("b", "from b"), ("c", "from c")):
         (tmp_path / d).mkdir()
         (tmp_path / d / "data.txt").write_text(text)
@@ -243,7 +243,7 @@ def test_local_platform_inputs_outputs_timeout_and_revoke_after_the_last(image, 
     report, out = tmp_path / "r.json", tmp_path / "out"
     scripts = [str(tmp_path / p) for p in ("a/one.py", "b/two.py", "c/slow.py", "c/bell.py")]
     batch_ids: set[str] = set()
-    proc = subprocess.Popen(
+    proc = popen(
         [sys.executable, "-m", "qsandbox", "batch", "--platform", "local", "-j", "4", "--include", "data.txt",
          "--output", str(out), "--timeout", "25", "--revoke-after", "--json", str(report), *scripts],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -377,10 +377,10 @@ def test_an_api_key_made_during_the_run_no_longer_works_after_it(closed_stand_in
     assert leak_search.all_hits() == []
 
 
-def test_sigkill_of_the_launcher_takes_the_proxy_and_sandbox_along(stand_in, canary, tmp_path, docker_client):
+def test_sigkill_of_the_launcher_takes_the_proxy_and_sandbox_along(stand_in, canary, tmp_path, docker_client, popen):
     script = tmp_path / "hold.py"
     script.write_text("import time\nprint('holding', flush=True)\ntime.sleep(120)\n")
-    proc = subprocess.Popen(
+    proc = popen(
         [sys.executable, "-m", "qsandbox", "run", "--token-stdin", *stand_in.options(), str(script)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

@@ -46,7 +46,11 @@ def own_dockerd(image):
     subprocess.run([*DOCKERD, "start"], check=True, timeout=120)  # whatever happened, leave one running
 
 
-pytestmark = [pytest.mark.docker, pytest.mark.engine_restart]
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.engine_restart,
+    pytest.mark.changes_machine("stops, kills and restarts this machine's dockerd (scripts/dockerd.sh)"),
+]
 
 
 def test_audit_with_the_engine_restarted_mid_run(own_dockerd):
@@ -71,10 +75,10 @@ def _entry_processes(marker: str) -> list[int]:
     return found
 
 
-def test_sandbox_stops_itself_while_the_engine_is_down(own_dockerd, docker_client, canary, leak_search):
+def test_sandbox_stops_itself_while_the_engine_is_down(own_dockerd, docker_client, canary, leak_search, popen):
     """SIGKILL of dockerd sends no EOF into the sandbox; the heartbeat's silence must end it."""
     marker = f"crash-{secrets.token_hex(4)}"  # an argument, to find the sandbox's processes on the host
-    launcher = subprocess.Popen(
+    launcher = popen(
         [sys.executable, "-m", "qsandbox", "run", "--token-stdin", str(SCRIPTS / "sleep_forever.py"), marker],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

@@ -25,7 +25,10 @@ from qsandbox.common.paths import QISKIT_DIR, SANDBOX_UID, TOKEN_FILE
 from qsandbox.launcher.audit import release
 from qsandbox.launcher.settings import LABEL, UNUSED_UID_BASE
 
-pytestmark = pytest.mark.docker
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.changes_machine("adds host users and groups qsbx-u<uid> with chosen uids for the test's length"),
+]
 SCRIPT = ROOT / "tests" / "scripts" / "hold_then_exit.py"
 SECRETS = (str(TOKEN_FILE), str(QISKIT_DIR / "qiskit-ibm.json"))  # the raw key, the account file
 

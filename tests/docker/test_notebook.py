@@ -70,7 +70,7 @@ def test_bell_notebook_runs_in_the_images_kernel_and_comes_back_executed(image, 
     assert canary not in json.dumps(executed)
 
 
-def test_failing_cell_ends_the_run_naming_it_after_streaming_what_came_before(image, tmp_path):
+def test_failing_cell_ends_the_run_naming_it_after_streaming_what_came_before(image, tmp_path, popen):
     path = notebook(
         tmp_path / "broken.ipynb",
         "print('first cell done', flush=True)",
@@ -80,7 +80,7 @@ def test_failing_cell_ends_the_run_naming_it_after_streaming_what_came_before(im
     )
     out = tmp_path / "results"
     began = time.monotonic()
-    proc = subprocess.Popen(
+    proc = popen(
         [sys.executable, "-m", "qsandbox", "run", "--platform", "local", "--output", str(out), path],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

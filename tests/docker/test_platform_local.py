@@ -124,9 +124,9 @@ def test_local_network_reaches_nothing_outside(image):
         assert _line(done.stdout, "gateway:").startswith("unreachable")
 
 
-def test_interrupted_run_cancels_its_jobs(image):
+def test_interrupted_run_cancels_its_jobs(image, popen):
     env = {k: v for k, v in os.environ.items() if not k.startswith("QISKIT_IBM")}
-    proc = subprocess.Popen(
+    proc = popen(
         [sys.executable, "-m", "qsandbox", "run", "--platform", "local", str(SCRIPTS / "submit_and_cancel.py")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -19,12 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, qsandbox
+from conftest import ROOT, error_lines, qsandbox
 
 pytestmark = pytest.mark.docker
 
 SCRIPT = ROOT / "tests" / "scripts" / "exit_with.py"
 USER = "qsbx-nodocker"
+MAKES_USER = pytest.mark.changes_machine(f"creates the OS user {USER} (kept)")  # `ordinary_user`
 SOCKET = "/var/run/docker.sock"
 DENIED = (
     f"the default socket {SOCKET} exists but this user may not use it (permission denied): run your own "
@@ -59,10 +60,10 @@ def test_hardening_mismatch_destroys_the_sandbox_sends_no_key_and_exits_2(image,
     )
     assert done.returncode == 2, done.stderr
     assert done.stdout == ""
-    assert done.stderr.strip() == (
+    assert error_lines(done.stderr) == [
         "qsandbox: the engine did not apply the sandbox hardening, so no key was sent: "
         "pids limit: engine has 0, wanted 512 (faked by the test)"
-    )
+    ], done.stderr
     # The sandbox really was created (so its readback was really checked) and destroyed, never started.
     this_run = {"type": "container", "label": f"{LABEL}={run_id}"}
     seen = docker_client.events(since=since, until=int(time.time()) + 1, filters=this_run, decode=True)
@@ -194,6 +195,7 @@ def user_qsandbox(ordinary_user) -> Iterator[str]:
         shutil.rmtree(where)
 
 
+@MAKES_USER
 def test_doctor_names_the_socket_this_user_may_not_use(user_qsandbox):
     done = as_user(user_qsandbox, "doctor")
     assert done.stdout == f"FAIL engine: {DENIED}\n", done.stdout + done.stderr
@@ -201,6 +203,7 @@ def test_doctor_names_the_socket_this_user_may_not_use(user_qsandbox):
     assert done.stderr == ""
 
 
+@MAKES_USER
 def test_run_names_the_socket_this_user_may_not_use(user_qsandbox, canary):
     done = as_user(user_qsandbox, "run", "--token-stdin", str(SCRIPT), "0", input=canary + "\n")
     assert done.stderr == f"qsandbox: {DENIED}\n"
@@ -208,6 +211,7 @@ def test_run_names_the_socket_this_user_may_not_use(user_qsandbox, canary):
     assert done.stdout == ""
 
 
+@MAKES_USER
 def test_no_engine_at_all_is_still_no_engine(user_qsandbox):
     """The control: a socket that does not exist is not a permission problem."""
     done = qsandbox("doctor", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})

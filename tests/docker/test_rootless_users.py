@@ -37,6 +37,12 @@ TEST_FILES = [
 USERS_VENV = Path("/opt/qsandbox-users/bin")
 
 pytestmark = pytest.mark.docker
+# The tests that use the fixture `users`.
+MAKES_USERS = pytest.mark.changes_machine(
+    "runs scripts/podman-users.sh: installs podman, uidmap, slirp4netns, fuse-overlayfs and catatonit, creates "
+    "the users qsbx-alice and qsbx-bob with subordinate id ranges and leaves their rootless Podman services "
+    "running, makes /dev/net/tun mode 0666, installs a venv at /opt/qsandbox-users"
+)
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,7 @@ def users(image) -> list[User]:
     return found
 
 
+@MAKES_USERS
 def test_two_users_with_rootless_podman_cannot_see_each_others_key(users, docker_client):
     alice, bob = users
     keys = {alice.name: secrets.token_urlsafe(33), bob.name: secrets.token_urlsafe(33)}
@@ -185,6 +192,7 @@ def test_on_a_shared_rootful_engine_whoever_reaches_it_reads_a_running_key(image
         p.communicate(timeout=120)
 
 
+@MAKES_USERS
 def test_rootless_podman_doctor_limits_refusal_and_output(users):
     """One user's own engine: doctor is green, a run without limits is refused unless allowed,
     and --output stays the user's (keep-id)."""
@@ -238,6 +246,7 @@ def test_rootless_podman_doctor_limits_refusal_and_output(users):
         shutil.rmtree(out, ignore_errors=True)
 
 
+@MAKES_USERS
 def test_audit_on_rootless_podman_and_a_path_not_taken_fails_it(users):
     """The audit on a user's own engine finds nothing; a path that never ran cannot pass it."""
     bob = users[1]

@@ -5,18 +5,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, qsandbox
+from conftest import ROOT, error_lines, is_machine_note, qsandbox
 
 from qsandbox.launcher.audit import release
 from qsandbox.launcher.settings import LABEL, sandbox_uid
@@ -71,10 +73,10 @@ def held() -> Iterator[Path]:
 
 
 @pytest.mark.parametrize("code", [0, 3])
-def test_exit_code_is_passed_through(image, canary, leak_search, docker_client, held, code):
+def test_exit_code_is_passed_through(image, canary, leak_search, docker_client, held, popen, code):
     marker = secrets.token_hex(8)
     script = held
-    proc = subprocess.Popen(
+    proc = popen(
         [sys.executable, "-m", "qsandbox", "run", "--token-stdin", str(script), str(code), marker],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -99,9 +101,9 @@ def test_exit_code_is_passed_through(image, canary, leak_search, docker_client, 
     assert leak_search.all_hits() == []
 
 
-def test_timeout_exits_124_and_destroys(image, canary, leak_search, docker_client):
+def test_timeout_exits_124_and_destroys(image, canary, leak_search, docker_client, popen):
     marker = secrets.token_hex(8)
-    proc = _start_running(canary, "sleep_forever.py", marker, options=("--timeout", "15"))
+    proc = _start_running(popen, canary, "sleep_forever.py", marker, options=("--timeout", "15"))
     assert leak_search.live_hits(marker, proc.pid) == []
     run_id = _run_id(docker_client, marker)
     _, err = proc.communicate(timeout=120)
@@ -116,11 +118,11 @@ def _env() -> dict[str, str]:
 
 
 def _start_running(
-    canary: str, script: str = "sleep_forever.py", *args: str, options: tuple[str, ...] = ()
+    popen, canary: str, script: str = "sleep_forever.py", *args: str, options: tuple[str, ...] = ()
 ) -> subprocess.Popen[str]:
     env = _env()
     env["QS_TEST_KEY"] = canary
-    proc = subprocess.Popen(
+    proc = popen(
         [sys.executable, "-m", "qsandbox", "run", "--token-env", "QS_TEST_KEY", *options, str(SCRIPTS / script), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -143,9 +145,9 @@ def _run_id(client, marker: str) -> str:
     ("sig", "code", "reason"),
     [(signal.SIGINT, 130, "interrupt"), (signal.SIGTERM, 143, "terminate"), (signal.SIGHUP, 129, "hangup")],
 )
-def test_signals_abort_cleanly(image, canary, leak_search, docker_client, sig, code, reason):
+def test_signals_abort_cleanly(image, canary, leak_search, docker_client, popen, sig, code, reason):
     marker = secrets.token_hex(8)
-    proc = _start_running(canary, "sleep_forever.py", marker)
+    proc = _start_running(popen, canary, "sleep_forever.py", marker)
     # The launcher got the key in its environment (--token-env): it must be gone from /proc.
     assert leak_search.live_hits(marker, proc.pid) == []
     run_id = _run_id(docker_client, marker)
@@ -158,9 +160,9 @@ def test_signals_abort_cleanly(image, canary, leak_search, docker_client, sig, c
     assert leak_search.all_hits() == []
 
 
-def test_sigkill_of_launcher_is_a_dead_man_switch(image, canary, leak_search, docker_client):
+def test_sigkill_of_launcher_is_a_dead_man_switch(image, canary, leak_search, docker_client, popen):
     marker = secrets.token_hex(8)
-    proc = _start_running(canary, "sleep_forever.py", marker)
+    proc = _start_running(popen, canary, "sleep_forever.py", marker)
     assert leak_search.live_hits(marker, proc.pid) == []
     run_id = _run_id(docker_client, marker)
     proc.kill()
@@ -219,7 +221,7 @@ def test_bad_keys_are_refused_and_start_nothing(image, docker_client, key, messa
     marker = secrets.token_hex(8)
     done = qsandbox("run", "--token-stdin", str(SCRIPTS / "exit_with.py"), "0", marker, input=key + "\n")
     assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
+    lines = error_lines(done.stderr)
     assert len(lines) == 1 and message in lines[0], done.stderr
     assert _containers_with(docker_client, marker) == []
 
@@ -238,7 +240,7 @@ def test_bad_sources_are_refused_and_start_nothing(docker_client, args, env, mes
     marker = secrets.token_hex(8)
     done = qsandbox("run", *args, str(SCRIPTS / "exit_with.py"), "0", marker, env=env)
     assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
+    lines = error_lines(done.stderr)
     assert len(lines) == 1 and message in lines[0], done.stderr
     assert _containers_with(docker_client, marker) == []
 
@@ -256,7 +258,9 @@ def test_token_command_and_file_sources(image, canary, tmp_path):
 def test_missing_script_is_a_usage_error(docker_client):
     done = qsandbox("run", "--token-stdin", "/nonexistent/script.py", input="x" * 44 + "\n")
     assert done.returncode == 2
-    assert done.stderr.strip() == "qsandbox: script not found: /nonexistent/script.py: give the path of a Python file"
+    assert error_lines(done.stderr) == [
+        "qsandbox: script not found: /nonexistent/script.py: give the path of a Python file"
+    ], done.stderr
 
 
 @pytest.mark.skipif(
@@ -343,10 +347,23 @@ def test_audit_every_exit_path_finds_nothing(image):
     assert done.stderr.strip().endswith("qsandbox: audit found 0 hit(s)")
 
 
-def test_ctrl_z_says_what_suspending_means_and_a_short_suspension_is_survived(image, canary):
+def _next_said(lines: queue.Queue[str], timeout: float) -> str:
+    """The next line from `lines` that is not a note about the machine; "" if none comes in time."""
+    end = time.monotonic() + timeout
+    while (left := end - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if not is_machine_note(line):
+            return line
+    return ""
+
+
+def test_ctrl_z_says_what_suspending_means_and_a_short_suspension_is_survived(image, canary, popen):
     # Its own process group under this one, as a shell's job is: the kernel discards a stop signal
     # sent to an orphaned group, which is what a CI runner's background group may be.
-    p = subprocess.Popen(
+    p = popen(
         [sys.executable, "-m", "qsandbox", "run", "--token-stdin", str(SCRIPTS / "sleep_forever.py")],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -357,20 +374,34 @@ def test_ctrl_z_says_what_suspending_means_and_a_short_suspension_is_survived(im
     p.stdin.write(canary + "\n")
     p.stdin.close()
     p.stdin = None
+    # stderr read as it comes, so that waiting for a line has a time limit (a launcher that stopped
+    # without saying so would otherwise hold the test).
+    seen: list[str] = []
+    said: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        for line in p.stderr:
+            seen.append(line)
+            said.put(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
         assert p.stdout.readline().strip() == "sleeping"
         p.send_signal(signal.SIGTSTP)
-        assert "qsandbox: suspended; the sandbox stops the script if the launcher stays stopped for 20 s" in (
-            p.stderr.readline()
-        )
+        line = _next_said(said, 30)
+        assert "qsandbox: suspended; the sandbox stops the script if the launcher stays stopped for 20 s" in line, line
         time.sleep(0.5)
         assert Path(f"/proc/{p.pid}/stat").read_text().split(") ")[1][0] == "T"  # really stopped
         time.sleep(4)  # two missed heartbeats: well within the 20 s
         p.send_signal(signal.SIGCONT)
         time.sleep(3)  # beating again; the sandbox must still be there to take the abort below
     finally:
+        p.send_signal(signal.SIGCONT)  # a stopped launcher acts on no signal: SIGTERM would only wait
         p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=120)
+        p.wait(timeout=120)
+        reader.join(timeout=30)
+    err = "".join(seen)
     assert p.returncode == 143, err
     assert "no word from the launcher" not in err
     assert err.rstrip().endswith("container and secret destroyed (engine confirms)")

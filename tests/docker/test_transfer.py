@@ -189,7 +189,7 @@ def test_hostile_output_is_refused_entry_by_entry_and_the_rest_delivered(image, 
 
 
 @pytest.mark.parametrize(("how", "code"), [("timeout", 124), ("sigterm", 143), ("error", 1)])
-def test_output_written_so_far_is_delivered_however_the_run_ends(image, canary, private_dir, how, code):
+def test_output_written_so_far_is_delivered_however_the_run_ends(image, canary, private_dir, popen, how, code):
     script = private_dir / "partial.py"
     script.write_text(
         "import sys, time\n"
@@ -202,7 +202,7 @@ def test_output_written_so_far_is_delivered_however_the_run_ends(image, canary, 
     # No job to cancel, and no waiting on the platform for it: the test is about /output.
     argv = [sys.executable, "-m", "qsandbox", "run", "--token-stdin", "--no-cancel-on-abort", "--output", str(out)]
     argv += ["--timeout", "3"] if how == "timeout" else []
-    proc = subprocess.Popen(
+    proc = popen(
         [*argv, str(script), how], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     assert proc.stdin is not None and proc.stdout is not None
