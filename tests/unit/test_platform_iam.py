@@ -184,6 +184,22 @@ def test_api_keys_of_another_identity_are_refused():
         assert client.get("/v1/apikeys", headers=headers, params={"account_id": "0" * 32}).status_code == 403
 
 
+def test_a_key_whose_iam_id_collides_is_still_another_tenant():
+    """The iam_id shows ten hex digits of the key's digest, which a key can be searched for; what a
+    caller may list and delete is decided by the tenant (the whole digest), so a collision gives nothing."""
+    with _client() as client:
+        mine, theirs = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        other = client.get("/v1/apikeys/details", headers={**_bearer(client, theirs), "IAM-ApiKey": theirs}).json()
+        headers = _bearer(client, mine)
+        creds = client.app.state.platform.credentials
+        own = client.get("/v1/apikeys/details", headers={**headers, "IAM-ApiKey": mine}).json()
+        creds._seen[own["id"]]["iam_id"] = other["iam_id"]  # noqa: SLF001 - the collision, made directly
+        headers = _bearer(client, mine)  # a token that carries the colliding iam_id
+        assert _ids(client, headers, iam_id=other["iam_id"]) == [own["id"]]
+        assert client.delete(f"/v1/apikeys/{other['id']}", headers=headers).status_code == 403
+        assert token(client, theirs).status_code == 200  # still there
+
+
 def test_create_api_key_checks_its_body(closed):
     headers = _bearer(closed, KEY)
     me = token(closed, KEY).json()
