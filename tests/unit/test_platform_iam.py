@@ -3,6 +3,7 @@
 import hashlib
 import secrets
 import warnings
+from typing import Any
 
 import jwt
 import pytest
@@ -191,7 +192,8 @@ def test_a_key_whose_iam_id_collides_is_still_another_tenant():
         mine, theirs = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         other = client.get("/v1/apikeys/details", headers={**_bearer(client, theirs), "IAM-ApiKey": theirs}).json()
         headers = _bearer(client, mine)
-        creds = client.app.state.platform.credentials
+        app: Any = client.app  # typed as a bare ASGI callable
+        creds = app.state.platform.credentials
         own = client.get("/v1/apikeys/details", headers={**headers, "IAM-ApiKey": mine}).json()
         creds._seen[own["id"]]["iam_id"] = other["iam_id"]  # noqa: SLF001 - the collision, made directly
         headers = _bearer(client, mine)  # a token that carries the colliding iam_id
