@@ -147,6 +147,11 @@ def test_a_link_swapped_into_the_output_directory_during_delivery_is_never_follo
 # -- the dead-man switch is out of the script's reach --------------------------------------------
 
 
+def _argv(script: Path, *args: str, options: tuple[str, ...] = ()) -> list[str]:
+    """`qsandbox run` of `script` with the canary from $QS_TEST_KEY (see _env)."""
+    return [sys.executable, "-m", "qsandbox", "run", "--token-env", "QS_TEST_KEY", *options, str(script), *args]
+
+
 def _run_of(client, marker: str) -> str:
     """The run id of the one running sandbox whose script got `marker` as an argument."""
     (run_id,) = [c.labels[LABEL] for c in client.containers.list(filters={"label": LABEL}) if marker in c.attrs["Args"]]
@@ -156,16 +161,7 @@ def _run_of(client, marker: str) -> str:
 def test_a_script_cannot_hold_the_dead_man_switch_after_the_launcher_is_killed(image, canary, docker_client):
     marker = secrets.token_hex(8)
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "qsandbox",
-            "run",
-            "--token-env",
-            "QS_TEST_KEY",
-            str(HOSTILE / "hold_the_switch.py"),
-            marker,
-        ],
+        _argv(HOSTILE / "hold_the_switch.py", marker),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
@@ -220,16 +216,7 @@ def _on_a_terminal(canary: str, *options: str) -> tuple[int, bytes]:
     """Run forge_terminal.py with stdout and stderr on a pty; everything the terminal received."""
     main, sub = pty.openpty()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "qsandbox",
-            "run",
-            "--token-env",
-            "QS_TEST_KEY",
-            *options,
-            str(HOSTILE / "forge_terminal.py"),
-        ],
+        _argv(HOSTILE / "forge_terminal.py", options=options),
         stdin=subprocess.DEVNULL,
         stdout=sub,
         stderr=sub,
@@ -347,7 +334,7 @@ def test_signal_to_the_entry_point_still_aborts(image, canary, docker_client):
     marker = secrets.token_hex(8)
     script = ROOT / "tests" / "scripts" / "sleep_forever.py"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "qsandbox", "run", "--token-env", "QS_TEST_KEY", str(script), marker],
+        _argv(script, marker),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,

@@ -270,18 +270,23 @@ class _Pump:
     ) -> None:
         self.targets = {1: out, 2: err}
         self.redactors = {n: Redactor(secrets) for n in self.targets} if secrets is not None else {}
-        self.filters = {n: ControlFilter() for n, t in self.targets.items() if not raw and isatty(t)}
+        # Two filters per terminal: the first before masking (a control character between two halves
+        # of the key hides nothing), the second last, so that a colour sequence the redactor holds
+        # back in part never reaches the terminal half-made, to be finished by the other stream.
+        self.filters = {n: (ControlFilter(), ControlFilter()) for n, t in self.targets.items() if not raw and isatty(t)}
         self.receiver = receiver
         self.last = "\n"  # the last character of the script's that reached a terminal of ours
         self.dirty = False  # the script's output reached our stderr's terminal since our last line
         self.done = threading.Event()
 
     def _write(self, stream: int, data: bytes) -> None:
-        if stream in self.filters:  # first: a control character between two halves of the key hides nothing
-            data = self.filters[stream].feed(data)
-            self.last = self.filters[stream].last
+        if stream in self.filters:
+            data = self.filters[stream][0].feed(data)
         if stream in self.redactors:
             data = self.redactors[stream].feed(data)
+        if stream in self.filters:
+            data = self.filters[stream][1].feed(data)
+            self.last = self.filters[stream][1].last
         self._emit(stream, data)
 
     def _emit(self, stream: int, data: bytes) -> None:
@@ -309,9 +314,12 @@ class _Pump:
             if receiver:
                 self._write(1, receiver.flush())
             for stream in self.targets:
-                tail = self.filters[stream].flush() if stream in self.filters else b""
+                tail = self.filters[stream][0].flush() if stream in self.filters else b""
                 if stream in self.redactors:
                     tail = self.redactors[stream].feed(tail) + self.redactors[stream].flush()
+                if stream in self.filters:
+                    tail = self.filters[stream][1].feed(tail) + self.filters[stream][1].flush()
+                    self.last = self.filters[stream][1].last
                 self._emit(stream, tail)
             self.done.set()
 
