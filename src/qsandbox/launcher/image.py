@@ -72,13 +72,15 @@ def context_archive(package: Path = PACKAGE) -> bytes:
     return buf.getvalue()
 
 
-def ensure_base(client: docker.DockerClient, base: str, say: Callable[[str], None]) -> None:
-    """Have the base image locally, pulling it if needed; fail with the offline remedy if we can't."""
-    try:
-        client.images.get(base)
-        return
-    except docker.errors.ImageNotFound:
-        pass
+def ensure_base(client: docker.DockerClient, base: str, say: Callable[[str], None], *, pull: bool = False) -> None:
+    """Have the base image locally, pulling it if needed (`pull`: pulled again whatever is there, for
+    its security updates); fail with the offline remedy if we can't."""
+    if not pull:
+        try:
+            client.images.get(base)
+            return
+        except docker.errors.ImageNotFound:
+            pass
     say(f"pulling base image {base}")
     try:
         client.images.pull(base)
@@ -93,10 +95,12 @@ def build(
     package: Path = PACKAGE,
     tag: str = IMAGE,
     say: Callable[[str], None] = print,
+    pull: bool = False,
 ) -> str:
-    """Build the image from this qsandbox's own files, with visible progress; return its id."""
+    """Build the image from this qsandbox's own files, with visible progress; return its id.
+    `pull`: pull the base again first (`qsandbox build --pull`)."""
     archive = context_archive(package)
-    ensure_base(client, base, say)
+    ensure_base(client, base, say, pull=pull)
     say(f"building {tag} from {package} on base {base}")
     return stream_build(
         client,
