@@ -281,13 +281,18 @@ def test_batch_takes_every_run_option_per_script(tmp_path, batched):
     assert runs[1][1].needs is None
 
 
-def test_batch_refuses_a_script_with_a_block_and_requirements(tmp_path, batched):
-    s = tmp_path / "fit.py"
-    s.write_text('# /// script\n# dependencies = ["tabulate"]\n# ///\n')
+def test_batch_requirements_serve_the_scripts_without_a_block(tmp_path, batched, started):
+    block = tmp_path / "fit.py"
+    block.write_text('# /// script\n# dependencies = ["tabulate"]\n# ///\n')
+    plain = tmp_path / "plain.py"
+    plain.write_text("print(1)\n")
     reqs = tmp_path / "r.txt"
     reqs.write_text("rich\n")
-    r = invoke("batch", "--token-stdin", "--requirements", str(reqs), str(s))
-    assert r.exit_code == 2 and "already declares dependencies" in last_error(r) and not batched
+    r = invoke("batch", "--token-stdin", "--requirements", str(reqs), str(block), str(plain))
+    assert r.exit_code == 2 and last_error(r) == "qsandbox: stopped before the engine"
+    assert [[str(q) for q in s.needs.requirements] for _, s in batched[-1]] == [["tabulate"], ["rich"]]
+    r = invoke("run", "--token-stdin", "--requirements", str(reqs), str(block))  # one script: ambiguous
+    assert r.exit_code == 2 and "already declares dependencies" in last_error(r) and not started
 
 
 # -- one error boundary --------------------------------------------------------------------------------

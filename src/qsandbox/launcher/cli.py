@@ -343,7 +343,7 @@ def batch(
     if output is not None and len(set(stems)) < len(stems):
         twice = sorted({s for s in stems if stems.count(s) > 1})
         raise UsageError(f"--output: two scripts are named {twice[0]}, so their DIR/<stem> would clash: rename one")
-    runs = [(str(s), settings_for(s, o, output=output / s.stem if output else None)) for s in scripts]
+    runs = [(str(s), settings_for(s, o, output=output / s.stem if output else None, fill_in=True)) for s in scripts]
     report.check_writable(json_report, junit_report)
     source = key_source(o)
     check_source(source, o["platform"])

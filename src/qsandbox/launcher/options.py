@@ -377,10 +377,24 @@ def check_source(source: KeySource, platform: str) -> None:
             raise UsageError(f"--token-command: {shown(argv[0])} not found")
 
 
-def settings_for(script: Path, o: Mapping[str, Any], *, args: tuple[str, ...] = (), output: Path | None = None) -> Any:
-    """The one place options become a RunSettings (for `run`, and for each script of a `batch`)."""
-    from .deps import for_script
+def settings_for(
+    script: Path,
+    o: Mapping[str, Any],
+    *,
+    args: tuple[str, ...] = (),
+    output: Path | None = None,
+    fill_in: bool = False,
+) -> Any:
+    """The one place options become a RunSettings (for `run`, and for each script of a `batch`).
+
+    `fill_in` (a batch): --requirements serves the scripts without a PEP 723 block of their own, and
+    a script with one keeps it; for one script (`run`) having both is refused as ambiguous."""
+    from .deps import for_script, from_script
     from .settings import IMAGE, Hardening, RunSettings
+
+    requirements = o["requirements"]
+    if fill_in and requirements is not None and from_script(script) is not None:
+        requirements = None
 
     return RunSettings(
         platform=o["platform"],
@@ -409,5 +423,5 @@ def settings_for(script: Path, o: Mapping[str, Any], *, args: tuple[str, ...] = 
         ca_file=o["ca_file"],
         queue_time=o["queue_time"],
         image=o["image_name"] or IMAGE,
-        needs=for_script(script, o["requirements"]),
+        needs=for_script(script, requirements),
     )
