@@ -50,7 +50,13 @@ def _blocks(stdout: str) -> dict[str, str]:
 def test_batch_runs_a_pep723_script_a_requirements_script_and_a_notebook(image, tmp_path):
     nb = tmp_path / "nb.ipynb"
     code = "import tabulate\nprint('notebook', tabulate.__name__, 6 * 7)"
-    cell = {"cell_type": "code", "metadata": {}, "source": code, "outputs": [], "execution_count": None}
+    cell: dict[str, object] = {
+        "cell_type": "code",
+        "metadata": {},
+        "source": code,
+        "outputs": [],
+        "execution_count": None,
+    }
     meta = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
     nb.write_text(json.dumps({"cells": [cell], "metadata": meta, "nbformat": 4, "nbformat_minor": 5}))
     pep723, plain = str(DEPS / "table_pep723.py"), str(DEPS / "table_plain.py")
