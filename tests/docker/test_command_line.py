@@ -113,3 +113,40 @@ def test_sweep_spares_a_live_run(image, canary, docker_client, popen):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 7, err[-2000:]  # the script ran to its own end
     assert "container and secret destroyed (engine confirms)" in err
+
+
+def _lab_image(client, base: str, tag: str, label: str | None) -> str:
+    """An image FROM `base` as a lab builds one; `label`: the freshness label it claims instead."""
+    import io
+
+    dockerfile = f"FROM {base}\n" + (f'LABEL qsandbox.context="{label}"\n' if label else "")
+    client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
+    return tag
+
+
+def test_an_image_of_other_sources_is_refused(image, canary, docker_client, tmp_path):
+    """A stale image (its build context's digest is not this installation's) is refused before
+    anything starts, exit 2, with `qsandbox build` as the remedy; the same image FROM the fresh one is
+    the control. (The base qsandbox:VERSION itself is not made stale here: the engine is shared.)"""
+    from qsandbox.launcher import image as image_mod
+
+    script = tmp_path / "args.py"
+    script.write_text(ARGV)
+    stale = _lab_image(docker_client, image, f"qsandbox-test-stale:{secrets.token_hex(4)}", "0" * 64)
+    fresh = _lab_image(docker_client, image, f"qsandbox-test-fresh:{secrets.token_hex(4)}", None)
+    try:
+        with pytest.raises(image_mod.ImageStale):
+            image_mod.check(docker_client, stale)
+        image_mod.check(docker_client, fresh)
+        done = qsandbox("run", "--token-stdin", "--image", stale, str(script), "a", input=canary + "\n")
+        assert done.returncode == 2
+        assert error_lines(done.stderr) == [
+            f"qsandbox: --image {stale} is built FROM an image of other sources than this qsandbox's "
+            f"({image_mod.PACKAGE}): run `qsandbox build`, then rebuild it FROM {image}"
+        ]
+        assert not docker_client.containers.list(all=True, filters={"ancestor": stale})
+        done = qsandbox("run", "--token-stdin", "--image", fresh, str(script), "a", input=canary + "\n")
+        assert done.returncode == 0 and 'argv: ["a"]' in done.stdout.splitlines(), done.stderr[-2000:]
+    finally:
+        for tag in (stale, fresh):
+            docker_client.images.remove(tag, force=True)
