@@ -265,14 +265,14 @@ def test_missing_script_is_a_usage_error(docker_client):
 
 @pytest.mark.skipif(
     bool(os.environ.get("QSANDBOX_TESTS_SHARED_ENGINE")),
-    reason="`qsandbox sweep` removes every labelled object: on a shared engine, other people's live runs",
+    reason="`qsandbox sweep --all` removes every labelled object: on a shared engine, other people's live runs",
 )
 def test_sweep_removes_leftovers(image, docker_client):
     from qsandbox.launcher.settings import LABEL
 
     c = docker_client.containers.create(image, command=["probe"], labels={LABEL: "leftover-test"})
     n = docker_client.networks.create("qsandbox-leftover-test", labels={LABEL: "leftover-test"}, internal=True)
-    done = qsandbox("sweep")
+    done = qsandbox("sweep", "--all", "--yes")  # without --all, only what is older than a minute (test_command_line)
     assert done.returncode == 0, done.stderr
     assert f"removed container {c.name} (run leftover-test)" in done.stdout
     assert "removed network qsandbox-leftover-test (run leftover-test)" in done.stdout

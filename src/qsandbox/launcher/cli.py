@@ -439,7 +439,7 @@ def sweep(everything: bool, yes: bool, dry_run: bool) -> None:
     found = sweeping.select(client, everything=everything)
     if dry_run:
         for c in found:
-            click.echo(f"would remove {c.line()}")
+            click.echo(f"would remove {c.line()}: {c.state}")
         click.echo(f"qsandbox: {len(found)} object(s) would be swept (--dry-run: nothing removed)", err=True)
         return
     live = [c for c in found if c.live]
@@ -450,7 +450,7 @@ def sweep(everything: bool, yes: bool, dry_run: bool) -> None:
                 "script): add --yes to confirm, or --dry-run to list them"
             )
         for c in live:
-            click.echo(f"in use: {c.line()}", err=True)
+            click.echo(f"in use: {c.line()}: {c.state}", err=True)
         if not click.confirm(f"Remove these {len(live)} object(s) too?", err=True):
             raise UsageError("nothing was removed")
     for line in sweeping.remove(client, found):

@@ -37,7 +37,7 @@ class Candidate:
     live: bool  # may be in use by a live launcher: only --all takes it
 
     def line(self) -> str:
-        return f"{self.kind} {self.name} (run {self.run}, {self.state})"
+        return f"{self.kind} {self.name} (run {self.run})"
 
 
 def _age(stamp: Any, now: float) -> float:
