@@ -280,7 +280,7 @@ class LeakSearch:
         value: str,
         project: Path | None = None,
         image: str = IMAGE,
-        remote: str | None = None,
+        docker_host: str | None = None,
     ) -> None:
         self.client = client
         self.needles = encodings(value)
@@ -290,9 +290,13 @@ class LeakSearch:
         self.since = time.time() - 1
         self.project = project or Path.cwd()
         self.image = image  # the control containers' (an image the engine has)
-        # An engine on another host: what it writes there cannot be read from here.
-        self.remote = remote if remote is not None else engine.remote_url(os.environ)
+        # Where the engine is (DOCKER_HOST's spelling; by default as docker.from_env() finds it). An
+        # engine on another host: what it writes there cannot be read from here.
+        configured = engine.configured_host(os.environ) if docker_host is None else (docker_host, None)
+        self.docker_host = configured[0] if configured else None
+        self.remote = engine.remote_url({"DOCKER_HOST": self.docker_host} if self.docker_host else {})
         self.run_ids: list[str] = []  # of the live sandboxes found (live_container)
+        self.deadline = _DEADLINE  # seconds to wait for the engine or journald to show a control
 
     # -- matching --------------------------------------------------------------------------------
 
@@ -652,9 +656,8 @@ class LeakSearch:
         user and of the user whose engine socket lives under /run/user."""
         dirs = [Path("/run/docker"), Path("/run/containerd"), Path("/var/lib/containerd")]
         uids = [os.getuid()]
-        configured = engine.configured_host(os.environ)
-        if configured and configured[0].startswith("unix:///run/user/"):
-            owner = configured[0][len("unix:///run/user/") :].split("/", 1)[0]
+        if self.docker_host and self.docker_host.startswith("unix:///run/user/"):
+            owner = self.docker_host[len("unix:///run/user/") :].split("/", 1)[0]
             if owner.isdigit():
                 uids.append(int(owner))
         dirs += [Path(f"/run/user/{uid}") for uid in dict.fromkeys(uids)]
@@ -688,7 +691,7 @@ class LeakSearch:
                 place.missed.append(f"a control entry (systemd-cat: {e})")
                 return place
         argv = ["journalctl", "--no-pager", "-o", "export", f"--since=@{int(self.since)}"]
-        end = time.monotonic() + _DEADLINE
+        end = time.monotonic() + self.deadline
         while True:
             try:
                 done = subprocess.run(argv, capture_output=True, timeout=120)
@@ -751,7 +754,7 @@ class LeakSearch:
             place.missed.append(f"the control container (could not start it: {e})")
             control, control_marker = "", ""
         try:
-            end = time.monotonic() + _DEADLINE
+            end = time.monotonic() + self.deadline
             while True:  # until the engine shows the control everywhere (its process, its file)
                 attempt = Place(place.name, place.key, planted=place.planted, missed=list(place.missed))
                 ids = self._live_container(attempt, marker, control, control_marker)
@@ -817,7 +820,7 @@ class LeakSearch:
             place.missed.append(f"the control container (could not create it: {e})")
             control = ""
         self._remove_container(control) if control else None
-        end = time.monotonic() + _DEADLINE
+        end = time.monotonic() + self.deadline
         while True:
             attempt = Place(place.name, place.key, planted=place.planted, missed=list(place.missed))
             try:
@@ -855,7 +858,7 @@ class LeakSearch:
                 },
             ),
         ]
-        end = time.monotonic() + _DEADLINE
+        end = time.monotonic() + self.deadline
         for p in started:
             while time.monotonic() < end:
                 try:
