@@ -525,7 +525,7 @@ class LeakSearch:
         return Place(
             name,
             key,
-            unreadable=[f"it is on the engine's host ({self.remote}), not this machine; search it there"],
+            unreadable=[f"it from here: it is on the engine's host ({self.remote}), not this machine; search it there"],
         )
 
     # -- the control in the engine -----------------------------------------------------------------
