@@ -14,7 +14,7 @@ from qsandbox.launcher import config, engine, sweep
 from qsandbox.launcher.cli import main
 from qsandbox.launcher.settings import LABEL
 
-NOW = time.time()
+NOW = time.time() - 1000  # the scene's clock, well apart from the real one
 
 
 def stamp(age: float) -> str:
@@ -124,6 +124,7 @@ def run_sweep(monkeypatch, tmp_path, *args: str, input: str | None = None) -> An
     client = scene()
     monkeypatch.setattr(config, "SYSTEM_CONFIG", tmp_path / "none.toml")
     monkeypatch.setattr(engine, "connect", lambda timeout=120: client)
+    monkeypatch.setattr(sweep, "time", type("Clock", (), {"time": staticmethod(lambda: NOW)}))  # the scene's now
     return client, CliRunner().invoke(main, ["sweep", *args], input=input)
 
 
