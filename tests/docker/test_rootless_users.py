@@ -268,11 +268,16 @@ def test_audit_on_rootless_podman_and_a_path_not_taken_fails_it(users):
     # (those need `podman unshare`). Accepted by name; everything else must be searched.
     unreadable = ["processes", "launcher", "data-root", "engine-run", "host-tmp", "host-var-log", "host-home"]
     accept = [arg for place in unreadable for arg in ("--allow-unsearched", place)]
+    # From a directory of his own: the project tree's control is planted in the working directory.
+    workdir = SHARED / f"audit-{bob.name}"
+    workdir.mkdir(exist_ok=True)
+    os.chown(workdir, bob.uid, bob.uid)
     done = subprocess.run(
         bob.argv(*audit, "--allow-no-limits", *accept, "--path", "success", "--path", "sigkill"),
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=workdir,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "exit path sigkill: launcher exit -9, 0 hit(s)" in done.stdout

@@ -824,7 +824,10 @@ class LeakSearch:
         while True:
             attempt = Place(place.name, place.key, planted=place.planted, missed=list(place.missed))
             try:
-                window = {"since": f"{self.since:.9f}", "until": f"{time.time():.9f}"}  # to the nanosecond
+                # Whole seconds, the window widened outwards: Podman answers a fractional since or
+                # until with no events at all (seen: 0 events where a control had 2), which its
+                # control would catch as NOT SEARCHED, but that searched nothing.
+                window = {"since": int(self.since), "until": int(time.time()) + 1}
                 for event in self.client.api.events(decode=True, **window):  # type: ignore[call-overload]
                     hits, seen = self._json_scan(event, "")
                     actor = str((event.get("Actor") or {}).get("ID") or event.get("id") or "")
