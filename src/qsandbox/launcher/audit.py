@@ -95,6 +95,7 @@ import os, sys, time
 from qiskit_ibm_runtime.accounts import AccountManager
 key = AccountManager.get().token
 print("key:", key, flush=True)                      # must come out redacted
+print("control:", sys.argv[3], flush=True)           # not the key: comes out whole, the output's control
 open("/tmp/scratch.txt", "w").write(key)             # tmpfs: gone with the container
 if sys.argv[1] in ("success", "error"):
     print("holding", flush=True)                     # the audit inspects the live sandbox now
@@ -519,6 +520,9 @@ class LeakSearch:
             names = [*planted_forms(self.control), "gzip.gz"]
             place.expect(str(planted / n) for n in names)
             place.searched -= len(names)  # the controls are not what was searched for the key
+            if str(planted / "gzip.gz") in place.found:
+                place.left_out["gzip file(s) searched decompressed too"] -= 1
+                place.left_out += Counter()  # drops a count that fell to zero
         return place
 
     def _remote_place(self, name: str, key: str) -> Place:
@@ -971,7 +975,7 @@ def _launch(
     argv = [sys.executable, "-m", "qsandbox", "run", "--token-stdin", *run_options]
     if path == "timeout":
         argv += ["--timeout", str(TIMEOUT_SECONDS)]
-    argv += [str(script), path, nonce]
+    argv += [str(script), path, nonce, search.control]
     p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert p.stdin and p.stdout
     p.stdin.write(value.encode() + b"\n")
@@ -1081,8 +1085,12 @@ def audit(
             search = LeakSearch(client, value)
             done, live = _launch(path, value, script, search, restart_engine, run_options)
             output = Place("the run's stdout and stderr (redacted)", "output", searched=1)
-            if search._grep(done.stdout + done.stderr):
+            found = search._scan(done.stdout + done.stderr)
+            if found & 1:
                 output.hits.append("output")
+            if found & 2:
+                output.found.add("the control the script printed")
+            output.expect(["the control the script printed"])
             left = _wait_gone(client, search.run_ids)
             places = [*live, output, left, *search.all()]
             hits = sum(len(p.hits) for p in places)
