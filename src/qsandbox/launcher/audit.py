@@ -257,7 +257,7 @@ def _zstd_reader(f: Any) -> Any:
 
 _COMPRESSED = (
     (b"\x1f\x8b\x08", "gzip", lambda f: gzip.GzipFile(fileobj=f)),
-    (b"BZh", "bzip2", lambda f: bz2.BZ2File(f)),
+    (b"BZh", "bzip2", lambda f: bz2.BZ2File(f)),  # and the block magic (_read)
     (b"\xfd7zXZ\x00", "xz", lambda f: lzma.LZMAFile(f)),
     (b"\x28\xb5\x2f\xfd", "zstd", _zstd_reader),
 )
@@ -359,12 +359,12 @@ class LeakSearch:
             try:
                 found = self._scan_stream(f)
                 f.seek(0)
-                head = f.read(8)
+                head = f.read(10)
                 if "/.git/objects/" in path and len(name) == 38:  # a loose git object: zlib
                     f.seek(0)
                     found |= self._scan(zlib.decompress(f.read()))
                 for magic, kind, reader in _COMPRESSED:
-                    if head.startswith(magic):
+                    if head.startswith(magic) and (kind != "bzip2" or head[4:10] == b"1AY&SY"):
                         f.seek(0)
                         inner = reader(f)
                         if inner is None:
@@ -477,16 +477,18 @@ class LeakSearch:
                     place.found.add(path)
 
     def _plant_files(self, place: Place, directory: Path) -> Path | None:
-        """The control in `directory`: a new directory holding one file per form (each with an
-        mtime far in the past, as a copy keeps it; its ctime is now) and one gzip-compressed."""
+        """The control in `directory`: a new directory, and in a directory inside it one file per
+        form (each with an mtime far in the past, as a copy keeps it; its ctime is now) and one
+        gzip-compressed. Returns the new directory; the files are in its `deeper`."""
         planted = directory / f"qsandbox-control-{secrets.token_hex(6)}"
         try:
             planted.mkdir(mode=0o700)
+            (planted / "deeper").mkdir(mode=0o700)
             for form, data in planted_forms(self.control).items():
-                p = planted / form
+                p = planted / "deeper" / form
                 p.write_bytes(b"text before\n" + data + b"text after\n")
                 os.utime(p, (_OLD, _OLD))
-            (planted / "gzip.gz").write_bytes(gzip.compress(planted_forms(self.control)["literal"]))
+            (planted / "deeper" / "gzip.gz").write_bytes(gzip.compress(planted_forms(self.control)["literal"]))
         except OSError as e:
             shutil.rmtree(planted, ignore_errors=True)
             place.planted += 1
@@ -518,9 +520,9 @@ class LeakSearch:
                 shutil.rmtree(planted, ignore_errors=True)
         if planted is not None:
             names = [*planted_forms(self.control), "gzip.gz"]
-            place.expect(str(planted / n) for n in names)
+            place.expect(str(planted / "deeper" / n) for n in names)
             place.searched -= len(names)  # the controls are not what was searched for the key
-            if str(planted / "gzip.gz") in place.found:
+            if str(planted / "deeper" / "gzip.gz") in place.found:
                 place.left_out["gzip file(s) searched decompressed too"] -= 1
                 place.left_out += Counter()  # drops a count that fell to zero
         return place
