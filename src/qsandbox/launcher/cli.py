@@ -50,23 +50,25 @@ def egress_options(f: Callable[..., None]) -> Callable[..., None]:
                 type=click.Choice(["allowlist", "open"]),
                 default="allowlist",
                 show_default=True,
-                help="--platform ibm: allowlist lets the sandbox out only through a proxy to IBM Cloud's "
-                "hosts (IAM, Global Search, Global Catalog, the Runtime API) and --allow-host; open gives "
-                "it the engine's ordinary network, where the script can send the key anywhere.",
+                help="--platform ibm: allowlist gives the sandbox no network at all; the launcher relays its "
+                "HTTPS to IBM Cloud's hosts (IAM, Global Search, Global Catalog, the Runtime API) and --allow-host "
+                "only, from this machine. open gives it the engine's ordinary network, where the script can send "
+                "the key anywhere.",
             ),
             click.option(
                 "--allow-host",
                 "allow_hosts",
                 multiple=True,
                 metavar="HOST",
-                help="Also allow HTTPS (443) to HOST through the egress proxy (repeatable).",
+                help="Also allow HTTPS (443) to HOST through the relay (repeatable).",
             ),
             click.option(
-                "--egress-network",
-                default="bridge",
-                show_default=True,
-                metavar="NAME",
-                help="The engine network the egress proxy reaches out through.",
+                "--connect-to",
+                "connect_to",
+                multiple=True,
+                metavar="HOST:443:ADDR:PORT",
+                help="Connect to ADDR:PORT when the sandbox asks for HOST:443 (as curl's --connect-to): a private "
+                "endpoint, or a stand-in platform. HOST must still be allowed. Repeatable.",
             ),
             click.option(
                 "--ca-file",
@@ -351,7 +353,7 @@ def run(
     junit_report: Path | None,
     egress: str,
     allow_hosts: tuple[str, ...],
-    egress_network: str,
+    connect_to: tuple[str, ...],
     ca_file: Path | None,
     queue_time: float | None,
 ) -> None:
@@ -402,7 +404,7 @@ def run(
             token_mode=token_mode,
             egress=egress,
             allow_hosts=allow_hosts,
-            egress_network=egress_network,
+            connect_to=connect_to,
             ca_file=ca_file,
             queue_time=queue_time,
             image=image_name or IMAGE,
@@ -548,7 +550,7 @@ def batch(
                     token_mode=o["token_mode"],
                     egress=o["egress"],
                     allow_hosts=o["allow_hosts"],
-                    egress_network=o["egress_network"],
+                    connect_to=o["connect_to"],
                     ca_file=o["ca_file"],
                 ),
             )
@@ -761,10 +763,10 @@ def audit(
     show_default=True,
     help="ibm: IBM Cloud IAM. shared: the emulator from `qsandbox platform up`.",
 )
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="HOST", help="Also allow HTTPS to HOST (relay).")
 @click.option(
-    "--allow-host", "allow_hosts", multiple=True, metavar="HOST", help="Also allow HTTPS to HOST (egress proxy)."
+    "--connect-to", "connect_to", multiple=True, metavar="HOST:443:ADDR:PORT", help="As for `run` (a private endpoint)."
 )
-@click.option("--egress-network", default="bridge", show_default=True, metavar="NAME", help="The proxy's way out.")
 @click.pass_context
 def revoke(
     ctx: click.Context,
@@ -774,11 +776,12 @@ def revoke(
     token_command: str | None,
     platform: str,
     allow_hosts: tuple[str, ...],
-    egress_network: str,
+    connect_to: tuple[str, ...],
 ) -> None:
     """Delete an API key through IBM Cloud IAM (for a key that has leaked, or after use)."""
-    from . import egress, engine, image, localplatform, sandbox
+    from . import egress, engine, image, localplatform
     from .credentials import KeySource, harden_process
+    from .relay import Egress, parse_connect_to
     from .revoke import revoke as revoke_key
     from .settings import IMAGE
 
@@ -790,12 +793,9 @@ def revoke(
         if platform == "shared":
             shared = localplatform.shared(client)
             result = revoke_key(client, IMAGE, secret, network=shared.network, ca_pem=shared.ca_pem)
-        else:  # the broker reaches IBM through the same allowlisting proxy as a run
-            with egress.session(client, IMAGE, sandbox.hardening_for(client), allow_hosts, egress_network) as (
-                net,
-                env,
-            ):
-                result = revoke_key(client, IMAGE, secret, network=net, ca_pem=None, env=env)
+        else:  # the broker reaches IBM through the relay, like a run
+            rules = Egress(egress.allowlist(allow_hosts), dict(parse_connect_to(c) for c in connect_to))
+            result = revoke_key(client, IMAGE, secret, network=None, ca_pem=None, egress=rules)
     except QsandboxError as e:
         _fail(e, ctx.obj["debug"])
     click.echo(result.line(), err=True)
