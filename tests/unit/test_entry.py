@@ -47,9 +47,8 @@ def test_output_a_token_makes_the_redactor_hold_back_still_arrives(monkeypatch):
     import threading
     import time
 
-    from qsandbox.inside import entry
-
     from qsandbox.common import mux
+    from qsandbox.inside import entry
 
     sent: list[bytes] = []
     monkeypatch.setattr(entry, "LINK", mux.Link(sent.append))

@@ -13,6 +13,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -171,7 +172,7 @@ class Wire:
         self.launcher = mux.Channels(mux.Link(lambda b: self._to(self.inside_d, self.inside, b)), opens_odd=False)
         self.inside_d, self.launcher_d = mux.Decoder(), mux.Decoder()
         self._lock = threading.Lock()
-        self.on_open = None
+        self.on_open: Callable[[mux.Frame], None] | None = None
 
     def _to(self, decoder: mux.Decoder, chans: mux.Channels, data: bytes) -> None:
         with self._lock:
