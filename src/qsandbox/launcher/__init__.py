@@ -42,4 +42,3 @@ def _defer_paramiko() -> None:
 
 
 _defer_paramiko()
-
