@@ -114,7 +114,7 @@ def _reason(e: BaseException) -> str | None:
     """The first line of what went wrong, for a remote engine (a local socket's failure says nothing more)."""
     text = str(e).strip()
     if "paramiko" in text.lower():
-        return "QSANDBOX_SSH_CLIENT=0 needs paramiko: pip install 'qsandbox[paramiko]' (or leave it unset: the ssh command)"
+        return "QSANDBOX_SSH_CLIENT=0 needs paramiko: pip install 'qsandbox[paramiko]' (unset, the ssh command is used)"
     if _is_ssh_error(e) and "known_hosts" in text:
         return f"{text}: add the host's key to ~/.ssh/known_hosts (e.g. ssh to it once)"
     return text.splitlines()[0][:300] if text else type(e).__name__
