@@ -198,9 +198,8 @@ def test_data_flows_both_ways_under_the_windows_and_memory_stays_bounded():
         ch.start()
 
     wire.on_open = on_open
-    ch = wire.inside.open(near)
+    ch = wire.inside.open(near, b"x:443")
     assert ch is not None
-    wire.inside.link.send(mux.frame(mux.Type.OPEN, ch.ident, b"x:443"))
     assert ch.opened.wait(5) and ch.refusal is None
     ch.start()
 

@@ -39,6 +39,7 @@ broken the stream: the launcher ends the run.
 
 from __future__ import annotations
 
+import queue
 import socket
 import struct
 import threading
@@ -53,6 +54,7 @@ WINDOW = 256 * 1024
 MAX_CHANNELS = 256
 MAX_TARGET = 300
 GRANT_AT = 64 * 1024  # credit is given back in batches of this size (fewer WINDOW frames)
+OUTBOX = 1024  # answers (REFUSE, CLOSE) waiting to go out
 
 CONTROL, STDOUT, STDERR, OUTPUT, INPUTS = 0, 1, 2, 3, 4
 FIRST_RELAY = 16
@@ -276,7 +278,7 @@ class Channel:
 class Channels:
     """The relay channels of one stream: who may open which id, how many at once, and dispatch.
 
-    The side that opens a channel makes its `Channel` first (`open`), sends OPEN, and waits on
+    The side that opens a channel makes its `Channel` and sends OPEN (`open`), then waits on
     `channel.opened`; the other side checks the OPEN (`peer_opens`), connects, then `accepted`
     (ACCEPT is sent) or `refuse`. Frames for a channel that is over are dropped; a CLOSE for one
     still connecting cancels it.
@@ -288,15 +290,47 @@ class Channels:
         self._live: dict[int, Channel | None] = {}  # None: the peer's OPEN, we are connecting
         self._last = {0: FIRST_RELAY - 2, 1: FIRST_RELAY - 1}  # highest id opened so far, per parity
         self._lock = threading.Lock()
+        self._opening = threading.Lock()
+        # What the stream's reader answers (REFUSE, a CLOSE) goes out from another thread: the reader
+        # must never wait on the stream's other direction (each side's reader waiting on the other's
+        # would be a deadlock). Bounded: a peer that opens and never reads breaks the stream.
+        self._outbox: queue.Queue[bytes] = queue.Queue(maxsize=OUTBOX)
+        self._poster: threading.Thread | None = None
 
-    def open(self, sock: socket.socket) -> Channel | None:
-        """A new channel of ours for `sock` (not started; send OPEN next); None if too many are open."""
-        with self._lock:
-            if len(self._live) >= MAX_CHANNELS:
-                return None
-            self._last[self._ours] += 2
-            ch = Channel(self.link, self._last[self._ours], sock, self._gone)
-            self._live[ch.ident] = ch
+    def _post(self, data: bytes) -> None:
+        if self._poster is None:
+            self._poster = threading.Thread(target=self._drain, daemon=True, name="relay-answers")
+            self._poster.start()
+        try:
+            self._outbox.put_nowait(data)
+        except queue.Full:
+            raise ProtocolError(f"more than {OUTBOX} answers the peer does not read") from None
+
+    def _drain(self) -> None:
+        while True:
+            data = self._outbox.get()
+            try:
+                self.link.send(data)
+            except OSError:
+                return
+
+    def open(self, sock: socket.socket, target: bytes) -> Channel | None:
+        """A new channel of ours for `sock`, its OPEN sent (not started: wait on `opened`); None if too
+        many are open. Ids go out in the order they are made (the peer holds us to it): `_opening`
+        keeps making and sending together, apart from `_lock`, which the stream's reader takes and
+        which is never held while sending."""
+        with self._opening:
+            with self._lock:
+                if len(self._live) >= MAX_CHANNELS:
+                    return None
+                self._last[self._ours] += 2
+                ch = Channel(self.link, self._last[self._ours], sock, self._gone)
+                self._live[ch.ident] = ch
+            try:
+                self.link.send(frame(Type.OPEN, ch.ident, target[:MAX_TARGET]))
+            except BaseException:
+                self.forget(ch.ident)
+                raise
             return ch
 
     def peer_opens(self, ident: int) -> bool:
@@ -323,8 +357,9 @@ class Channels:
         return ch
 
     def refuse(self, ident: int, reason: str) -> None:
+        """Refuse the peer's channel (from any thread; never waits on the stream)."""
         self.forget(ident)
-        self.link.send(frame(Type.REFUSE, ident, reason.encode()[:200]))
+        self._post(frame(Type.REFUSE, ident, reason.encode()[:200]))
 
     def forget(self, ident: int) -> None:
         with self._lock:
@@ -350,7 +385,7 @@ class Channels:
             if live and f.type == Type.CLOSE:  # cancelled while we connect: `accepted` will say so
                 self.forget(f.channel)
             elif not live and f.type == Type.ACCEPT:  # we gave up on it; the peer holds a connection
-                self.link.send(frame(Type.CLOSE, f.channel))
+                self._post(frame(Type.CLOSE, f.channel))
             return  # anything else for it: dropped
         if f.type in (Type.ACCEPT, Type.REFUSE):
             if f.channel % 2 != self._ours:

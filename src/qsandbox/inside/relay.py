@@ -103,15 +103,13 @@ class ConnectServer:
             conn.close()
             return
         connect = got[0].startswith(b"CONNECT ")
-        ch = self.channels.open(conn)
-        if ch is None:
-            _reply(conn, "503 Service Unavailable", "qsandbox: too many connections at once")
+        try:
+            ch = self.channels.open(conn, target.encode("ascii", "replace"))
+        except OSError:
             conn.close()
             return
-        try:
-            self.channels.link.send(mux.frame(mux.Type.OPEN, ch.ident, target.encode("ascii", "replace")))
-        except OSError:
-            self.channels.forget(ch.ident)
+        if ch is None:
+            _reply(conn, "503 Service Unavailable", "qsandbox: too many connections at once")
             conn.close()
             return
         if not ch.opened.wait(ANSWER_TIMEOUT):
