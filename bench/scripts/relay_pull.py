@@ -29,7 +29,7 @@ def pull(size: int) -> int:
 t0 = time.perf_counter()
 got = pull(big << 20)
 one = time.perf_counter() - t0
-done = []
+done: list[int] = []
 t0 = time.perf_counter()
 threads = [threading.Thread(target=lambda: done.append(pull(1 << 20))) for _ in range(many)]
 for t in threads:

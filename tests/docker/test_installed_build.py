@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import time
 
 import pytest
 from conftest import ROOT
@@ -62,13 +61,12 @@ def test_wheel_installed_in_a_fresh_venv_builds_the_same_image_and_runs_bell(doc
     where = sh(str(venv / "bin" / "python"), "-c", "import qsandbox; print(qsandbox.__file__)", cwd=empty)
     assert where.stdout.startswith(str(venv / "lib"))
 
-    began = time.monotonic()
     built = sh(qsandbox, "build", "--offline-base", cwd=empty)
-    build_time = time.monotonic() - began
     short = re.search(r"qsandbox: built qsandbox:\S+ \(([0-9a-f]{12})\)", built.stderr)
     assert short, built.stderr[-500:]
     assert checkout_id.removeprefix("sha256:").startswith(short.group(1)), "the wheel built another image"
-    assert "Using cache" in built.stderr and build_time < 120  # the checkout's layers, reused
+    # The checkout's layers, reused; how long that takes is bench/bench.py's `build_cached` step.
+    assert "Using cache" in built.stderr, built.stderr[-2000:]
 
     shutil.copy(ROOT / "examples" / "bell.py", empty / "bell.py")
     ran = subprocess.run(

@@ -130,18 +130,63 @@ def test_absent_engine_state_is_skipped_with_its_reason(docker_client, value):
             assert place.line() == f"skipped engine runtime state {path}: not present on this host"
 
 
-def test_the_journal_is_searched_or_skipped_with_its_reason(docker_client, value):
-    search = LeakSearch(docker_client, value)
-    if not Path("/run/systemd/journal/socket").exists():
-        place = search.journal()
-        assert place.skipped.startswith("no journald running here"), place.line()
-        assert not place.failed and place.line().startswith("skipped ")
+JOURNALD = "/lib/systemd/systemd-journald"
+
+
+@pytest.fixture(scope="module")
+def journald() -> Iterator[None]:
+    """A journald: the machine's when one runs; else one started for these tests (volatile
+    storage under /run/log/journal), stopped and its files removed after them."""
+    if Path("/run/systemd/journal/socket").exists():
+        yield
         return
+    if os.getuid() != 0 or not Path(JOURNALD).exists():
+        pytest.skip(f"no journald running, and none to start ({JOURNALD}, as root)")
+    made = [p for p in (Path("/run/systemd/journal"), Path("/run/log/journal")) if not p.exists()]
+    proc = subprocess.Popen([JOURNALD], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        end = time.monotonic() + 30
+        while not Path("/run/systemd/journal/socket").exists():
+            assert proc.poll() is None and time.monotonic() < end, f"{JOURNALD} did not start (exit {proc.poll()})"
+            time.sleep(0.05)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        for p in made:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+@pytest.mark.changes_machine("starts systemd-journald when none runs (stopped after the tests, its files removed)")
+def test_the_journal_is_searched_with_its_control_and_finds_every_form(docker_client, value, journald):
+    search = LeakSearch(docker_client, value)
     for data in planted_forms(value).values():
-        subprocess.run(["systemd-cat", "-t", "qsandbox-control"], input=data, check=True)
-    time.sleep(1)
-    place = search.journal()
+        subprocess.run(["systemd-cat", "-t", "qsandbox-test-key"], input=data, check=True)
+    place = search.journal()  # it waits for its own control, logged after these
     assert place.hits == ["journal entries"], place.line()
+    assert not place.failed and place.planted == len(planted_forms(value)), place.line()
+    assert place.line().startswith("1 hit(s) in the systemd journal since the search began: ")
+
+
+@pytest.mark.changes_machine("starts systemd-journald when none runs (stopped after the tests, its files removed)")
+def test_a_journal_not_ours_to_read_is_not_searched(journald, public_dir):
+    """journalctl as an ordinary user (not in systemd-journal or adm) reads its own entries only,
+    the control's among them: the system journal's files make the place NOT SEARCHED."""
+    if os.getuid() != 0 or not Path(_NOBODY_PYTHON).exists():
+        pytest.skip("needs root to drop to nobody, and a system Python")
+    done = _as_nobody(_NOBODY_PYTHON, "-c", NOBODY_JOURNAL, cwd=public_dir)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("NOT SEARCHED the systemd journal since the search began: could not read "), (
+        done.stdout
+    )
+    assert "[--allow-unsearched journal]" in done.stdout
+    assert " hit(s) in the systemd journal" not in done.stdout.split(":", 1)[0]
+
+
+NOBODY_JOURNAL = """
+from qsandbox.launcher.audit import LeakSearch
+print(LeakSearch(None, "x" * 44).journal().line())
+"""
 
 
 @pytest.fixture
@@ -236,7 +281,12 @@ def test_process_argv_and_environment_every_form(docker_client, value):
             text = data.decode().strip()
             procs[(form, "cmdline")] = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", text])
             procs[(form, "environ")] = subprocess.Popen(["sleep", "60"], env={"PATH": os.environ["PATH"], "X": text})
-        time.sleep(0.2)  # exec'd
+        end = time.monotonic() + 30  # each has exec'd: its /proc entry shows its own argv
+        for (_form, part), p in procs.items():
+            want = b"sleep" if part == "environ" else b"import time"
+            while want not in Path(f"/proc/{p.pid}/cmdline").read_bytes():
+                assert time.monotonic() < end, f"process {p.pid} did not exec"
+                time.sleep(0.01)
         sweep = search.processes()
         named = search.processes([p.pid for p in procs.values()], "the controls", "launcher")
     finally:
@@ -324,24 +374,154 @@ def test_an_unreadable_data_root_or_file_is_not_searched_never_zero(docker_clien
     assert "skipped host home /nonexistent: not present on this host" in lines
 
 
-def test_audit_as_a_user_who_cannot_read_the_data_root_fails(image, docker_client, public_dir):
-    """A docker-group member is not root: the audit runs, and says it could not search."""
+@pytest.mark.changes_machine("starts systemd-journald when none runs (stopped after the tests, its files removed)")
+def test_audit_as_an_ordinary_docker_user_is_not_a_pass_while_the_journal_is_unreadable(
+    image, docker_client, public_dir, journald
+):
+    """A docker-group member is not root: with the data root accepted as unreadable, the system
+    journal (not the member's to read) still keeps the audit from passing."""
     if os.getuid() != 0 or not Path(_NOBODY_PYTHON).exists():
         pytest.skip("needs root to drop to nobody, and a system Python")
-    import grp
-
-    try:
-        docker_gid = grp.getgrnam("docker").gr_gid
-    except KeyError:
-        pytest.skip("no docker group")
-    if os.stat("/var/run/docker.sock").st_gid != docker_gid:
-        pytest.skip("the engine's socket is not the docker group's")
+    docker_gid = os.stat("/var/run/docker.sock").st_gid
     done = _as_nobody(
-        _NOBODY_PYTHON, "-m", "qsandbox", "audit", "--path", "success", groups=(docker_gid,), cwd=public_dir
+        _NOBODY_PYTHON,
+        "-m",
+        "qsandbox",
+        "audit",
+        "--path",
+        "success",
+        "--allow-unsearched",
+        "data-root",
+        groups=(docker_gid,),
+        cwd=public_dir,
     )
-    assert done.returncode != 0, done.stdout + done.stderr
-    assert "exit path success: launcher exit 0, 0 hit(s), " in done.stdout, done.stdout + done.stderr
-    assert "NOT SEARCHED engine data root " in done.stdout
-    assert "0 hit(s) in engine data root" not in done.stdout
-    assert "NOT A PASS" in done.stderr and "success: data-root" in done.stderr, done.stderr
-    assert not done.stderr.strip().endswith("audit found 0 hit(s)")
+    out = done.stdout + done.stderr
+    assert done.returncode == 125, out
+    assert "exit path success: launcher exit 0, 0 hit(s), " in done.stdout, out
+    (root,) = [line for line in done.stdout.splitlines() if "engine data root " in line]
+    assert root.strip().startswith("NOT SEARCHED engine data root ") and root.endswith("(accepted: --allow-unsearched)")
+    (journal,) = [line for line in done.stdout.splitlines() if "systemd journal" in line]
+    assert journal.strip().startswith("NOT SEARCHED the systemd journal since the search began: could not read ")
+    assert "0 hit(s) in the systemd journal" not in done.stdout
+    assert "NOT A PASS" in done.stderr and "success: journal" in done.stderr, done.stderr
+    assert "success: data-root" not in done.stderr
+
+
+# -- each search's own control ----------------------------------------------------------------------
+
+
+def test_a_search_blind_to_its_own_control_is_not_searched_anywhere(docker_client, image, value, tmp_path):
+    """The controls are what proves a "0 hits": a search whose needles miss them is NOT SEARCHED in
+    every place it searched, never zero."""
+    search = LeakSearch(docker_client, value, project=tmp_path)
+    search.control_needles = [b"\0matches nothing\0"]
+    search.deadline = 2  # each wait for a control it cannot see ends there
+    marker = f"blind-{secrets.token_hex(6)}"
+    c = docker_client.containers.run(
+        image,
+        entrypoint=["/bin/sh", "-c", "sleep 120", marker],
+        labels={LABEL: marker},
+        network_mode="none",
+        detach=True,
+    )
+    try:
+        places = [*search.live(marker, launcher=os.getpid()), *search.all()]
+    finally:
+        c.remove(force=True)
+    searched = [p for p in places if not p.skipped]
+    assert len(searched) >= 12, [p.line() for p in places]
+    for p in searched:
+        assert p.failed and "its own control was not found" in p.line(), p.line()
+        assert not p.line().startswith("0 hit(s)"), p.line()
+
+
+def test_each_place_says_its_control_was_found(docker_client, image, value, tmp_path):
+    search = LeakSearch(docker_client, value, project=tmp_path)
+    for p in search.all():
+        if not p.skipped:
+            assert p.planted and not p.failed, p.line()
+            assert p.line().startswith("0 hit(s) in ") and f"; control found ({p.planted} planted)" in p.line()
+
+
+# -- compressed files ---------------------------------------------------------------------------------
+
+
+def test_compressed_files_are_searched_decompressed(docker_client, value, tmp_path):
+    import bz2
+    import gzip
+    import lzma
+
+    data = b"x" * 5000 + planted_forms(value)["base64+1"] + b"y" * 5000  # compressible: coded, not stored
+    (tmp_path / "rotated.log.1.gz").write_bytes(gzip.compress(data))
+    (tmp_path / "no-suffix").write_bytes(gzip.compress(data))  # found by its magic, not its name
+    (tmp_path / "a.bz2").write_bytes(bz2.compress(data))
+    (tmp_path / "a.xz").write_bytes(lzma.compress(data))
+    for f in tmp_path.iterdir():
+        assert not any(n in f.read_bytes() for n in LeakSearch(docker_client, value).needles), f  # not readable raw
+    (place,) = [p for p in LeakSearch(docker_client, value, project=tmp_path).host_dirs() if p.key == "project"]
+    assert sorted(place.hits) == sorted(str(f) for f in tmp_path.iterdir()), place.line()
+    assert not place.failed, place.line()
+
+
+def test_a_compressed_file_that_cannot_be_decompressed_is_not_searched(docker_client, value, tmp_path):
+    (tmp_path / "cut.gz").write_bytes(b"\x1f\x8b\x08\x00" + b"\xff" * 40)  # a gzip header, then garbage
+    zstd = tmp_path / "layer.tar.zst"
+    zstd.write_bytes(b"\x28\xb5\x2f\xfd" + os.urandom(64))
+    (place,) = [p for p in LeakSearch(docker_client, value, project=tmp_path).host_dirs() if p.key == "project"]
+    assert place.failed, place.line()
+    assert any(u.startswith(f"{tmp_path / 'cut.gz'} (") for u in place.unreadable), place.line()
+    assert any(u.startswith(f"{zstd} (") for u in place.unreadable), place.line()  # undecodable or no module
+    assert place.line().startswith("NOT SEARCHED project tree ")
+
+
+def test_a_key_only_in_a_git_pack_is_found(docker_client, value, tmp_path):
+    """A commit holding the key, then packed (git gc) and the file deleted: only the pack has it,
+    zlib-compressed; it is read through git cat-file --batch-all-objects."""
+    repo = tmp_path / "repo"
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "notes.txt").write_bytes(b"a line\n" * 200 + planted_forms(value)["literal"])
+    subprocess.run([*git, "add", "notes.txt"], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    subprocess.run([*git, "gc", "-q", "--prune=now"], check=True)
+    (repo / "notes.txt").unlink()
+    packs = list((repo / ".git" / "objects" / "pack").glob("*.pack"))
+    assert packs and not any(value.encode() in p.read_bytes() for p in packs)  # not there raw
+    (place,) = [p for p in LeakSearch(docker_client, value, project=tmp_path).host_dirs() if p.key == "project"]
+    assert [str(p) for p in packs] == [h for h in place.hits if h.endswith(".pack")], place.line()
+    assert not place.failed, place.line()
+
+
+# -- where the engine is ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["ssh://someone@engine.example", "tcp://engine.example:2376"])
+def test_a_remote_engines_host_places_are_not_searched(docker_client, value, tmp_path, url):
+    places = LeakSearch(docker_client, value, project=tmp_path, docker_host=url).all()
+    by_key = {p.key: p for p in places}
+    for key in ("data-root", "engine-run", "engine-host"):
+        line = by_key[key].line()
+        assert line.startswith("NOT SEARCHED "), line
+        assert f"it is on the engine's host ({url}), not this machine" in line
+    # The engine-side view still runs (with its control), and the launcher's own host is searched.
+    assert not by_key["engine-objects"].failed and by_key["engine-objects"].planted, by_key["engine-objects"].line()
+    assert by_key["host-tmp"].name == "launcher host /tmp" and not by_key["host-tmp"].failed
+
+
+def test_the_runtime_dir_of_the_engines_user_is_searched(docker_client, value):
+    """A rootless engine's socket under /run/user/UID: that directory (libpod, exec-root, the
+    engine's runtime state) is a place, with its control."""
+    users = sorted(int(d.name) for d in Path("/run/user").iterdir() if d.name.isdigit() and d.name != str(os.getuid()))
+    if os.getuid() != 0 or not users:
+        pytest.skip("needs root and another user's /run/user/UID (scripts/podman-users.sh makes two)")
+    url = f"unix:///run/user/{users[0]}/podman/podman.sock"
+    search = LeakSearch(docker_client, value, docker_host=url)
+    planted = _plant(Path(f"/run/user/{users[0]}"), value, secrets.token_hex(4))
+    try:
+        places = search.engine_runtime()
+    finally:
+        for p in planted.values():
+            p.unlink()
+    (mine,) = [p for p in places if p.name == f"engine runtime state /run/user/{users[0]}"]
+    assert not mine.failed and mine.planted, mine.line()
+    assert sorted(mine.hits) == sorted(str(p) for p in planted.values()), mine.line()

@@ -25,10 +25,14 @@ def _line(stdout: str, prefix: str) -> str:
 
 
 def _assert_bell(counts: dict[str, int], shots: int) -> None:
+    """A Bell pair's counts, with bounds from the shot count: 00 and 11 each near half of the
+    correlated shots, within six standard deviations of a fair binomial (one false failure in
+    about five hundred million runs); noise leaves a few percent of 01 and 10."""
     assert sum(counts.values()) == shots
     p00, p11 = counts.get("00", 0) / shots, counts.get("11", 0) / shots
-    assert p00 + p11 > 0.9, counts  # noise leaves a few percent of 01 and 10
-    assert 0.4 < p00 < 0.6 and 0.4 < p11 < 0.6, counts
+    assert p00 + p11 > 0.9, counts
+    slack = 6 * (0.25 / shots) ** 0.5 + 0.05  # six sigma of the coin, and the noise's share
+    assert abs(p00 - 0.5) < slack and abs(p11 - 0.5) < slack, (counts, slack)
 
 
 def test_bell_demo_with_a_throwaway_key(image, docker_client):
@@ -49,7 +53,7 @@ def test_bell_with_the_users_key_leaves_no_trace(image, canary, leak_search):
     assert leak_search.all_hits() == []
 
 
-def test_ibm_fleet_names_run_in_seconds(image):
+def test_ibm_fleet_names_run(image):
     """ibm_fez (156 qubits) and ibm_torino (133) by their real names: a Bell pair and an estimator."""
     done = qsandbox("run", "--platform", "local", str(SCRIPTS / "fleet_jobs.py"))
     assert done.returncode == 0, done.stdout + done.stderr
@@ -59,8 +63,7 @@ def test_ibm_fleet_names_run_in_seconds(image):
     counts = json.loads(_line(done.stdout, "counts:"))
     assert sum(counts.values()) == 1000 and (counts.get("00", 0) + counts.get("11", 0)) > 850, counts
     assert float(_line(done.stdout, "torino zz:")) > 0.5
-    assert float(_line(done.stdout, "fez seconds:")) < 15
-    assert float(_line(done.stdout, "torino seconds:")) < 15
+    # How fast (goal < 15 s each): bench/bench.py's `emulator` step, not a timed test.
 
 
 def test_whoami(image):

@@ -32,46 +32,134 @@ DENIED = (
     'rootless engine (README: "Rootless Docker for each user") and point DOCKER_HOST or `docker context use` at it'
 )
 
-# The real CLI with one engine answer faked: the readback disagrees with what was asked for. The
-# run id is fixed so that the engine's events for this run can be told from other runs' on the engine.
-MISMATCH = """
+# The real CLI behind a wrapping docker client: the SDK's create call for this run's sandbox (its
+# name is fixed by the run id, so the engine's events for this run can be told from other runs')
+# goes to the engine with one hardening field altered, as an engine or a plugin that ignores or
+# rewrites an option would leave it. Nothing of qsandbox is patched: the engine really creates
+# the container that way, and the launcher's readback must see it.
+ALTERED_CREATE = """
 import sys
+import docker.api.container
 from qsandbox.launcher import sandbox
-real = sandbox.mismatches
-sandbox.mismatches = lambda s, attrs: [*real(s, attrs), "pids limit: engine has 0, wanted 512 (faked by the test)"]
-run_id = sys.argv.pop(1)
+from qsandbox.launcher.settings import LABEL
+
+field, run_id = sys.argv.pop(1), sys.argv.pop(1)
 sandbox.new_run_id = lambda: run_id
+real = docker.api.container.ContainerApiMixin.create_container
+
+def alter(kw):
+    host = kw["host_config"]
+    if field == "user":
+        kw["user"] = "4242:4242"
+    elif field == "read-only root":
+        host["ReadonlyRootfs"] = False
+    elif field == "privileged":
+        host["Privileged"] = True
+    elif field == "dropped capabilities":
+        host["CapDrop"] = ["NET_RAW"]
+    elif field == "added capabilities":
+        host["CapAdd"] = ["SYS_ADMIN"]
+    elif field == "no-new-privileges":
+        host["SecurityOpt"] = []
+    elif field == "tmpfs mounts":
+        host["Tmpfs"] = {**host["Tmpfs"], "/tmp": "rw,exec,size=1m,mode=1777"}
+    elif field == "core ulimit":
+        host["Ulimits"] = [{"Name": "core", "Soft": 1 << 20, "Hard": 1 << 20}]
+    elif field == "log driver":
+        host["LogConfig"] = {"Type": "json-file", "Config": {}}
+    elif field == "auto-remove":
+        host["AutoRemove"] = False
+    elif field == "ipc mode":
+        host["IpcMode"] = "shareable"
+    elif field == "docker-init":
+        host["Init"] = True
+    elif field == "memory limit":
+        host["Memory"] = host["Memory"] // 2
+    elif field == "memory+swap limit":
+        host["MemorySwap"] = host["Memory"] * 2
+    elif field == "cpu limit":
+        host["NanoCpus"] = 500_000_000
+    elif field == "pids limit":
+        host["PidsLimit"] = 100
+    elif field == "mounts":
+        host["Binds"] = ["/var/empty-qsandbox-test:/mnt:ro"]
+    elif field == "network":
+        host["NetworkMode"] = "none"
+        kw.pop("networking_config", None)
+    elif field == "label":
+        kw["labels"] = {k: v for k, v in kw["labels"].items() if k != LABEL}
+        kw["labels"]["qsandbox.test-run"] = run_id
+    else:
+        raise SystemExit(f"unknown field {field}")
+
+def create_container(self, image, command=None, **kw):
+    if kw.get("name") == f"qsandbox-{run_id}":
+        alter(kw)
+    return real(self, image, command, **kw)
+
+docker.api.container.ContainerApiMixin.create_container = create_container
 from qsandbox.launcher.cli import main
 main()
 """
 
+# Each field the launcher reads back, and the start of the line its refusal names it with.
+READ_BACK = {
+    "user": "user: engine has '4242:4242'",
+    "read-only root": "read-only root: engine has False",
+    "privileged": "privileged: engine has True",
+    "dropped capabilities": "dropped capabilities: engine has ['NET_RAW']",
+    "added capabilities": "added capabilities: engine has ['SYS_ADMIN']",
+    "no-new-privileges": "no-new-privileges: engine has False",
+    "tmpfs mounts": "tmpfs mounts: engine has {",
+    "core ulimit": "core ulimit: engine has (1048576, 1048576)",
+    "log driver": "log driver: engine has 'json-file'",
+    "auto-remove": "auto-remove: engine has False",
+    "ipc mode": "ipc mode: engine has 'shareable'",
+    "docker-init": "docker-init: engine has True",
+    "memory limit": "memory limit: engine has ",
+    "memory+swap limit": "memory+swap limit: engine has ",
+    "cpu limit": "cpu limit: engine has 500000000",
+    "pids limit": "pids limit: engine has 100",
+    "mounts": "mounts: engine has {",
+    "network": "network: engine has 'none'",
+    "label": "run label missing",
+}
 
-def test_hardening_mismatch_destroys_the_sandbox_sends_no_key_and_exits_2(image, docker_client, canary):
-    from qsandbox.launcher.settings import LABEL
 
+@pytest.fixture(scope="module")
+def empty_dir() -> Iterator[None]:
+    Path("/var/empty-qsandbox-test").mkdir(exist_ok=True)
+    yield
+    Path("/var/empty-qsandbox-test").rmdir()
+
+
+@pytest.mark.parametrize("field", list(READ_BACK))
+def test_each_field_the_engine_applies_otherwise_is_refused_before_the_key(
+    image, docker_client, canary, empty_dir, field
+):
+    """The run is refused with exit 2 and one line naming exactly that field; the sandbox was
+    created (its readback was really made) and destroyed, never started: no key went in."""
     since = int(time.time()) - 1
-    run_id = f"mismatch{secrets.token_hex(4)}"
+    run_id = f"altered{secrets.token_hex(4)}"
     done = subprocess.run(
-        [sys.executable, "-c", MISMATCH, run_id, "run", "--token-stdin", str(SCRIPT), "0"],
+        [sys.executable, "-c", ALTERED_CREATE, field, run_id, "run", "--token-stdin", str(SCRIPT), "0"],
         input=canary + "\n",
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
     )
     assert done.returncode == 2, done.stderr
     assert done.stdout == ""
-    assert error_lines(done.stderr) == [
-        "qsandbox: the engine did not apply the sandbox hardening, so no key was sent: "
-        "pids limit: engine has 0, wanted 512 (faked by the test)"
-    ], done.stderr
-    # The sandbox really was created (so its readback was really checked) and destroyed, never started.
-    this_run = {"type": "container", "label": f"{LABEL}={run_id}"}
-    seen = docker_client.events(since=since, until=int(time.time()) + 1, filters=this_run, decode=True)
-    # The sandbox's own events (the run's egress proxy, qsandbox-RUN-egress, starts meanwhile: it
-    # never holds the key, and is removed with the run).
+    (line,) = error_lines(done.stderr)
+    prefix = "qsandbox: the engine did not apply the sandbox hardening, so no key was sent: "
+    assert line.startswith(prefix + READ_BACK[field]), line
+    assert ";" not in line.removeprefix(prefix), f"more than {field} differs: {line}"
+    assert canary not in done.stderr
+    # The engine's own record: created with the altered field, destroyed, never started.
+    seen = docker_client.events(since=since, until=int(time.time()) + 1, filters={"type": "container"}, decode=True)
     actions = [e["Action"] for e in seen if e["Actor"]["Attributes"].get("name") == f"qsandbox-{run_id}"]
     assert "create" in actions and "destroy" in actions and "start" not in actions, actions
-    assert docker_client.containers.list(all=True, filters={"label": this_run["label"]}) == []
+    assert docker_client.containers.list(all=True, filters={"name": f"qsandbox-{run_id}"}) == []
 
 
 def test_missing_image_is_refused_with_exit_2(docker_client, tmp_path, canary, monkeypatch):

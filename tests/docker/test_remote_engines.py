@@ -226,6 +226,31 @@ def _relay_roundtrip(env: dict[str, str], tmp_path: Path, canary: str) -> None:
         server.close()
 
 
+def test_an_audit_over_ssh_marks_the_engine_hosts_places_not_searched(image, sshd):
+    """What an audit on this machine cannot prove of an ssh:// engine's host: its data root,
+    runtime state, temp directories, logs and journal are NOT SEARCHED, with the reason, so the
+    audit is NOT A PASS; the engine's own view (inspect, events, the live sandbox) is searched,
+    each with its control, and so are this machine's places (the launcher's)."""
+    env = _remote_env(DOCKER_HOST=sshd.url, HOME=str(sshd.home), QSANDBOX_SSH_CLIENT="0")
+    done = qsandbox("audit", "--path", "success", env=env, timeout=600)
+    out = done.stdout + done.stderr
+    assert done.returncode == 125, out
+    assert "exit path success: launcher exit 0, 0 hit(s), 3 place(s) NOT SEARCHED" in done.stdout, out
+    reason = f"could not read it from here: it is on the engine's host ({sshd.url}), not this machine"
+    for name, key in (
+        ("engine data root (container dirs, logs, layers)", "data-root"),
+        ("engine runtime state (/run/docker, /run/containerd, ...)", "engine-run"),
+        ("the engine's host: its /tmp, /var/tmp, /dev/shm, /var/log, journal", "engine-host"),
+    ):
+        assert f"  NOT SEARCHED {name}: {reason}" in done.stdout, out
+        assert f"success: {key}" in done.stderr, done.stderr
+    for searched in ("the live sandbox (inspect, top, diff)", "the engine's events since the search began"):
+        (line,) = [x for x in done.stdout.splitlines() if searched in x]
+        assert line.strip().startswith("0 hit(s) in ") and "control found" in line, line
+    assert "0 hit(s) in launcher host /tmp: " in done.stdout, out
+    assert "NOT A PASS" in done.stderr
+
+
 def _ssh_processes(port: int) -> list[str]:
     found = []
     for pid in os.listdir("/proc"):

@@ -19,8 +19,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker
 import pytest
-from conftest import ROOT
+from conftest import ROOT, problems
 
 from qsandbox.launcher.audit import LeakSearch
 
@@ -120,7 +121,14 @@ def test_two_users_with_rootless_podman_cannot_see_each_others_key(users, docker
     alice, bob = users
     keys = {alice.name: secrets.token_urlsafe(33), bob.name: secrets.token_urlsafe(33)}
     began = time.time() - 1
-    search = {u: LeakSearch(docker_client, k, project=Path("/home")) for u, k in keys.items()}
+    # The search of each key runs where that key went: its user's own Podman (its objects, its
+    # storage as the data root, /run/user/UID), with its controls planted there too.
+    search = {
+        u.name: LeakSearch(
+            docker.DockerClient(base_url=u.docker_host), keys[u.name], project=Path("/home"), docker_host=u.docker_host
+        )
+        for u in users
+    }
     runs = {u.name: u.start_run(keys[u.name], SCRIPTS / "sleep_forever.py") for u in users}
     try:
         for p in runs.values():  # both sandboxes now hold their keys at the same time
@@ -163,8 +171,12 @@ def test_two_users_with_rootless_podman_cannot_see_each_others_key(users, docker
         assert p.returncode == 143, err
         assert err.rstrip().endswith("container and secret destroyed (engine confirms)"), err
     for name, s in search.items():
-        hits = [f"{place.name}: {hit}" for place in s.all() for hit in place.hits]
-        assert hits == [], f"{name}'s key left a trace: {hits}"
+        places = s.all()
+        # A place not searched, or searched without finding its own control, is a failure too.
+        assert problems(places) == [], f"{name}'s key: {problems(places)}"
+        searched = {p.name for p in places if not p.skipped}
+        assert any(n.startswith(f"engine data root /home/{name}/") for n in searched), searched  # her storage
+        assert any(n.startswith("engine runtime state /run/user/") for n in searched), searched
 
 
 def test_on_a_shared_rootful_engine_whoever_reaches_it_reads_a_running_key(image, canary):
@@ -256,11 +268,16 @@ def test_audit_on_rootless_podman_and_a_path_not_taken_fails_it(users):
     # (those need `podman unshare`). Accepted by name; everything else must be searched.
     unreadable = ["processes", "launcher", "data-root", "engine-run", "host-tmp", "host-var-log", "host-home"]
     accept = [arg for place in unreadable for arg in ("--allow-unsearched", place)]
+    # From a directory of his own: the project tree's control is planted in the working directory.
+    workdir = SHARED / f"audit-{bob.name}"
+    workdir.mkdir(exist_ok=True)
+    os.chown(workdir, bob.uid, bob.uid)
     done = subprocess.run(
         bob.argv(*audit, "--allow-no-limits", *accept, "--path", "success", "--path", "sigkill"),
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=workdir,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "exit path sigkill: launcher exit -9, 0 hit(s)" in done.stdout

@@ -103,7 +103,8 @@ def test_exit_code_is_passed_through(image, canary, leak_search, docker_client, 
 
 def test_timeout_exits_124_and_destroys(image, canary, leak_search, docker_client, popen):
     marker = secrets.token_hex(8)
-    proc = _start_running(popen, canary, "sleep_forever.py", marker, options=("--timeout", "15"))
+    # Long enough for the live search, controls and all (about 4 s here), on a loaded machine too.
+    proc = _start_running(popen, canary, "sleep_forever.py", marker, options=("--timeout", "30"))
     assert leak_search.live_hits(marker, proc.pid) == []
     run_id = _run_id(docker_client, marker)
     _, err = proc.communicate(timeout=120)
@@ -173,11 +174,11 @@ def test_sigkill_of_launcher_is_a_dead_man_switch(image, canary, leak_search, do
         return [n for n in labelled(docker_client, run_id) if n.startswith("container ")]
 
     assert containers(), "the control: the run's containers are there before they go"
-    while containers() and time.monotonic() - killed < 5:
+    # A deadline, not a speed claim: they must go by themselves (how fast is bench/bench.py's
+    # teardown step, goal <= 2 s); a loaded machine may take longer, a broken switch never.
+    while containers() and time.monotonic() - killed < 120:
         time.sleep(0.05)
-    gone_after = time.monotonic() - killed
-    assert containers() == [], "a container outlived the launcher by 5 s"
-    assert gone_after < 5
+    assert containers() == [], f"a container outlived the launcher by {time.monotonic() - killed:.0f} s"
     # What a killed launcher cannot remove: its run's network (egress), empty now; the next run
     # or `qsandbox sweep` removes it (README). Nothing is attached to it any more.
     left = labelled(docker_client, run_id)
@@ -265,14 +266,14 @@ def test_missing_script_is_a_usage_error(docker_client):
 
 @pytest.mark.skipif(
     bool(os.environ.get("QSANDBOX_TESTS_SHARED_ENGINE")),
-    reason="`qsandbox sweep` removes every labelled object: on a shared engine, other people's live runs",
+    reason="`qsandbox sweep --all` removes every labelled object: on a shared engine, other people's live runs",
 )
 def test_sweep_removes_leftovers(image, docker_client):
     from qsandbox.launcher.settings import LABEL
 
     c = docker_client.containers.create(image, command=["probe"], labels={LABEL: "leftover-test"})
     n = docker_client.networks.create("qsandbox-leftover-test", labels={LABEL: "leftover-test"}, internal=True)
-    done = qsandbox("sweep")
+    done = qsandbox("sweep", "--all", "--yes")  # without --all, only what is older than a minute (test_command_line)
     assert done.returncode == 0, done.stderr
     assert f"removed container {c.name} (run leftover-test)" in done.stdout
     assert "removed network qsandbox-leftover-test (run leftover-test)" in done.stdout
@@ -391,11 +392,16 @@ def test_ctrl_z_says_what_suspending_means_and_a_short_suspension_is_survived(im
         p.send_signal(signal.SIGTSTP)
         line = _next_said(said, 30)
         assert "qsandbox: suspended; the sandbox stops the script if the launcher stays stopped for 20 s" in line, line
-        time.sleep(0.5)
-        assert Path(f"/proc/{p.pid}/stat").read_text().split(") ")[1][0] == "T"  # really stopped
-        time.sleep(4)  # two missed heartbeats: well within the 20 s
+        end = time.monotonic() + 30
+        while Path(f"/proc/{p.pid}/stat").read_text().split(") ")[1][0] != "T":  # really stopped
+            assert time.monotonic() < end, "the launcher said it was suspended but did not stop"
+            time.sleep(0.02)
+        # Durations of the scenario, not waits for something: stopped for 4 s (two missed
+        # heartbeats, well within the 20 s), then running again for 3 s, in which a sandbox that
+        # took the pause for a dead launcher would stop the script (and say so below).
+        time.sleep(4)
         p.send_signal(signal.SIGCONT)
-        time.sleep(3)  # beating again; the sandbox must still be there to take the abort below
+        time.sleep(3)
     finally:
         p.send_signal(signal.SIGCONT)  # a stopped launcher acts on no signal: SIGTERM would only wait
         p.send_signal(signal.SIGTERM)

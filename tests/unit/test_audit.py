@@ -76,3 +76,28 @@ def test_an_absent_place_is_skipped_with_its_reason(tmp_path):
     search = _search(new_canary(), tmp_path)
     place = search._tree("host", "host-tmp", tmp_path / "absent")
     assert place.skipped == "not present on this host" and not place.failed
+
+
+def test_a_place_that_missed_its_control_is_not_searched_and_a_found_one_says_so():
+    place = Place("host /tmp", "host-tmp", searched=4, found={"/tmp/c/literal"})
+    place.expect(["/tmp/c/literal", "/tmp/c/base64+1"])
+    assert place.failed and place.planted == 2
+    assert place.line() == (
+        "NOT SEARCHED host /tmp: its own control was not found: /tmp/c/base64+1 (planted, not found); "
+        "0 hit(s) in the 4 searched [--allow-unsearched host-tmp]"
+    )
+    fine = Place("host /tmp", "host-tmp", searched=4, found={"/tmp/c/literal"})
+    fine.expect(["/tmp/c/literal"])
+    assert not fine.failed and fine.line() == "0 hit(s) in host /tmp: 4 searched; control found (1 planted)"
+
+
+def test_a_file_place_plants_its_control_finds_it_and_removes_it(tmp_path):
+    search = _search(new_canary(), tmp_path)
+    place = search._tree("project tree", "project", tmp_path)
+    assert not place.failed and place.planted == len(planted_forms(search.control)) + 1, place.line()
+    assert place.searched == 0 and list(tmp_path.iterdir()) == []  # the plant is gone, and not counted
+    blind = _search(new_canary(), tmp_path)
+    blind.control_needles = [b"\0nothing\0"]
+    place = blind._tree("project tree", "project", tmp_path)
+    assert place.failed and "its own control was not found" in place.line(), place.line()
+    assert list(tmp_path.iterdir()) == []

@@ -37,7 +37,7 @@ def _attrs(h: Hardening) -> dict:
             "Tmpfs": kw["tmpfs"],
             "Memory": h.memory,
             "MemorySwap": h.memory,
-            "NanoCpus": int(h.cpus * 1e9),
+            "NanoCpus": h.nano_cpus,
             "PidsLimit": h.pids,
             "Ulimits": [{"Name": "core", "Soft": 0, "Hard": 0}],
             "LogConfig": {"Type": "none"},

@@ -148,9 +148,12 @@ def bell(backend, measure: bool = True) -> QuantumCircuit:  # type: ignore[no-un
 
 
 def assert_bell(counts: dict[str, int], shots: int) -> None:
+    """A Bell pair's counts, with a bound from the shot count: 00 within six standard deviations
+    of half (a fair binomial), plus the noise's share; 01 and 10 rare."""
     assert sum(counts.values()) == shots
     assert (counts.get("00", 0) + counts.get("11", 0)) / shots > 0.85, counts
-    assert 0.35 < counts.get("00", 0) / shots < 0.65, counts
+    slack = 6 * (0.25 / shots) ** 0.5 + 0.075
+    assert abs(counts.get("00", 0) / shots - 0.5) < slack, (counts, slack)
 
 
 # -- gaps found by the client's own integration suite -------------------------------------------
@@ -317,10 +320,8 @@ def test_wide_observable_on_27_qubits_runs_and_options_are_recorded(svc):  # typ
     estimator.options.resilience_level = 2
     estimator.options.twirling.enable_gates = True
     estimator.options.dynamical_decoupling.enable = True
-    started = time.monotonic()
     job = estimator.run([(isa, [x_all, z_all])])
-    result = job.result()
-    assert time.monotonic() - started < 30
+    result = job.result(timeout=600)  # a deadline for a hang; speed: bench/bench.py's `emulator`
     evs = result[0].data.evs
     assert evs[0] == 0.0  # X on a qubit left in |0>
     assert 0.75 * expected < evs[1] < 1.02 * expected, (evs[1], expected)
@@ -367,9 +368,7 @@ def test_measuring_every_qubit_of_a_wide_device_runs_in_independent_parts(svc): 
     circuit = bell(backend, measure=False)
     circuit.measure_all()  # after transpiling: every physical qubit is measured
     assert circuit.num_clbits == 27
-    started = time.monotonic()
-    bits = SamplerV2(mode=backend).run([circuit], shots=2000).result()[0].data.meas
-    assert time.monotonic() - started < 60
+    bits = SamplerV2(mode=backend).run([circuit], shots=2000).result(timeout=600)[0].data.meas  # speed: bench/
     array = bits.to_bool_array(order="little")  # column q is physical qubit q
     pair = [circuit.layout.final_index_layout()[i] for i in (0, 1)]
     agree = np.mean(array[:, pair[0]] == array[:, pair[1]])
@@ -516,23 +515,19 @@ def test_fleet_names_gates_and_least_busy(svc):  # type: ignore[no-untyped-def]
     assert svc.least_busy(min_num_qubits=100).name.startswith("ibm_")
 
 
-def test_bell_on_ibm_fez_and_estimator_on_ibm_torino_run_in_seconds(svc):  # type: ignore[no-untyped-def]
+def test_bell_on_ibm_fez_and_estimator_on_ibm_torino(svc):  # type: ignore[no-untyped-def]
     from qiskit_ibm_runtime import EstimatorV2, SamplerV2
 
     fez = svc.backend("ibm_fez")
     circuit = bell(fez)
-    started = time.monotonic()
-    counts = SamplerV2(mode=fez).run([circuit], shots=1000).result()[0].data.meas.get_counts()
-    fez_seconds = time.monotonic() - started
+    counts = SamplerV2(mode=fez).run([circuit], shots=1000).result(timeout=600)[0].data.meas.get_counts()
     assert_bell(counts, 1000)
     torino = svc.backend("ibm_torino")
     circuit = bell(torino, measure=False)
     observables = [SparsePauliOp(p).apply_layout(circuit.layout) for p in ("ZZ", "XX", "ZI")]
-    started = time.monotonic()
-    zz, xx, zi = EstimatorV2(mode=torino).run([(circuit, observables)]).result()[0].data.evs
-    torino_seconds = time.monotonic() - started
+    zz, xx, zi = EstimatorV2(mode=torino).run([(circuit, observables)]).result(timeout=600)[0].data.evs
     assert zz > 0.5 and xx > 0.5 and abs(zi) < 0.25  # ideal 1, 1, 0; torino's pair is noisy
-    assert fez_seconds < 15 and torino_seconds < 15, (fez_seconds, torino_seconds)
+    # How fast (goal < 15 s each): bench/bench.py's `emulator` step, not a timed test.
 
 
 # -- a queue like a busy device's ---------------------------------------------------------------

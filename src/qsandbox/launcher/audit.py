@@ -5,25 +5,37 @@ the live sandbox as the engine describes it (inspect, processes, filesystem diff
 container, the engine's events so far, and every host process's argv and environment (the
 launcher's above all). After the run: the engine's view of every object (`docker inspect`, image
 history), the engine's data root (container directories, logs, every layer), the engine's runtime
-state (`/run/docker`, `/run/containerd`, `/var/lib/containerd`), the journal, the host's temp
-directories and home, the working tree, and the run's own output (which is redacted).
+state (`/run/docker`, `/run/containerd`, `/var/lib/containerd`, `/run/user/UID`), the journal, the
+host's temp directories and home, the working tree, and the run's own output (which is redacted).
 
 Every form of the key is searched for: literal, URL-encoded, and base64 and base64url at each of
 base64's three alignments. A file is read when its content or metadata changed since the search
 began (mtime or ctime: a copy that keeps its old mtime still gets a new ctime); unchanged files
-are counted, not read. Files are read whole, in chunks.
+are counted, not read. Files are read whole, in chunks; compressed ones (gzip, bzip2, xz, zstd
+where a module reads it) decompressed too, git packs object by object.
+
+Every search plants its own positive control in the same call, where it looks: a second canary
+(files in each file place, containers, a network and a volume for the engine's views, processes for
+argv and environment, entries for the journal). A place whose control is not found was not really
+searched, whatever it read.
 
 A place is searched, skipped (it does not exist here, with the reason), or NOT SEARCHED (it, or
-something in it that may have changed during the run, could not be read). Zero hits counts only
-for places searched: a place not searched fails the audit unless the caller accepted it by name.
+something in it that may have changed during the run, could not be read; or its control was not
+found; or it is on a remote engine's host). Zero hits counts only for places searched: a place not
+searched fails the audit unless the caller accepted it by name.
 """
 
 from __future__ import annotations
 
 import base64
+import bz2
 import errno
+import gzip
+import importlib
+import lzma
 import os
 import secrets
+import shutil
 import signal
 import stat
 import string
@@ -43,8 +55,8 @@ import docker
 import docker.errors
 
 from ..common.errors import QsandboxError, UsageError
-from . import localplatform, sandbox
-from .settings import IMAGE_REPOSITORY, LABEL, VENV_PYTHON
+from . import engine, localplatform, sandbox
+from .settings import IMAGE, IMAGE_REPOSITORY, LABEL, VENV_PYTHON
 
 # Exit paths a run can take. engine-restart runs a command the caller gives (it needs to know how
 # its engine is managed, and it disturbs every other user of the engine), so it is opt-in.
@@ -63,7 +75,7 @@ EXPECTED_EXIT = {
     ENGINE_RESTART: 125,
 }
 _SIGNALS = {"sigint": signal.SIGINT, "sigterm": signal.SIGTERM, "sighup": signal.SIGHUP, "sigkill": signal.SIGKILL}
-TIMEOUT_SECONDS = 10  # the timeout path: long enough to inspect the live sandbox before it fires
+TIMEOUT_SECONDS = 30  # the timeout path: long enough to search the live sandbox, controls and all, before it fires
 # Filesystems with nothing a key could be written into; a mount of one inside a place is left out.
 _PSEUDO_FS = {
     "proc", "sysfs", "nsfs", "cgroup", "cgroup2", "devpts", "mqueue", "debugfs", "tracefs",
@@ -75,7 +87,7 @@ _CHUNK = 1 << 20
 PLACE_KEYS = (
     "live-container", "live-engine", "engine-events", "processes", "launcher", "engine-objects",
     "data-root", "engine-run", "journal", "host-tmp", "host-var-tmp", "host-dev-shm", "host-var-log",
-    "host-home", "project", "output", "leftovers",
+    "host-home", "project", "engine-host", "output", "leftovers",
 )  # fmt: skip
 
 AUDIT_SCRIPT = """
@@ -83,6 +95,7 @@ import os, sys, time
 from qiskit_ibm_runtime.accounts import AccountManager
 key = AccountManager.get().token
 print("key:", key, flush=True)                      # must come out redacted
+print("control:", sys.argv[3], flush=True)           # not the key: comes out whole, the output's control
 open("/tmp/scratch.txt", "w").write(key)             # tmpfs: gone with the container
 if sys.argv[1] in ("success", "error"):
     print("holding", flush=True)                     # the audit inspects the live sandbox now
@@ -151,11 +164,20 @@ class Place:
     skipped: str = ""  # not there to search, and why (not a failure)
     unreadable: list[str] = field(default_factory=list)  # could not be read: the place is NOT searched
     left_out: Counter[str] = field(default_factory=Counter)  # left out by design, by reason
+    planted: int = 0  # controls planted in this very search
+    missed: list[str] = field(default_factory=list)  # controls planted and not found: NOT searched
+    found: set[str] = field(default_factory=set)  # where the search saw the control (not hits)
 
     @property
     def failed(self) -> bool:
-        """Not searched (wholly or in part): its zero hits prove nothing."""
-        return bool(self.unreadable)
+        """Not searched (wholly or in part), or blind to its own control: its zero hits prove nothing."""
+        return bool(self.unreadable or self.missed)
+
+    def expect(self, planted: Iterable[str]) -> None:
+        """Each of `planted` must be among what the search saw of the control; the rest are missed."""
+        wanted = list(planted)
+        self.planted += len(wanted)
+        self.missed += [f"{w} (planted, not found)" for w in wanted if w not in self.found]
 
     def line(self) -> str:
         """One line of audit output; a place not searched never reads as '0 hit(s)'."""
@@ -165,15 +187,20 @@ class Place:
         left = "; left out: " + ", ".join(f"{n} {why}" for why, n in sorted(self.left_out.items()))
         left = left if self.left_out else ""
         if self.failed:
-            shown = ", ".join(self.unreadable[:3]) + (
-                f" and {len(self.unreadable) - 3} more" if len(self.unreadable) > 3 else ""
-            )
+            reasons = []
+            if self.unreadable:
+                more = f" and {len(self.unreadable) - 3} more" if len(self.unreadable) > 3 else ""
+                reasons.append(f"could not read {', '.join(self.unreadable[:3])}{more}")
+            if self.missed:
+                more = f" and {len(self.missed) - 3} more" if len(self.missed) > 3 else ""
+                reasons.append(f"its own control was not found: {', '.join(self.missed[:3])}{more}")
             return (
-                f"NOT SEARCHED {self.name}: could not read {shown}; "
+                f"NOT SEARCHED {self.name}: {'; '.join(reasons)}; "
                 f"{len(self.hits)} hit(s) in the {self.searched} searched{detail}{left}"
                 + (f" [--allow-unsearched {self.key}]" if self.key else "")
             )
-        return f"{len(self.hits)} hit(s) in {self.name}: {self.searched} searched{detail}{left}"
+        control = f"; control found ({self.planted} planted)" if self.planted else ""
+        return f"{len(self.hits)} hit(s) in {self.name}: {self.searched} searched{detail}{control}{left}"
 
 
 def _mount_types() -> dict[str, str]:
@@ -210,46 +237,179 @@ def _changed(st: os.stat_result, since: float) -> bool:
     return max(st.st_mtime, st.st_ctime) >= since
 
 
-class LeakSearch:
-    """Searches every place the canary might land, for everything written since it was created."""
+def control_value() -> str:
+    """The control: a second canary, planted by each search where it looks and never a leak. It
+    ends in characters URL-encoding changes, so its URL-encoded form differs from its literal one."""
+    return canary()[:41] + "+/="
 
-    def __init__(self, client: docker.DockerClient, value: str, project: Path | None = None) -> None:
+
+def _zstd_reader(f: Any) -> Any:
+    """A reader of zstd-compressed `f`, or None when this Python has no zstd module."""
+    try:
+        return importlib.import_module("compression.zstd").ZstdFile(f)  # Python 3.14
+    except ImportError:
+        pass
+    try:
+        return importlib.import_module("zstandard").ZstdDecompressor().stream_reader(f)
+    except ImportError:
+        return None
+
+
+_COMPRESSED = (
+    (b"\x1f\x8b\x08", "gzip", lambda f: gzip.GzipFile(fileobj=f)),
+    (b"BZh", "bzip2", lambda f: bz2.BZ2File(f)),
+    (b"\xfd7zXZ\x00", "xz", lambda f: lzma.LZMAFile(f)),
+    (b"\x28\xb5\x2f\xfd", "zstd", _zstd_reader),
+)
+_OLD = 946684800  # 2000-01-01: the mtime a copy (cp -p, tar, copy2) may keep; a plant carries it
+_DEADLINE = 20.0  # how long a search waits for the engine or journald to show its control
+
+
+class LeakSearch:
+    """Searches every place the canary might land, for everything written since it was created.
+
+    Every search plants its own control in the same call, where it looks (files in each file
+    place, containers, a network and a volume for the engine's views, processes for argv and
+    environment, entries for the journal), and a place whose control is not found is NOT SEARCHED.
+    The control is a second canary: the needles of both come from `encodings`, so a search that
+    finds the control's forms would find the key's.
+    """
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        value: str,
+        project: Path | None = None,
+        image: str = IMAGE,
+        docker_host: str | None = None,
+    ) -> None:
         self.client = client
         self.needles = encodings(value)
-        self._overlap = max(len(n) for n in self.needles)
+        self.control = control_value()
+        self.control_needles = encodings(self.control)
+        self._overlap = max(len(n) for n in [*self.needles, *self.control_needles])
         self.since = time.time() - 1
         self.project = project or Path.cwd()
+        self.image = image  # the control containers' (an image the engine has)
+        # Where the engine is (DOCKER_HOST's spelling; by default as docker.from_env() finds it). An
+        # engine on another host: what it writes there cannot be read from here.
+        configured = engine.configured_host(os.environ) if docker_host is None else (docker_host, None)
+        self.docker_host = configured[0] if configured else None
+        self.remote = engine.remote_url({"DOCKER_HOST": self.docker_host} if self.docker_host else {})
         self.run_ids: list[str] = []  # of the live sandboxes found (live_container)
+        self.deadline = _DEADLINE  # seconds to wait for the engine or journald to show a control
 
     # -- matching --------------------------------------------------------------------------------
 
     def _grep(self, data: bytes) -> bool:
         return any(n in data for n in self.needles)
 
-    def _grep_stream(self, f: Any) -> bool:
+    def _scan(self, data: bytes) -> int:
+        """1 when `data` holds a form of the key, 2 when it holds one of the control's; or both."""
+        return int(self._grep(data)) | (2 if any(n in data for n in self.control_needles) else 0)
+
+    def _scan_stream(self, f: Any) -> int:
         tail = b""
+        found = 0
         while chunk := f.read(_CHUNK):
             data = tail + chunk
-            if self._grep(data):
-                return True
+            found |= self._scan(data)
             tail = data[-self._overlap :]
-        return False
+        return found
+
+    def _json_scan(self, obj: Any, where: str) -> tuple[list[str], list[str]]:
+        """Paths (like `Config.Env[2]`) of every string in `obj` holding a form of the key, and of
+        every one holding a form of the control."""
+        if isinstance(obj, dict):
+            hits: list[str] = []
+            control: list[str] = []
+            for k, v in obj.items():
+                for h, c in (self._json_scan(k, f"{where}.{k} (the name)"), self._json_scan(v, f"{where}.{k}")):
+                    hits += h
+                    control += c
+            return hits, control
+        if isinstance(obj, list | tuple):
+            hits, control = [], []
+            for i, v in enumerate(obj):
+                h, c = self._json_scan(v, f"{where}[{i}]")
+                hits += h
+                control += c
+            return hits, control
+        if obj is None or isinstance(obj, bool | int | float):
+            return [], []
+        found = self._scan(obj if isinstance(obj, bytes) else str(obj).encode())
+        return ([where.lstrip(".")] if found & 1 else []), ([where.lstrip(".")] if found & 2 else [])
 
     def _json_hits(self, obj: Any, where: str) -> list[str]:
-        """Paths (like `Config.Env[2]`) of every string in `obj` holding a form of the key."""
-        if isinstance(obj, dict):
-            hits = []
-            for k, v in obj.items():
-                hits += self._json_hits(k, f"{where}.{k} (the name)") + self._json_hits(v, f"{where}.{k}")
-            return hits
-        if isinstance(obj, list | tuple):
-            return [h for i, v in enumerate(obj) for h in self._json_hits(v, f"{where}[{i}]")]
-        if obj is None or isinstance(obj, bool | int | float):
-            return []
-        data = obj if isinstance(obj, bytes) else str(obj).encode()
-        return [where.lstrip(".")] if self._grep(data) else []
+        return self._json_scan(obj, where)[0]
 
     # -- files -------------------------------------------------------------------------------------
+
+    def _read(self, place: Place, path: str, name: str, git_dirs: dict[str, int | str]) -> int | None:
+        """What the file at `path` holds (`_scan`), decompressed when it is compressed; None when it
+        is gone. A file that cannot be read, or decompressed, makes the place NOT SEARCHED."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            place.unreadable.append(f"{path} ({e.strerror})")
+            return None
+        with os.fdopen(fd, "rb") as f:
+            try:
+                found = self._scan_stream(f)
+                f.seek(0)
+                head = f.read(8)
+                if "/.git/objects/" in path and len(name) == 38:  # a loose git object: zlib
+                    f.seek(0)
+                    found |= self._scan(zlib.decompress(f.read()))
+                for magic, kind, reader in _COMPRESSED:
+                    if head.startswith(magic):
+                        f.seek(0)
+                        inner = reader(f)
+                        if inner is None:
+                            place.unreadable.append(f"{path} ({kind}-compressed, and no {kind} module here)")
+                            return None
+                        with inner:
+                            found |= self._scan_stream(inner)
+                        place.left_out[f"{kind} file(s) searched decompressed too"] += 1
+                if head.startswith(b"PACK") and name.endswith(".pack") and "/objects/pack/" in path:
+                    found |= self._git_objects(place, path, git_dirs)
+            except OSError as e:  # includes gzip's BadGzipFile; EOFError: a truncated stream
+                place.unreadable.append(f"{path} ({e.strerror or e})")
+                return None
+            except (EOFError, zlib.error, lzma.LZMAError, ValueError) as e:
+                place.unreadable.append(f"{path} (could not decompress it: {e})")
+                return None
+        return found
+
+    def _git_objects(self, place: Place, pack: str, git_dirs: dict[str, int | str]) -> int:
+        """Every object of the repository a pack file belongs to, through `git cat-file` (once per
+        repository per search): a pack holds them compressed, and as deltas."""
+        git_dir = str(Path(pack).parents[2])
+        if git_dir not in git_dirs:
+            argv = [
+                "git",
+                "-c",
+                "safe.directory=*",
+                f"--git-dir={git_dir}",
+                "cat-file",
+                "--batch-all-objects",
+                "--batch",
+            ]
+            try:
+                with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as p:
+                    assert p.stdout is not None and p.stderr is not None
+                    found = self._scan_stream(p.stdout)
+                    err = p.stderr.read()
+                git_dirs[git_dir] = found if p.returncode == 0 else f"git cat-file exit {p.returncode}: {err[:200]!r}"
+            except OSError as e:
+                git_dirs[git_dir] = f"git cat-file: {e}"
+        result = git_dirs[git_dir]
+        if isinstance(result, str):
+            raise OSError(0, f"its repository's objects could not be read ({result})")
+        place.left_out["git pack(s) searched object by object too"] += 1
+        return result
 
     def _files(
         self,
@@ -264,10 +424,13 @@ class LeakSearch:
         Unchanged files are counted as left out. A directory that cannot be listed, or a changed
         file that cannot be read, makes the place NOT SEARCHED. Mounts of pseudo filesystems, and
         a running container's merged overlay view (made of layers searched on their own), are left
-        out and counted.
+        out and counted. Compressed files (gzip, bzip2, xz, zstd where a module reads it) are
+        searched decompressed too, git packs object by object; one that cannot be decompressed
+        makes the place NOT SEARCHED. Files holding the control go to `place.found`.
         """
         mounts = _mount_types() if mounts is None else mounts
         skip = set(skip_dirs)
+        git_dirs: dict[str, int | str] = {}
         stack = [root]
         while stack:
             d = stack.pop()
@@ -304,24 +467,37 @@ class LeakSearch:
                 if changed_only and not _changed(st, self.since):
                     place.left_out["file(s) unchanged since the search began"] += 1
                     continue
-                try:
-                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-                    with os.fdopen(fd, "rb") as f:
-                        hit = self._grep_stream(f)
-                    if not hit and "/.git/objects/" in path and len(entry.name) == 38:
-                        hit = self._grep(zlib.decompress(Path(path).read_bytes()))  # a loose git object
-                except FileNotFoundError:
-                    continue
-                except zlib.error:
-                    hit = False
-                except OSError as e:
-                    place.unreadable.append(f"{path} ({e.strerror})")
+                found = self._read(place, path, entry.name, git_dirs)
+                if found is None:
                     continue
                 place.searched += 1
-                if hit:
+                if found & 1:
                     place.hits.append(path)
+                if found & 2:
+                    place.found.add(path)
 
-    def _tree(self, name: str, key: str, root: Path, skip_dirs: Iterable[str] = (), **kw: Any) -> Place:
+    def _plant_files(self, place: Place, directory: Path) -> Path | None:
+        """The control in `directory`: a new directory holding one file per form (each with an
+        mtime far in the past, as a copy keeps it; its ctime is now) and one gzip-compressed."""
+        planted = directory / f"qsandbox-control-{secrets.token_hex(6)}"
+        try:
+            planted.mkdir(mode=0o700)
+            for form, data in planted_forms(self.control).items():
+                p = planted / form
+                p.write_bytes(b"text before\n" + data + b"text after\n")
+                os.utime(p, (_OLD, _OLD))
+            (planted / "gzip.gz").write_bytes(gzip.compress(planted_forms(self.control)["literal"]))
+        except OSError as e:
+            shutil.rmtree(planted, ignore_errors=True)
+            place.planted += 1
+            place.missed.append(f"the control for {directory} (could not plant it: {e.strerror})")
+            return None
+        return planted
+
+    def _tree(
+        self, name: str, key: str, root: Path, skip_dirs: Iterable[str] = (), plant_in: Path | None = None, **kw: Any
+    ) -> Place:
+        """A file place: its control planted (in `plant_in`, else in `root`), then searched."""
         place = Place(f"{name} {root}", key)
         try:
             st = root.stat()
@@ -334,15 +510,109 @@ class LeakSearch:
         if not stat.S_ISDIR(st.st_mode):
             place.skipped = "not a directory"
             return place
-        self._files(place, root, skip_dirs, **kw)
+        planted = self._plant_files(place, plant_in or root)
+        try:
+            self._files(place, root, skip_dirs, **kw)
+        finally:
+            if planted is not None:
+                shutil.rmtree(planted, ignore_errors=True)
+        if planted is not None:
+            names = [*planted_forms(self.control), "gzip.gz"]
+            place.expect(str(planted / n) for n in names)
+            place.searched -= len(names)  # the controls are not what was searched for the key
+            if str(planted / "gzip.gz") in place.found:
+                place.left_out["gzip file(s) searched decompressed too"] -= 1
+                place.left_out += Counter()  # drops a count that fell to zero
         return place
+
+    def _remote_place(self, name: str, key: str) -> Place:
+        return Place(
+            name,
+            key,
+            unreadable=[f"it from here: it is on the engine's host ({self.remote}), not this machine; search it there"],
+        )
+
+    # -- the control in the engine -----------------------------------------------------------------
+
+    def _control_labels(self) -> dict[str, str]:
+        return {f"qsandbox.control.{form}": d.decode().strip() for form, d in planted_forms(self.control).items()}
+
+    def _control_container(self, run: bool) -> tuple[str, str]:
+        """A container carrying every form of the control in its entrypoint's argv, environment and
+        labels, its name (base64url form), and, once running, a file whose name holds the URL-encoded
+        form (the filesystem diff). Returns its id and its marker (in its command)."""
+        forms = {form: d.decode().strip() for form, d in planted_forms(self.control).items()}
+        marker = f"qsandbox-control-{secrets.token_hex(6)}"
+        url = forms["url-encoded"]
+        api = self.client.api
+        created = api.create_container(
+            self.image,
+            command=[marker, *forms.values()],
+            entrypoint=["/bin/sh", "-c", 'touch "/tmp/$1"; sleep 600; exit 0', "sh", url],
+            environment={f"QSANDBOX_CONTROL_{i}": v for i, v in enumerate(forms.values())},
+            labels={LABEL: marker, **self._control_labels()},
+            name=f"qsandbox-control-{forms['base64url+0'].split(':', 1)[1].rstrip('=')}-{marker[-12:]}",
+            host_config=api.create_host_config(network_mode="none"),
+        )
+        cid = str(created["Id"])
+        if run:
+            try:
+                api.start(cid)
+            except docker.errors.DockerException:
+                self._remove_container(cid)
+                raise
+        return cid, marker
+
+    def _remove_container(self, cid: str) -> None:
+        try:
+            self.client.api.remove_container(cid, force=True)
+        except docker.errors.DockerException:
+            pass  # gone already; a container left would show in the leftovers of the tests' session
 
     # -- after the run -----------------------------------------------------------------------------
 
     def engine_objects(self) -> Place:
+        """Every container, network and volume, and qsandbox's images with their history, as the
+        engine describes them. Its control: a container, a network and a volume carrying the
+        control's forms (environment, labels), made in the same call."""
         place = Place(
             "docker inspect (containers, networks, volumes, qsandbox images and their history)", "engine-objects"
         )
+        api = self.client.api
+        planted: list[tuple[str, str]] = []  # (kind, id or name)
+        tag = f"qsandbox-control-{secrets.token_hex(6)}"
+        try:
+            try:
+                planted.append(("container", self._control_container(run=False)[0]))
+                planted.append(
+                    ("network", str(api.create_network(tag, labels=self._control_labels(), internal=True)["Id"]))
+                )
+                planted.append(("volume", str(api.create_volume(tag, labels=self._control_labels())["Name"])))
+            except docker.errors.DockerException as e:
+                place.planted += 1
+                place.missed.append(f"the control objects (could not make them: {e})")
+            blobs = self._engine_blobs(place)
+        finally:
+            for kind, ident in planted:
+                try:
+                    if kind == "container":
+                        self._remove_container(ident)
+                    elif kind == "network":
+                        api.remove_network(ident)
+                    else:
+                        api.remove_volume(ident, force=True)
+                except docker.errors.DockerException:
+                    pass
+        for k, v in blobs.items():
+            hits, control = self._json_scan(v, "")
+            place.hits += [f"{k} {h}" for h in hits]
+            if control:
+                place.found.add(k)
+        place.searched = len(blobs) - len(planted)
+        place.expect(f"{kind} {ident[:12] if kind == 'container' else tag}" for kind, ident in planted)
+        return place
+
+    def _engine_blobs(self, place: Place) -> dict[str, Any]:
         api = self.client.api
         blobs: dict[str, Any] = {}
         try:
@@ -362,52 +632,92 @@ class LeakSearch:
                 blobs[f"image {i['Id'][7:19]}"] = [api.inspect_image(i["Id"]), api.history(i["Id"])]  # type: ignore[no-untyped-call]
         except docker.errors.DockerException as e:
             place.unreadable.append(f"the engine's API ({e})")
-        place.searched = len(blobs)
-        place.hits = [f"{k} {h}" for k, v in blobs.items() for h in self._json_hits(v, "")]
-        return place
+        return blobs
 
     def data_root(self) -> Place:
         """Everything in the engine's data root that changed: containers, logs, every layer.
 
         Whole layers are walked, not only layers made during the run: a write deep inside an
-        existing layer leaves its top directory's times alone.
+        existing layer leaves its top directory's times alone. The control goes into its tmp/.
         """
+        if self.remote:
+            return self._remote_place("engine data root (container dirs, logs, layers)", "data-root")
         try:
             root = Path(self.client.info().get("DockerRootDir") or "/var/lib/docker")
         except docker.errors.DockerException as e:
             return Place("engine data root", "data-root", unreadable=[f"the engine's info ({e})"])
-        place = self._tree("engine data root", "data-root", root)
+        tmp = root / "tmp"
+        place = self._tree("engine data root", "data-root", root, plant_in=tmp if os.path.isdir(tmp) else None)
         place.name += " (container dirs, logs, layers)"
         if place.skipped:  # the engine says its data lives there: absent is not "nothing to find"
             place.unreadable.append(f"{root} ({place.skipped})")
             place.skipped = ""
         return place
 
+    def runtime_dirs(self) -> list[Path]:
+        """The engine's and containerd's state outside the data root; the runtime directory
+        (/run/user/UID: rootless Podman's and rootless Docker's state, libpod, exec-root) of this
+        user and of the user whose engine socket lives under /run/user."""
+        dirs = [Path("/run/docker"), Path("/run/containerd"), Path("/var/lib/containerd")]
+        uids = [os.getuid()]
+        if self.docker_host and self.docker_host.startswith("unix:///run/user/"):
+            owner = self.docker_host[len("unix:///run/user/") :].split("/", 1)[0]
+            if owner.isdigit():
+                uids.append(int(owner))
+        dirs += [Path(f"/run/user/{uid}") for uid in dict.fromkeys(uids)]
+        return dirs
+
     def engine_runtime(self) -> list[Place]:
-        """The engine's and containerd's state outside the data root, when present."""
-        return [
-            self._tree("engine runtime state", "engine-run", Path(d), changed_only=False)
-            for d in ("/run/docker", "/run/containerd", "/var/lib/containerd")
-        ]
+        """The engine's runtime state (runtime_dirs), when present; each with its control."""
+        if self.remote:
+            return [self._remote_place("engine runtime state (/run/docker, /run/containerd, ...)", "engine-run")]
+        return [self._tree("engine runtime state", "engine-run", d, changed_only=False) for d in self.runtime_dirs()]
 
     def journal(self) -> Place:
+        """The systemd journal since the search began, as `journalctl` exports it, with control
+        entries logged in the same call. NOT SEARCHED when any journal file is not ours to read:
+        journalctl then shows only what it could open (a user's own entries, where the control
+        lands too), and says so only on stderr."""
         place = Place("the systemd journal since the search began", "journal")
+        if self.remote:
+            place.name = "this machine's systemd journal since the search began (the launcher's)"
         if not Path("/run/systemd/journal/socket").exists():
             place.skipped = "no journald running here (/run/systemd/journal/socket absent)"
             return place
-        argv = ["journalctl", "--no-pager", "-q", "-o", "export", f"--since=@{int(self.since)}"]
-        try:
-            done = subprocess.run(argv, capture_output=True, timeout=120)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            place.unreadable.append(f"journalctl ({e})")
-            return place
-        if done.returncode != 0:
-            place.unreadable.append(
-                f"journalctl (exit {done.returncode}: {done.stderr.decode(errors='replace')[:200]})"
-            )
-            return place
-        place.searched = done.stdout.count(b"\n__CURSOR=") + done.stdout.startswith(b"__CURSOR=")
-        if self._grep(done.stdout):
+        place.unreadable += _unreadable_journal_files()
+        tag = f"qsandbox-control-{secrets.token_hex(6)}"
+        forms = planted_forms(self.control)
+        for data in forms.values():
+            try:
+                subprocess.run(["systemd-cat", "-t", tag], input=data, check=True, capture_output=True, timeout=30)
+            except (OSError, subprocess.SubprocessError) as e:
+                place.planted += 1
+                place.missed.append(f"a control entry (systemd-cat: {e})")
+                return place
+        argv = ["journalctl", "--no-pager", "-o", "export", f"--since=@{int(self.since)}"]
+        end = time.monotonic() + self.deadline
+        while True:
+            try:
+                done = subprocess.run(argv, capture_output=True, timeout=120)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                place.unreadable.append(f"journalctl ({e})")
+                return place
+            if done.returncode != 0 or done.stderr.strip():
+                # Without -q journalctl says what it could not read ("No journal files were opened
+                # due to insufficient permissions", "you are currently not seeing messages from
+                # other users and the system", a truncated file): each is a part not searched.
+                said = done.stderr.decode(errors="replace").strip().splitlines()[:2]
+                place.unreadable.append(f"journalctl (exit {done.returncode}: {' / '.join(said)[:300]})")
+                return place
+            entries = done.stdout.split(b"\n\n")
+            mine = [e for e in entries if f"\nSYSLOG_IDENTIFIER={tag}\n".encode() in b"\n" + e + b"\n"]
+            place.found = {f"{tag} entry {i}" for i, e in enumerate(mine) if self._scan(e) & 2}
+            if len(place.found) >= len(forms) or time.monotonic() > end:
+                break
+            time.sleep(0.2)  # journald writes the entries a moment after systemd-cat hands them over
+        place.searched = len([e for e in entries if e.strip()]) - len(mine)
+        place.expect(f"{tag} entry {i}" for i in range(len(forms)))
+        if any(self._grep(e) for e in entries):
             place.hits.append("journal entries")
         return place
 
@@ -415,10 +725,15 @@ class LeakSearch:
         places = []
         keys = {"/tmp": "host-tmp", "/var/tmp": "host-var-tmp", "/dev/shm": "host-dev-shm", "/var/log": "host-var-log"}  # noqa: S108
         mounts = _mount_types()
+        host = "launcher host" if self.remote else "host"  # a remote engine's own host: engine-host
         for d, key in keys.items():
-            places.append(self._tree("host", key, Path(d), mounts=mounts))
-        places.append(self._tree("host home", "host-home", Path.home(), mounts=mounts))
+            places.append(self._tree(host, key, Path(d), mounts=mounts))
+        places.append(self._tree(f"{host} home", "host-home", Path.home(), mounts=mounts))
         places.append(self._tree("project tree", "project", self.project, mounts=mounts))
+        if self.remote:
+            places.append(
+                self._remote_place("the engine's host: its /tmp, /var/tmp, /dev/shm, /var/log, journal", "engine-host")
+            )
         return places
 
     def all(self) -> list[Place]:
@@ -432,47 +747,134 @@ class LeakSearch:
 
         Inspect (Config.Env, Cmd, Entrypoint, Labels, Name, HostConfig, Mounts, everything), its
         processes (`top`) and its filesystem changes (`diff`). Not found running: NOT SEARCHED.
+        Its control: a running container, labelled as a sandbox is, carrying the control in each of
+        those (a file named after it for `diff`), found by the same listing in the same call.
         """
         place = Place("the live sandbox (inspect, top, diff)", "live-container")
-        api = self.client.api
         try:
-            found = [c for c in api.containers(filters={"label": LABEL}) if marker in (c.get("Command") or "")]
-            for c in found:
+            control, control_marker = self._control_container(run=True)
+        except docker.errors.DockerException as e:
+            place.planted += 1
+            place.missed.append(f"the control container (could not start it: {e})")
+            control, control_marker = "", ""
+        try:
+            end = time.monotonic() + self.deadline
+            while True:  # until the engine shows the control everywhere (its process, its file)
+                attempt = Place(place.name, place.key, planted=place.planted, missed=list(place.missed))
+                ids = self._live_container(attempt, marker, control, control_marker)
+                if not control or {"top", "diff"} <= attempt.found or attempt.unreadable or time.monotonic() > end:
+                    break
+                time.sleep(0.2)
+        finally:
+            if control:
+                self._remove_container(control)
+        self.run_ids += ids
+        if control:
+            wanted = ["Config.Env", "Config.Labels", "Config.Entrypoint", "Config.Cmd", "Name", "top", "diff"]
+            attempt.expect(w for w in wanted if f"{w} (the engine could not give it)" not in attempt.left_out)
+        return attempt
+
+    def _live_container(self, place: Place, marker: str, control: str, control_marker: str) -> list[str]:
+        api = self.client.api
+        run_ids: list[str] = []
+        try:
+            listed = api.containers(filters={"label": LABEL})
+            found = [c for c in listed if marker in (c.get("Command") or "")]
+            mine = [c for c in listed if control and control_marker in (c.get("Command") or "")]
+            if control and not mine:
+                place.missed.append("the control container (not listed running with the sandboxes' label)")
+            for c in [*found, *mine]:
+                is_control = c["Id"] == control
                 attrs = api.inspect_container(c["Id"])
-                self.run_ids.append(str((attrs["Config"].get("Labels") or {}).get(LABEL)))
-                place.searched += 1
-                place.hits += [f"container {c['Id'][:12]} {h}" for h in self._json_hits(attrs, "")]
+                parts: list[tuple[str, Any]] = [("", attrs)]
                 # ps cuts each command line to its terminal width unless told not to (-ww).
                 top = lambda cid: api.top(cid, ps_args="-ef -ww")  # noqa: E731 - a one-line adapter
                 for what, call in (("top", top), ("diff", api.diff)):
                     try:
-                        data = call(c["Id"])
+                        parts.append((what, call(c["Id"])))
                     except (docker.errors.APIError, ValueError):
                         # Rootless Podman on cgroup v1 answers `top` with no JSON. The processes
                         # are still searched from the host (argv, environment): said, not hidden.
                         place.left_out[f"{what} (the engine could not give it)"] += 1
+                for what, data in parts:
+                    hits, seen = self._json_scan(data, what)
+                    if is_control:  # where it was seen: Config.Env, Config.Labels, Name, top, diff, ...
+                        place.found |= {what or ".".join(s.split("[", 1)[0].split(".")[:2]) for s in seen}
                         continue
-                    place.hits += [f"container {c['Id'][:12]} {what}.{h}" for h in self._json_hits(data, "")]
+                    place.hits += [f"container {c['Id'][:12]} {h}" for h in hits]
+                if not is_control:
+                    place.searched += 1
+                    run_ids.append(str((attrs["Config"].get("Labels") or {}).get(LABEL)))
         except docker.errors.DockerException as e:
             place.unreadable.append(f"the engine's API ({e})")
-            return place
+            return run_ids
         if not found:
             place.unreadable.append(f"the run's container (none running with {marker!r} in its command)")
-        return place
+        return run_ids
 
     def engine_events(self) -> Place:
-        """Every event the engine reported since the search began (labels, names, images, exit codes)."""
+        """Every event the engine reported since the search began (labels, names, images, exit
+        codes). Its control: a container created (and removed) with the control in its labels, in
+        the same call; the stream is read until its events show."""
         place = Place("the engine's events since the search began", "engine-events")
         try:
-            window = {"since": f"{self.since:.9f}", "until": f"{time.time():.9f}"}  # to the nanosecond
-            for event in self.client.api.events(decode=True, **window):  # type: ignore[call-overload]
-                place.searched += 1
-                place.hits += [
-                    f"event {event.get('Type')} {event.get('Action')} {h}" for h in self._json_hits(event, "")
-                ]
+            control, _ = self._control_container(run=False)
         except docker.errors.DockerException as e:
-            place.unreadable.append(f"the engine's event stream ({e})")
-        return place
+            place.planted += 1
+            place.missed.append(f"the control container (could not create it: {e})")
+            control = ""
+        self._remove_container(control) if control else None
+        end = time.monotonic() + self.deadline
+        while True:
+            attempt = Place(place.name, place.key, planted=place.planted, missed=list(place.missed))
+            try:
+                # Whole seconds, the window widened outwards: Podman answers a fractional since or
+                # until with no events at all (seen: 0 events where a control had 2), which its
+                # control would catch as NOT SEARCHED, but that searched nothing.
+                window = {"since": int(self.since), "until": int(time.time()) + 1}
+                for event in self.client.api.events(decode=True, **window):  # type: ignore[call-overload]
+                    hits, seen = self._json_scan(event, "")
+                    actor = str((event.get("Actor") or {}).get("ID") or event.get("id") or "")
+                    if actor == control and seen:
+                        attempt.found.add(f"event {event.get('Action')} of the control container")
+                        continue
+                    attempt.searched += 1
+                    attempt.hits += [f"event {event.get('Type')} {event.get('Action')} {h}" for h in hits]
+            except docker.errors.DockerException as e:
+                attempt.unreadable.append(f"the engine's event stream ({e})")
+                return attempt
+            if not control or attempt.found or time.monotonic() > end:
+                break
+            time.sleep(0.2)
+        if control:
+            attempt.expect(["event create of the control container"])
+        return attempt
+
+    def _control_processes(self) -> list[subprocess.Popen[bytes]]:
+        """Two processes of ours: one with every form of the control in its argv, one in its
+        environment; returned once each has exec'd (its /proc entry shows its own command)."""
+        forms = [d.decode().strip() for d in planted_forms(self.control).values()]
+        started = [
+            subprocess.Popen(["/bin/sh", "-c", "read -r _", "qsandbox-control", *forms], stdin=subprocess.PIPE),
+            subprocess.Popen(
+                ["/bin/sh", "-c", "read -r _", "qsandbox-control"],
+                stdin=subprocess.PIPE,
+                env={
+                    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                    **{f"QSANDBOX_CONTROL_{i}": f for i, f in enumerate(forms)},
+                },
+            ),
+        ]
+        end = time.monotonic() + self.deadline
+        for p in started:
+            while time.monotonic() < end:
+                try:
+                    if b"read -r _" in Path(f"/proc/{p.pid}/cmdline").read_bytes():
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.01)
+        return started
 
     def processes(self, pids: Iterable[int] | None = None, name: str = "", key: str = "processes") -> Place:
         """The argv and environment of the given processes, or of every process on the host.
@@ -481,28 +883,43 @@ class LeakSearch:
         SEARCHED. In the sweep of every process, one that exits mid-sweep is passed over, and so
         are kernel threads and processes started before the search began that cannot be read (they
         were given their argv and environment before the key existed); any other unreadable one
-        makes the place NOT SEARCHED.
+        makes the place NOT SEARCHED. Its control: two processes started in the same call, one
+        with the control in its argv, one in its environment, searched with the others.
         """
         named = pids is not None
         place = Place(name or "every host process's argv and environment (/proc)", key)
-        if pids is None:
-            pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-        for pid in pids:
-            for part in ("cmdline", "environ"):
-                try:
-                    data = Path(f"/proc/{pid}/{part}").read_bytes()
-                except OSError as e:
-                    if not named and e.errno in (errno.ENOENT, errno.ESRCH):
+        controls = self._control_processes()
+        try:
+            wanted = {f"/proc/{controls[0].pid}/cmdline", f"/proc/{controls[1].pid}/environ"}
+            pids = [int(p) for p in os.listdir("/proc") if p.isdigit()] if pids is None else [*pids]
+            if named:
+                pids += [p.pid for p in controls]
+            mine = {p.pid for p in controls}
+            for pid in pids:
+                for part in ("cmdline", "environ"):
+                    try:
+                        data = Path(f"/proc/{pid}/{part}").read_bytes()
+                    except OSError as e:
+                        if not named and e.errno in (errno.ENOENT, errno.ESRCH):
+                            continue
+                        old = None if named else _process_age(pid, self.since)
+                        if old:
+                            place.left_out[f"unreadable {old}"] += 1
+                            continue
+                        place.unreadable.append(f"/proc/{pid}/{part} ({e.strerror})")
                         continue
-                    old = None if named else _process_age(pid, self.since)
-                    if old:
-                        place.left_out[f"unreadable {old}"] += 1
+                    found = self._scan(data)
+                    if pid in mine:
+                        place.found |= {f"/proc/{pid}/{part}"} if found & 2 else set()
                         continue
-                    place.unreadable.append(f"/proc/{pid}/{part} ({e.strerror})")
-                    continue
-                place.searched += 1
-                if self._grep(data):
-                    place.hits.append(f"/proc/{pid}/{part}")
+                    place.searched += 1
+                    if found & 1:
+                        place.hits.append(f"/proc/{pid}/{part}")
+        finally:
+            for p in controls:
+                p.kill()
+                p.communicate()
+        place.expect(sorted(wanted))
         return place
 
     def live(self, marker: str, launcher: int | None = None) -> list[Place]:
@@ -513,6 +930,30 @@ class LeakSearch:
         if launcher is not None:
             places.append(self.processes([launcher], "the launcher's argv and environment (/proc)", "launcher"))
         return places
+
+
+def _unreadable_journal_files() -> list[str]:
+    """Journal files (and directories) this process cannot read: journalctl leaves them out."""
+    found = []
+    for top in (Path("/var/log/journal"), Path("/run/log/journal")):
+        stack = [top]
+        while stack:
+            d = stack.pop()
+            try:
+                entries = list(os.scandir(d))
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                found.append(f"{d}/ ({e.strerror})")
+                continue
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                elif ".journal" in entry.name and not os.access(entry.path, os.R_OK):
+                    found.append(
+                        f"{entry.path} (not readable by uid {os.getuid()}: not in group systemd-journal or adm)"
+                    )
+    return found
 
 
 def not_searched(places: Iterable[Place], accepted: Iterable[str] = ()) -> list[str]:
@@ -534,7 +975,7 @@ def _launch(
     argv = [sys.executable, "-m", "qsandbox", "run", "--token-stdin", *run_options]
     if path == "timeout":
         argv += ["--timeout", str(TIMEOUT_SECONDS)]
-    argv += [str(script), path, nonce]
+    argv += [str(script), path, nonce, search.control]
     p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert p.stdin and p.stdout
     p.stdin.write(value.encode() + b"\n")
@@ -644,8 +1085,12 @@ def audit(
             search = LeakSearch(client, value)
             done, live = _launch(path, value, script, search, restart_engine, run_options)
             output = Place("the run's stdout and stderr (redacted)", "output", searched=1)
-            if search._grep(done.stdout + done.stderr):
+            found = search._scan(done.stdout + done.stderr)
+            if found & 1:
                 output.hits.append("output")
+            if found & 2:
+                output.found.add("the control the script printed")
+            output.expect(["the control the script printed"])
             left = _wait_gone(client, search.run_ids)
             places = [*live, output, left, *search.all()]
             hits = sum(len(p.hits) for p in places)

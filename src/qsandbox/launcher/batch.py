@@ -313,7 +313,12 @@ class Batch:
                 if platform_kind == "local":
                     image = self.scripts[0][1].image
                     platform = localplatform.start(
-                        client, image, self.batch_id, [localplatform.digest(self.secret)], sandbox.hardening_for(client)
+                        client,
+                        image,
+                        self.batch_id,
+                        [localplatform.digest(self.secret)],
+                        sandbox.hardening_for(client),
+                        queue_time=self.scripts[0][1].queue_time,  # --queue-time: one emulator, the batch's
                     )
                 if self.revoke_after:
                     network, ca_pem = self._broker_network(client, platform)

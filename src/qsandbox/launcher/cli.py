@@ -1,106 +1,38 @@
-"""The command line. Each command turns options into settings and calls one core function."""
+"""The command line. Each command turns options into settings and calls one core function.
+
+Errors have one boundary (`QsandboxGroup.invoke`): a QsandboxError anywhere below becomes its one
+line and its exit code there; anything else is a bug and keeps its traceback. Options shared by
+`run` and `batch` live in options.py; configuration files and locks in config.py.
+"""
 
 from __future__ import annotations
 
+import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
 
 from .. import __version__
 from ..common.errors import ExitCode, QsandboxError, UsageError
 from ..common.text import shown
+from . import config as config_mod
+from .options import (
+    CONFIG_HELP,
+    KEY_ORDER,
+    check_inputs,
+    check_script,
+    check_source,
+    key_source,
+    key_source_options,
+    run_options,
+    settings_for,
+)
 
 if TYPE_CHECKING:
     from .report import Report
-
-KEY_ORDER = """\b
-The API key is never a command-line value. Sources, in order:
-  --token-stdin         first line of standard input
-  --token-file PATH     a file (a CI secret file, or /dev/fd/N)
-  --token-env NAME      an environment variable (removed before anything starts)
-  --token-command CMD   a credential helper's standard output
-  (none, on a terminal) a hidden prompt
-"""
-
-
-def key_source_options(f: Callable[..., None]) -> Callable[..., None]:
-    """The four key-source options, in their documented order (see KEY_ORDER)."""
-    for option in reversed(
-        [
-            click.option("--token-stdin", is_flag=True, help="Read the key from the first line of stdin."),
-            click.option("--token-file", metavar="PATH", help="Read the key from a file."),
-            click.option("--token-env", metavar="NAME", help="Read the key from this environment variable."),
-            click.option("--token-command", metavar="CMD", help="Run a credential helper that prints the key."),
-        ]
-    ):
-        f = option(f)
-    return f
-
-
-def egress_options(f: Callable[..., None]) -> Callable[..., None]:
-    """Where the sandbox may connect on the real platform (launcher/egress.py)."""
-    for option in reversed(
-        [
-            click.option(
-                "--network",
-                "egress",
-                type=click.Choice(["allowlist", "open"]),
-                default="allowlist",
-                show_default=True,
-                help="--platform ibm: allowlist gives the sandbox no network at all; the launcher relays its "
-                "HTTPS to IBM Cloud's hosts (IAM, Global Search, Global Catalog, the Runtime API) and --allow-host "
-                "only, from this machine. open gives it the engine's ordinary network, where the script can send "
-                "the key anywhere.",
-            ),
-            click.option(
-                "--allow-host",
-                "allow_hosts",
-                multiple=True,
-                metavar="HOST",
-                help="Also allow HTTPS (443) to HOST through the relay (repeatable).",
-            ),
-            click.option(
-                "--connect-to",
-                "connect_to",
-                multiple=True,
-                metavar="HOST:443:ADDR:PORT",
-                help="Connect to ADDR:PORT when the sandbox asks for HOST:443 (as curl's --connect-to): a private "
-                "endpoint, or a stand-in platform. HOST must still be allowed. Repeatable.",
-            ),
-            click.option(
-                "--ca-file",
-                type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                default=None,
-                help="A PEM CA bundle the sandbox trusts instead of the image's (a TLS-inspecting "
-                "corporate proxy, a stand-in platform).",
-            ),
-        ]
-    ):
-        f = option(f)
-    return f
-
-
-def report_options(f: Callable[..., None]) -> Callable[..., None]:
-    """--json and --junit: machine-readable reports of a run or a batch (launcher/report.py)."""
-    f = click.option(
-        "--junit",
-        "junit_report",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        metavar="FILE",
-        help="Write a JUnit XML report (one testcase per script; redacted output as system-out).",
-    )(f)
-    return click.option(
-        "--json",
-        "json_report",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        metavar="FILE",
-        help="Write a JSON report (schema: qsandbox/launcher/report.schema.json, version 1).",
-    )(f)
 
 
 def _write_reports(report: Report, json_report: Path | None, junit_report: Path | None) -> None:
@@ -111,14 +43,95 @@ def _write_reports(report: Report, json_report: Path | None, junit_report: Path 
 
 
 def _fail(e: QsandboxError, debug: bool) -> None:
+    """The error boundary's answer: one line, whatever it names (a file name, a host or a message
+    from the sandbox can hold escapes), and the error's exit code."""
     if debug:
         raise e
-    # One line, whatever it names: a file name, a host or a message from the sandbox can hold escapes.
     click.echo(f"qsandbox: {shown(str(e))}", err=True)
     sys.exit(int(e.exit_code))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _configurable(command: click.Command) -> dict[str, click.Option]:
+    """The command's options a configuration file or a QSANDBOX_* variable may set, by long name."""
+    out = {}
+    for p in command.params:
+        if isinstance(p, click.Option) and isinstance(p.envvar, list):
+            long_name = next(o for o in p.opts if o.startswith("--")).removeprefix("--")
+            if p.envvar and p.envvar[0] == config_mod.envvar(long_name):
+                out[long_name] = p
+    return out
+
+
+class QsandboxCommand(click.Command):
+    """A command that holds to the lab's locked options before it does anything."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        cfg: config_mod.Config | None = (ctx.find_root().obj or {}).get("config")
+        for name, setting in (cfg.locked if cfg else {}).items():
+            param = _configurable(self).get(name)
+            if param is None or param.name is None:
+                continue
+            source = ctx.get_parameter_source(param.name)
+            if source not in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+                continue
+            if ctx.params[param.name] != param.type_cast_value(ctx, setting.value):
+                given = "the command line" if source is ParameterSource.COMMANDLINE else "a QSANDBOX_* variable"
+                raise UsageError(
+                    f"--{name} from {given} is refused: the lab's configuration {shown(setting.origin)} locks "
+                    f"{name} = {_toml(setting.value)}"
+                )
+        return super().invoke(ctx)
+
+
+class QsandboxGroup(click.Group):
+    """The one error boundary of every command (see the module's docstring)."""
+
+    command_class = QsandboxCommand
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except QsandboxError as e:
+            _fail(e, bool((ctx.find_root().obj or {}).get("debug")))
+
+
+QsandboxGroup.group_class = QsandboxGroup
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+def _apply_config(group: click.Group, ctx: click.Context) -> config_mod.Config:
+    """Read the configuration files into click's default_map, each value checked as its option would."""
+    commands = {name: cmd for name, cmd in group.commands.items() if not isinstance(cmd, click.Group)}
+    known = {name for cmd in commands.values() for name in _configurable(cmd)}
+    cfg = config_mod.load(known)
+    default_map: dict[str, dict[str, Any]] = {}
+    for cmd_name, cmd in commands.items():
+        options = _configurable(cmd)
+        for name, setting in cfg.values.items():
+            param = options.get(name)
+            if param is None or param.name is None:
+                continue
+            try:
+                param.type_cast_value(click.Context(cmd, info_name=cmd_name), setting.value)
+            except click.BadParameter as e:
+                raise UsageError(
+                    f"configuration {shown(setting.origin)}: {name} = {_toml(setting.value)}: {e.message}"
+                ) from None
+            default_map.setdefault(cmd_name, {})[param.name] = setting.value
+    ctx.default_map = default_map
+    return cfg
+
+
+@click.group(cls=QsandboxGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="qsandbox")
 @click.option("--debug", is_flag=True, help="Show tracebacks for qsandbox's own errors.")
 @click.option(
@@ -146,6 +159,7 @@ def main(ctx: click.Context, debug: bool, ssh_client: bool) -> None:
 
         os.environ["QSANDBOX_SSH_CLIENT"] = "1"  # engine.connect() reads it, in this process and its helpers
     ctx.obj = {"debug": debug}
+    ctx.obj["config"] = _apply_config(main, ctx)
 
 
 @main.command()
@@ -161,8 +175,8 @@ def main(ctx: click.Context, debug: bool, ssh_client: bool) -> None:
     help="No registry: build on a base made from the OS packages (debootstrap, then import; needs root "
     "once, reused after).",
 )
-@click.pass_context
-def build(ctx: click.Context, base_image: str | None, offline_base: bool) -> None:
+@click.option("--pull", is_flag=True, help="Pull the base image again first, for its security updates.")
+def build(base_image: str | None, offline_base: bool, pull: bool) -> None:
     """Build the sandbox image qsandbox:VERSION with the pinned Qiskit stack, from this installation."""
     from . import engine, image, offlinebase
     from .settings import IMAGE
@@ -170,60 +184,44 @@ def build(ctx: click.Context, base_image: str | None, offline_base: bool) -> Non
     def say(line: str) -> None:
         click.echo(line, err=True)
 
-    try:
-        client = engine.connect(timeout=1800)
-        if offline_base:
-            base = offlinebase.ensure(client, base_image or offlinebase.OFFLINE_BASE, say=say)
-        else:
-            base = base_image or image.DEFAULT_BASE
-        image_id = image.build(client, base=base, say=say)
-    except QsandboxError as e:
-        _fail(e, ctx.obj["debug"])
+    if pull and offline_base:
+        raise UsageError("--pull needs a registry; --offline-base builds without one: give one of them")
+    client = engine.connect(timeout=1800)
+    if offline_base:
+        base = offlinebase.ensure(client, base_image or offlinebase.OFFLINE_BASE, say=say)
+    else:
+        base = base_image or image.DEFAULT_BASE
+    image_id = image.build(client, base=base, say=say, pull=pull)
     click.echo(f"qsandbox: built {IMAGE} ({image_id[7:19]})", err=True)
 
 
 @main.command()
-@click.pass_context
-def doctor(ctx: click.Context) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as one JSON document instead of lines.")
+def doctor(as_json: bool) -> None:
     """Check the engine, the image, and the hardening from inside a probe container."""
     from .doctor import checks
 
-    ok = checks(lambda c: click.echo(c.line()))
+    found: list[Any] = []
+    ok = checks(found.append if as_json else lambda c: click.echo(c.line()))
+    if as_json:
+        click.echo(json.dumps({"ok": ok, "checks": [c.as_dict() for c in found]}, indent=2))
     if not ok:
         sys.exit(int(ExitCode.FAILURE))
 
 
-@main.command(context_settings={"ignore_unknown_options": True}, epilog=KEY_ORDER)
+RUN_HELP = """\b
+Everything after SCRIPT is the script's own, as with `docker run IMAGE ARGS`: qsandbox's options
+come before it (`qsandbox run --timeout 10m fit.py --timeout 3` gives the script `--timeout 3`);
+`--` may end them, for a script whose name starts with a dash.
+"""
+
+
+@main.command(
+    context_settings={"allow_interspersed_args": False}, epilog=RUN_HELP + "\n" + KEY_ORDER + "\n" + CONFIG_HELP
+)
 @click.argument("script", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-@key_source_options
-@click.option(
-    "--instance", envvar="QISKIT_IBM_INSTANCE", default=None, help="Instance CRN or name [env: QISKIT_IBM_INSTANCE]."
-)
-@click.option(
-    "--channel",
-    envvar="QISKIT_IBM_CHANNEL",
-    default="ibm_quantum_platform",
-    show_default=True,
-    help="ibm_quantum_platform or ibm_cloud [env: QISKIT_IBM_CHANNEL].",
-)
-@click.option(
-    "--include",
-    "includes",
-    multiple=True,
-    type=click.Path(path_type=Path),  # relative to the script's directory: checked there, not here
-    metavar="PATH",
-    help="Also send this file or directory in (repeatable), at its path relative to the script's "
-    "directory. Only the script is sent otherwise.",
-)
-@click.option(
-    "--workdir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="Send this project directory (which holds the script) whole, as /work. Credential stores in "
-    "it (.ssh, .gnupg, .qiskit, .aws, .docker, .netrc, .git-credentials, .env) are left out.",
-)
-@click.option("--input-limit", default="100m", show_default=True, help="Most the inputs may come to.")
+@run_options
 @click.option(
     "--output",
     type=click.Path(file_okay=False, path_type=Path),
@@ -231,132 +229,7 @@ def doctor(ctx: click.Context) -> None:
     help="Directory that receives what the script wrote to /output, when it ends (also after an error, "
     "a timeout or Ctrl-C).",
 )
-@click.option("--output-limit", default="256m", show_default=True, help="Size of the /output tmpfs.")
-@click.option(
-    "--output-merge",
-    is_flag=True,
-    help="Let --output DIR hold files already; a file that exists is never overwritten (it is refused and named).",
-)
-@click.option(
-    "--output-keep-modes",
-    is_flag=True,
-    help="Delivered files keep their exec bits (by default none comes back: nothing delivered is runnable).",
-)
-@click.option(
-    "--raw-output",
-    is_flag=True,
-    help="Pass the script's control sequences through: by default only newline, tab and colours reach a "
-    "terminal (and a batch's labelled blocks, wherever they go), so a script cannot move the cursor, rewrite "
-    "qsandbox's lines, set the title or the clipboard.",
-)
-@click.option(
-    "--requirements",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    metavar="FILE",
-    help="The script's own dependencies (one requirement a line), for a script without PEP 723 "
-    "`# /// script` metadata: installed once into an image derived from the sandbox's, then reused.",
-)
-@click.option(
-    "--image",
-    "image_name",
-    default=None,
-    metavar="NAME",
-    help="A lab's own image, built FROM this version's qsandbox image (checked by its qsandbox.version "
-    "label and entry point) [default: qsandbox:VERSION].",
-)
-@click.option("--timeout", type=float, default=None, metavar="SECONDS", help="End the run after this long (exit 124).")
-@click.option("--memory", default="2g", show_default=True, help="Memory limit (no swap).")
-@click.option("--pids", type=int, default=512, show_default=True, help="Process/thread limit.")
-@click.option(
-    "--platform",
-    type=click.Choice(["ibm", "local", "shared"]),
-    default="ibm",
-    show_default=True,
-    help="ibm: the real IBM Quantum Platform. local: an emulated one on an internal network, "
-    "for this run only. shared: the emulator from `qsandbox platform up`. With local "
-    "or shared and no key source, a throwaway key is made.",
-)
-@click.option(
-    "--queue-time",
-    type=click.FloatRange(min=0),
-    default=None,
-    metavar="SECONDS",
-    help="--platform local: keep each job QUEUED, then RUNNING, for about this long, as a real queue "
-    "does, to rehearse waiting, timeouts and cancelling [default: 0].",
-)
-@click.option(
-    "--token-mode",
-    type=click.Choice(["api-key", "short-lived"]),
-    default="api-key",
-    show_default=True,
-    help="short-lived: exchange the key for an IAM access token outside the sandbox; only that "
-    "token (valid for at most an hour, refreshed while the run lasts) enters it.",
-)
-@click.option(
-    "--revoke-after",
-    is_flag=True,
-    help="When the run ends, however it ends (short of SIGKILL), delete the API key through "
-    "IBM Cloud IAM, as IBM advises after using a key on an untrusted machine.",
-)
-@click.option(
-    "--strict",
-    is_flag=True,
-    help="Refuse to run when a preflight check warns (host swap, engine debug mode, an engine other users can reach).",
-)
-@click.option(
-    "--allow-no-limits",
-    is_flag=True,
-    help="Accept an engine that cannot apply memory, pids and CPU limits (rootless Docker or "
-    "Podman on cgroup v1). Refused while host swap is on. Has no effect where limits work.",
-)
-@click.option(
-    "--no-redact", is_flag=True, help="Debugging only: do not mask the key and IAM tokens in the script's output."
-)
-@click.option(
-    "--no-cancel-on-abort", is_flag=True, help="On Ctrl-C/SIGTERM/timeout, leave the script's Runtime jobs running."
-)
-@egress_options
-@report_options
-@click.pass_context
-def run(
-    ctx: click.Context,
-    script: Path,
-    args: tuple[str, ...],
-    token_stdin: bool,
-    token_file: str | None,
-    token_env: str | None,
-    token_command: str | None,
-    instance: str | None,
-    channel: str,
-    includes: tuple[Path, ...],
-    workdir: Path | None,
-    input_limit: str,
-    output: Path | None,
-    output_limit: str,
-    output_merge: bool,
-    output_keep_modes: bool,
-    raw_output: bool,
-    timeout: float | None,
-    memory: str,
-    pids: int,
-    platform: str,
-    token_mode: str,
-    revoke_after: bool,
-    strict: bool,
-    allow_no_limits: bool,
-    no_redact: bool,
-    no_cancel_on_abort: bool,
-    requirements: Path | None,
-    image_name: str | None,
-    json_report: Path | None,
-    junit_report: Path | None,
-    egress: str,
-    allow_hosts: tuple[str, ...],
-    connect_to: tuple[str, ...],
-    ca_file: Path | None,
-    queue_time: float | None,
-) -> None:
+def run(script: Path, args: tuple[str, ...], output: Path | None, **o: Any) -> None:
     """Run SCRIPT [ARGS]... in a fresh sandbox with the API key in RAM only.
 
     Only the script is sent in, to /work, unless --include or --workdir name more (nothing of
@@ -367,56 +240,25 @@ def run(
     engine's own failures 125, --timeout 124, Ctrl-C 130, SIGTERM 143, SIGHUP 129.
     """
     from . import report
-    from .credentials import KeySource, harden_process
-    from .deps import for_script
+    from .credentials import harden_process
     from .run import run as run_script
-    from .settings import IMAGE, Hardening, RunSettings, parse_size
 
     harden_process()
+    json_report, junit_report = o["json_report"], o["junit_report"]
     try:
-        if script.suffix == ".ipynb" and args:
-            raise UsageError(
-                f"a notebook takes no arguments (got {' '.join(args)}): pass values in a file with --include"
-            )
-        source = KeySource(stdin=token_stdin, file=token_file, env=token_env, command=token_command)
-        if not (platform != "ibm" and source.interactive):
-            source.check()
-        settings = RunSettings(
-            platform=platform,
-            script=script.resolve(),
-            args=args,
-            channel=channel,
-            instance=instance,
-            output=output.resolve() if output else None,
-            output_merge=output_merge,
-            output_keep_modes=output_keep_modes,
-            raw_output=raw_output,
-            workdir=workdir,
-            includes=includes,
-            input_limit=parse_size(input_limit),
-            timeout=timeout,
-            hardening=Hardening(memory=parse_size(memory), pids=pids, output_size=parse_size(output_limit)),
-            cancel_on_abort=not no_cancel_on_abort,
-            redact=not no_redact,
-            strict=strict,
-            allow_no_limits=allow_no_limits,
-            revoke_after=revoke_after,
-            token_mode=token_mode,
-            egress=egress,
-            allow_hosts=allow_hosts,
-            connect_to=connect_to,
-            ca_file=ca_file,
-            queue_time=queue_time,
-            image=image_name or IMAGE,
-            needs=for_script(script, requirements) if script.is_file() else None,
-        )
-        if no_redact:
+        # Before the engine, in the order a user needs them (option values: click, as it read them).
+        check_script(script, args)
+        check_inputs(script, o)
+        settings = settings_for(script, o, args=args, output=output)
+        report.check_writable(json_report, junit_report)
+        source = key_source(o)
+        check_source(source, o["platform"])
+        if o["no_redact"]:
             click.echo(
                 "qsandbox: WARNING: --no-redact: whatever the script prints, the API key included, "
                 "reaches this terminal, its scrollback and any log of it",
                 err=True,
             )
-        report.check_writable(json_report, junit_report)
         result = run_script(settings, source)
     except QsandboxError as e:
         if json_report or junit_report:  # CI reads the report whatever happened
@@ -431,42 +273,37 @@ def run(
                 _write_reports(failed, json_report, junit_report)
             except QsandboxError:
                 pass  # the run's own error is the one to report
-        _fail(e, ctx.obj["debug"])
+        raise
     click.echo(result.summary(), err=True)
     code = result.exit_code if not result.leftovers else int(ExitCode.TOOL)
-    try:
-        _write_reports(
-            report.Report(
-                command="run",
-                exit_code=code,
-                duration=result.duration,
-                ended=report.ended(result),
-                entries=[report.entry(str(script), result)],
-                revocation=result.revocation,
-            ),
-            json_report,
-            junit_report,
-        )
-    except QsandboxError as e:
-        _fail(e, ctx.obj["debug"])
-    sys.exit(result.exit_code if not result.leftovers else int(ExitCode.TOOL))
+    _write_reports(
+        report.Report(
+            command="run",
+            exit_code=code,
+            duration=result.duration,
+            ended=report.ended(result),
+            entries=[report.entry(str(script), result)],
+            revocation=result.revocation,
+        ),
+        json_report,
+        junit_report,
+    )
+    sys.exit(code)
 
 
 BATCH_HELP = """\b
+SCRIPTs (.py files and .ipynb notebooks) take no arguments; options may come before or after them.
+Each script gets every run option: its own PEP 723 dependencies (or --requirements, for the
+scripts without a block), --include paths relative to its own directory, --workdir holding it.
+\b
 Exit codes: 0 every script passed (exit 0, nothing left behind); 1 one or more
 failed or were not run (--fail-fast); 2 nothing started (bad input, a refusal);
 125 qsandbox or the engine left something behind or --revoke-after failed;
 130/143/129 the batch was ended by Ctrl-C/SIGTERM/SIGHUP (every sandbox torn down).
 """
-# batch takes these of run's options unchanged (same names, help and defaults).
-_FROM_RUN = (
-    "token_stdin token_file token_env token_command instance channel includes input_limit output_limit memory "
-    "pids platform token_mode strict allow_no_limits no_redact no_cancel_on_abort output_merge output_keep_modes "
-    "raw_output"
-).split()
 
 
-@main.command(epilog=BATCH_HELP + "\n" + KEY_ORDER)
+@main.command(epilog=BATCH_HELP + "\n" + KEY_ORDER + "\n" + CONFIG_HELP)
 @click.argument("scripts", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=4, show_default=True, help="Scripts at a time.")
 @click.option(
@@ -483,109 +320,55 @@ _FROM_RUN = (
     default=None,
     help="Directory that receives, in DIR/<script stem>/, what each script wrote to /output.",
 )
-@click.option("--timeout", type=float, default=None, metavar="SECONDS", help="End a script after this long (124).")
-@click.option(
-    "--revoke-after", is_flag=True, help="After the last script (however the batch ends), delete the API key via IAM."
-)
-@egress_options
-@report_options
-@click.pass_context
+@run_options
 def batch(
-    ctx: click.Context,
-    /,
-    scripts: tuple[Path, ...],
-    jobs: int,
-    ahead: int | None,
-    fail_fast: bool,
-    output: Path | None,
-    timeout: float | None,
-    revoke_after: bool,
-    json_report: Path | None,
-    junit_report: Path | None,
-    **shared: Any,
+    scripts: tuple[Path, ...], jobs: int, ahead: int | None, fail_fast: bool, output: Path | None, **o: Any
 ) -> None:
     """Run each SCRIPT in its own fresh sandbox, --jobs at a time, under one key read once.
 
-    Each script's output is printed whole when it ends; a summary table follows. --include paths
-    are relative to each script's directory. With --platform local one emulator serves the batch.
+    Each script's output is printed whole when it ends; a summary table follows. With --platform
+    local one emulator serves the batch; --revoke-after revokes the key once, after the last script.
     Ctrl-C, SIGTERM and SIGHUP end every live sandbox and start no more.
     """
     from . import report
     from .batch import Batch
-    from .credentials import KeySource, harden_process
-    from .settings import Hardening, RunSettings, parse_size
+    from .credentials import harden_process
 
     harden_process()
-    o = shared
-    try:
-        source = KeySource(stdin=o["token_stdin"], file=o["token_file"], env=o["token_env"], command=o["token_command"])
-        if not (o["platform"] != "ibm" and source.interactive):
-            source.check()
-        report.check_writable(json_report, junit_report)
-        stems = [s.stem for s in scripts]
-        if output is not None and len(set(stems)) < len(stems):
-            twice = sorted({s for s in stems if stems.count(s) > 1})
-            raise UsageError(f"--output: two scripts are named {twice[0]}, so their DIR/<stem> would clash: rename one")
-        hardening = Hardening(memory=parse_size(o["memory"]), pids=o["pids"], output_size=parse_size(o["output_limit"]))
-        runs = [
-            (
-                str(script),
-                RunSettings(
-                    platform=o["platform"],
-                    script=script.resolve(),
-                    channel=o["channel"],
-                    instance=o["instance"],
-                    output=(output / script.stem).resolve() if output else None,
-                    output_merge=o["output_merge"],
-                    output_keep_modes=o["output_keep_modes"],
-                    raw_output=o["raw_output"],
-                    includes=o["includes"],
-                    input_limit=parse_size(o["input_limit"]),
-                    timeout=timeout,
-                    hardening=hardening,
-                    cancel_on_abort=not o["no_cancel_on_abort"],
-                    redact=not o["no_redact"],
-                    strict=o["strict"],
-                    allow_no_limits=o["allow_no_limits"],
-                    token_mode=o["token_mode"],
-                    egress=o["egress"],
-                    allow_hosts=o["allow_hosts"],
-                    connect_to=o["connect_to"],
-                    ca_file=o["ca_file"],
-                ),
-            )
-            for script in scripts
-        ]
-        if o["no_redact"]:
-            click.echo(
-                "qsandbox: WARNING: --no-redact: whatever the scripts print, the API key included, is shown", err=True
-            )
-        runner = Batch(
-            runs,
-            source,
-            jobs=jobs,
-            ahead=ahead,
-            fail_fast=fail_fast,
-            revoke_after=revoke_after,
-            out=sys.stdout.buffer,
-            err=sys.stderr.buffer,
+    json_report, junit_report = o["json_report"], o["junit_report"]
+    for script in scripts:
+        check_script(script)
+        check_inputs(script, o)
+    stems = [s.stem for s in scripts]
+    if output is not None and len(set(stems)) < len(stems):
+        twice = sorted({s for s in stems if stems.count(s) > 1})
+        raise UsageError(f"--output: two scripts are named {twice[0]}, so their DIR/<stem> would clash: rename one")
+    runs = [(str(s), settings_for(s, o, output=output / s.stem if output else None, fill_in=True)) for s in scripts]
+    report.check_writable(json_report, junit_report)
+    source = key_source(o)
+    check_source(source, o["platform"])
+    if o["no_redact"]:
+        click.echo(
+            "qsandbox: WARNING: --no-redact: whatever the scripts print, the API key included, is shown", err=True
         )
-        result = runner.execute()
-        click.echo(result.table(), err=True)
-        _write_reports(
-            result.report([runner.secret.reveal()] if runner.secret and not o["no_redact"] else []),
-            json_report,
-            junit_report,
-        )
-    except QsandboxError as e:
-        _fail(e, ctx.obj["debug"])
+    runner = Batch(
+        runs,
+        source,
+        jobs=jobs,
+        ahead=ahead,
+        fail_fast=fail_fast,
+        revoke_after=o["revoke_after"],
+        out=sys.stdout.buffer,
+        err=sys.stderr.buffer,
+    )
+    result = runner.execute()
+    click.echo(result.table(), err=True)
+    _write_reports(
+        result.report([runner.secret.reveal()] if runner.secret and not o["no_redact"] else []),
+        json_report,
+        junit_report,
+    )
     sys.exit(result.exit_code)
-
-
-# Added after click's decorators have run, before the report options: the options shared with
-# `run`, in their order there, so their help and defaults cannot drift apart.
-_at = next(i for i, p in enumerate(batch.params) if p.name == "json_report")
-batch.params[_at:_at] = [p for p in run.params if p.name in _FROM_RUN]
 
 
 @main.command()
@@ -598,26 +381,34 @@ batch.params[_at:_at] = [p for p in run.params if p.name in _FROM_RUN]
     help="With --prune: those not used for this many days.",
 )
 @click.option("--all", "prune_all", is_flag=True, help="With --prune: every derived image.")
-@click.pass_context
-def images(ctx: click.Context, prune: bool, days: float, prune_all: bool) -> None:
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True, help="How to list."
+)
+@click.option("-q", "--quiet", is_flag=True, help="Only the images' names, one a line.")
+def images(prune: bool, days: float, prune_all: bool, fmt: str, quiet: bool) -> None:
     """List the sandbox images and those derived for scripts' own dependencies: size and last use.
 
     Last use is recorded by qsandbox in ~/.cache/qsandbox/last-used.json (an image's labels cannot
     change); an image never used from this account counts from its creation.
     """
+    import dataclasses
     import time
 
     from . import deps, engine
 
-    try:
-        client = engine.connect()
-        if prune:
-            removed = deps.prune(client, days=None if prune_all else days, say=click.echo)
-            click.echo(f"qsandbox: pruned {removed} derived image(s)", err=True)
-            return
-        rows = deps.listing(client)
-    except QsandboxError as e:
-        _fail(e, ctx.obj["debug"])
+    client = engine.connect()
+    if prune:
+        removed = deps.prune(client, days=None if prune_all else days, say=click.echo)
+        click.echo(f"qsandbox: pruned {removed} derived image(s)", err=True)
+        return
+    rows = deps.listing(client)
+    if quiet:
+        for r in rows:
+            click.echo(r.tag)
+        return
+    if fmt == "json":
+        click.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+        return
     click.echo(f"{'IMAGE':<42} {'KIND':<8} {'SIZE':>8}  {'CREATED':<19}  {'LAST USED':<16}  REQUIREMENTS")
     for r in rows:
         used = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.last_used)) if r.last_used else "-"
@@ -625,18 +416,95 @@ def images(ctx: click.Context, prune: bool, days: float, prune_all: bool) -> Non
 
 
 @main.command()
-@click.pass_context
-def sweep(ctx: click.Context) -> None:
-    """Remove every container and network qsandbox left behind (after an engine crash, say)."""
-    from . import engine, sandbox
+@click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="Also what may still be in use: running sandboxes, emulators and proxies (another terminal's run, "
+    "another user's, a parallel CI job) and networks with containers on them. Asks first, unless --yes.",
+)
+@click.option("-y", "--yes", is_flag=True, help="With --all: do not ask.")
+@click.option("--dry-run", is_flag=True, help="List what would be removed, remove nothing.")
+def sweep(everything: bool, yes: bool, dry_run: bool) -> None:
+    """Remove what qsandbox left behind (after an engine crash, a killed launcher).
 
-    try:
-        removed = sandbox.sweep(engine.connect())
-    except QsandboxError as e:
-        _fail(e, ctx.obj["debug"])
-    for line in removed:
+    By default only what no live launcher holds, as `docker container prune` would: labelled
+    containers that exited or never started, and labelled networks with nothing on them, each
+    older than a minute. The shared emulator is `qsandbox platform down`'s, never swept.
+    """
+    from . import engine
+    from . import sweep as sweeping
+
+    client = engine.connect()
+    found = sweeping.select(client, everything=everything)
+    if dry_run:
+        for c in found:
+            click.echo(f"would remove {c.line()}: {c.state}")
+        click.echo(f"qsandbox: {len(found)} object(s) would be swept (--dry-run: nothing removed)", err=True)
+        return
+    live = [c for c in found if c.live]
+    if live and not yes:
+        if not sys.stdin.isatty():
+            raise UsageError(
+                f"--all would remove {len(live)} object(s) that may be in use (a running sandbox ends its "
+                "script): add --yes to confirm, or --dry-run to list them"
+            )
+        for c in live:
+            click.echo(f"in use: {c.line()}: {c.state}", err=True)
+        if not click.confirm(f"Remove these {len(live)} object(s) too?", err=True):
+            raise UsageError("nothing was removed")
+    for line in sweeping.remove(client, found):
         click.echo(f"removed {line}")
-    click.echo(f"qsandbox: swept {len(removed)} object(s)", err=True)
+    click.echo(f"qsandbox: swept {len(found)} object(s)", err=True)
+
+
+@main.command("config")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of lines.")
+@click.pass_context
+def show_config(ctx: click.Context, as_json: bool) -> None:
+    """Show the options' values in force for `run` and `batch`, and where each came from.
+
+    \b
+    Sources, lowest to highest: default, /etc/qsandbox/config.toml (the lab's; its [locked]
+    table is in force for everyone), $XDG_CONFIG_HOME/qsandbox/config.toml, a QSANDBOX_<OPTION>
+    variable, the command line.
+    """
+    import os
+
+    cfg: config_mod.Config = ctx.find_root().obj["config"]
+    options: dict[str, tuple[click.Option, click.Context]] = {}
+    for name in ("run", "batch"):
+        command = main.commands[name]
+        here = click.Context(command, info_name=name)
+        options.update({k: (v, here) for k, v in _configurable(command).items() if k not in options})
+    rows = []
+    for name, (param, here) in options.items():
+        value: Any = param.get_default(here)
+        if param.multiple and not isinstance(value, (list, tuple)):
+            value = []  # click's "unset" for a repeatable option
+        source = "default"
+        if name in cfg.values:
+            setting = cfg.values[name]
+            value, source = setting.value, setting.origin
+        for var in param.envvar or []:
+            if var in os.environ:
+                value, source = os.environ[var], f"env {var}"
+                break
+        if name in cfg.locked:
+            setting = cfg.locked[name]
+            refused = f"; {source} refused" if source.startswith("env ") and value != setting.value else ""
+            value, source = setting.value, f"locked by {setting.origin}{refused}"
+        if isinstance(value, tuple):
+            value = list(value)
+        rows.append((name, value, source))
+    if as_json:
+        click.echo(json.dumps({n: {"value": v, "source": src} for n, v, src in rows}, indent=2, default=str))
+        return
+    width = max(len(n) + len(_toml(v)) for n, v, _ in rows if v is not None) + 3
+    for name, value, source in rows:
+        text = f"{name} = {_toml(value)}" if value is not None else f"# {name} (unset)"
+        click.echo(f"{text:<{width}}  # {source}")
+    click.echo("qsandbox: read " + (", ".join(str(f) for f in cfg.files) or "no configuration file"), err=True)
 
 
 @main.group()
@@ -665,31 +533,23 @@ def platform() -> None:
     metavar="SECONDS",
     help="Keep each job QUEUED, then RUNNING, for about this long, as a real queue does [default: 0].",
 )
-@click.pass_context
-def platform_up(ctx: click.Context, token_ttl: int | None, queue_time: float | None) -> None:
+def platform_up(token_ttl: int | None, queue_time: float | None) -> None:
     """Start the shared emulator (accepts any well-formed key) on its internal network."""
     from . import engine, image, localplatform
     from .settings import IMAGE
 
-    try:
-        client = engine.connect()
-        image.check(client)
-        p = localplatform.up(client, IMAGE, token_ttl=token_ttl, queue_time=queue_time)
-    except QsandboxError as e:
-        _fail(e, ctx.obj["debug"])
+    client = engine.connect()
+    image.check(client)
+    p = localplatform.up(client, IMAGE, token_ttl=token_ttl, queue_time=queue_time)
     click.echo(f"qsandbox: shared platform up on network {p.network}; instance {p.instance}", err=True)
 
 
 @platform.command("down")
-@click.pass_context
-def platform_down(ctx: click.Context) -> None:
+def platform_down() -> None:
     """Stop the shared emulator and remove its network."""
     from . import engine, localplatform
 
-    try:
-        found = localplatform.down(engine.connect())
-    except QsandboxError as e:
-        _fail(e, ctx.obj["debug"])
+    found = localplatform.down(engine.connect())
     click.echo("qsandbox: shared platform down" if found else "qsandbox: no shared platform was running", err=True)
 
 
@@ -717,9 +577,7 @@ def platform_down(ctx: click.Context) -> None:
     help="Accept that PLACE cannot be searched here (repeatable; e.g. data-root for an ordinary user "
     "of a rootful engine). The places' names are listed in the audit's output.",
 )
-@click.pass_context
 def audit(
-    ctx: click.Context,
     paths: tuple[str, ...],
     restart_engine: str | None,
     allow_no_limits: bool,
@@ -738,17 +596,14 @@ def audit(
 
     if not paths:
         paths = (*EXIT_PATHS, ENGINE_RESTART) if restart_engine else EXIT_PATHS
-    try:
-        outcome = run_audit(
-            engine.connect(),
-            paths,
-            say=click.echo,
-            restart_engine=restart_engine,
-            run_options=("--allow-no-limits",) if allow_no_limits else (),
-            allow_unsearched=allow_unsearched,
-        )
-    except QsandboxError as e:
-        _fail(e, ctx.obj["debug"])
+    outcome = run_audit(
+        engine.connect(),
+        paths,
+        say=click.echo,
+        restart_engine=restart_engine,
+        run_options=("--allow-no-limits",) if allow_no_limits else (),
+        allow_unsearched=allow_unsearched,
+    )
     broken = f"; exit path(s) not taken: {', '.join(outcome.broken)}" if outcome.broken else ""
     click.echo(f"qsandbox: audit found {outcome.hits} hit(s){broken}", err=True)
     sys.exit(1 if outcome.hits or outcome.broken else 0)
@@ -767,9 +622,7 @@ def audit(
 @click.option(
     "--connect-to", "connect_to", multiple=True, metavar="HOST:443:ADDR:PORT", help="As for `run` (a private endpoint)."
 )
-@click.pass_context
 def revoke(
-    ctx: click.Context,
     token_stdin: bool,
     token_file: str | None,
     token_env: str | None,
@@ -780,23 +633,24 @@ def revoke(
 ) -> None:
     """Delete an API key through IBM Cloud IAM (for a key that has leaked, or after use)."""
     from . import egress, engine, image, localplatform
-    from .credentials import KeySource, harden_process
+    from .credentials import harden_process
     from .relay import Egress, parse_connect_to
     from .revoke import revoke as revoke_key
     from .settings import IMAGE
 
     harden_process()
-    try:
-        secret = KeySource(stdin=token_stdin, file=token_file, env=token_env, command=token_command).read()
-        client = engine.connect()
-        image.check(client)
-        if platform == "shared":
-            shared = localplatform.shared(client)
-            result = revoke_key(client, IMAGE, secret, network=shared.network, ca_pem=shared.ca_pem)
-        else:  # the broker reaches IBM through the relay, like a run
-            rules = Egress(egress.allowlist(allow_hosts), dict(parse_connect_to(c) for c in connect_to))
-            result = revoke_key(client, IMAGE, secret, network=None, ca_pem=None, egress=rules)
-    except QsandboxError as e:
-        _fail(e, ctx.obj["debug"])
+    source = key_source(
+        {"token_stdin": token_stdin, "token_file": token_file, "token_env": token_env, "token_command": token_command}
+    )
+    check_source(source, "ibm")
+    secret = source.read()
+    client = engine.connect()
+    image.check(client)
+    if platform == "shared":
+        shared = localplatform.shared(client)
+        result = revoke_key(client, IMAGE, secret, network=shared.network, ca_pem=shared.ca_pem)
+    else:  # the broker reaches IBM through the relay, like a run
+        rules = Egress(egress.allowlist(allow_hosts), dict(parse_connect_to(c) for c in connect_to))
+        result = revoke_key(client, IMAGE, secret, network=None, ca_pem=None, egress=rules)
     click.echo(result.line(), err=True)
     sys.exit(0 if result.ok else int(ExitCode.TOOL))

@@ -192,12 +192,28 @@ def _prompt() -> str:
 
 
 def harden_process() -> None:
-    """No core dumps of the launcher, and no ptrace or /proc/PID/mem reads by the same user."""
+    """No core dumps of the launcher, and no ptrace or /proc/PID/mem reads by the same user.
+
+    On Linux it fails closed: if prctl(PR_SET_DUMPABLE, 0) fails, or PR_GET_DUMPABLE does not read
+    back 0, the launcher says why and exits 125 before any key is read (another process of the
+    user could read the key from its memory). Elsewhere only the core-dump limit applies.
+    """
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if sys.platform == "linux":
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            pr_set_dumpable = 4
-            libc.prctl(pr_set_dumpable, 0, 0, 0, 0)
-        except OSError:  # no libc symbol table (static Python): the rlimit above still holds
-            pass
+    if sys.platform != "linux":
+        return
+    pr_get_dumpable, pr_set_dumpable = 3, 4
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(pr_set_dumpable, 0, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), f"prctl(PR_SET_DUMPABLE, 0): {os.strerror(ctypes.get_errno())}")
+        state = libc.prctl(pr_get_dumpable, 0, 0, 0, 0)
+        if state != 0:
+            raise OSError(0, f"PR_GET_DUMPABLE reads {state} after PR_SET_DUMPABLE 0")
+    except (OSError, AttributeError) as e:  # AttributeError: no prctl symbol (a static Python)
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        print(  # noqa: T201 - before the CLI's error handling: it must stop here, whatever the command
+            f"qsandbox: cannot make the launcher non-dumpable ({reason}): another process of this user "
+            "could read the key from its memory; refusing to read the key",
+            file=sys.stderr,
+        )
+        raise SystemExit(125) from None

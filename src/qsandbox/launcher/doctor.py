@@ -23,9 +23,17 @@ class Check:
     warn: bool = False  # not required, but weakens a guarantee
     checked: bool = True  # False: a check of a remote engine's host, which cannot be made from here
 
+    @property
+    def status(self) -> str:
+        return "fail" if not self.ok else "warn" if self.warn else "ok" if self.checked else "not checked"
+
     def line(self) -> str:
         status = "FAIL" if not self.ok else "warn" if self.warn else "ok  " if self.checked else "n/a "
         return f"{status} {self.name}: {self.detail}"
+
+    def as_dict(self) -> dict[str, object]:
+        """For `doctor --json`: the line's parts, by name."""
+        return {"name": self.name, "status": self.status, "detail": self.detail}
 
 
 def probe(client: docker.DockerClient, hardening: Hardening, tag: str = IMAGE) -> dict[str, object]:

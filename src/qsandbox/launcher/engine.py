@@ -246,6 +246,7 @@ class EngineInfo:
     # host; remap_root is the host uid of the container's root there (None: not reported).
     userns_remap: bool = False
     remap_root: int | None = None
+    ncpu: int = 0  # the CPUs the engine's host has (its info's NCPU; 0: not reported)
 
     @property
     def can_limit(self) -> bool:
@@ -297,6 +298,7 @@ def describe(client: docker.DockerClient) -> EngineInfo:
         cgroup_version=str(info.get("CgroupVersion") or "2"),
         userns_remap=userns_remap,
         remap_root=_remap_root(str(info.get("DockerRootDir") or "")) if userns_remap else None,
+        ncpu=int(info.get("NCPU") or 0),
     )
 
 

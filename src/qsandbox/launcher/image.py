@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tarfile
 from collections.abc import Callable, Iterator
@@ -28,6 +29,17 @@ PACKAGE = Path(_package_init).resolve().parent
 DOCKERFILE = "qsandbox/image/Dockerfile"  # inside the build context
 # Besides the .py files, what the wheel carries (pyproject.toml's package-data; a unit test keeps the two equal).
 PACKAGE_DATA = ("py.typed", "image/Dockerfile", "image/requirements.txt")
+# The image's freshness: the digest of the build context's files that run or shape the image (all
+# but launcher/, which never runs inside), as a label. An image whose label differs from this
+# installation's digest was built from other sources: refused, `qsandbox build` makes it anew.
+CONTEXT_LABEL = "qsandbox.context"
+LAUNCHER_ONLY = "qsandbox/launcher/"
+
+
+class ImageStale(ImageMissing):
+    """Raised before anything starts when the image was built from other sources than this
+    installation's (a development checkout changed since `qsandbox build`); exit 2, and an
+    ImageError, so whatever rebuilds a missing image rebuilds a stale one too."""
 
 
 def context_files(package: Path = PACKAGE) -> Iterator[tuple[str, Path]]:
@@ -42,6 +54,17 @@ def context_files(package: Path = PACKAGE) -> Iterator[tuple[str, Path]]:
         if not path.is_file():
             raise ImageError(f"{path} is missing from the installed qsandbox: reinstall qsandbox")
         yield f"qsandbox/{path.relative_to(package).as_posix()}", path
+
+
+def context_digest(package: Path = PACKAGE) -> str:
+    """sha256 over the names and bytes of the context's files that the image runs (not launcher/)."""
+    digest = hashlib.sha256()
+    for name, path in context_files(package):
+        if name.startswith(LAUNCHER_ONLY):
+            continue
+        data = path.read_bytes()
+        digest.update(f"{name}\0{len(data)}\0".encode() + data)
+    return digest.hexdigest()
 
 
 def context_archive(package: Path = PACKAGE) -> bytes:
@@ -72,13 +95,15 @@ def context_archive(package: Path = PACKAGE) -> bytes:
     return buf.getvalue()
 
 
-def ensure_base(client: docker.DockerClient, base: str, say: Callable[[str], None]) -> None:
-    """Have the base image locally, pulling it if needed; fail with the offline remedy if we can't."""
-    try:
-        client.images.get(base)
-        return
-    except docker.errors.ImageNotFound:
-        pass
+def ensure_base(client: docker.DockerClient, base: str, say: Callable[[str], None], *, pull: bool = False) -> None:
+    """Have the base image locally, pulling it if needed (`pull`: pulled again whatever is there, for
+    its security updates); fail with the offline remedy if we can't."""
+    if not pull:
+        try:
+            client.images.get(base)
+            return
+        except docker.errors.ImageNotFound:
+            pass
     say(f"pulling base image {base}")
     try:
         client.images.pull(base)
@@ -93,10 +118,12 @@ def build(
     package: Path = PACKAGE,
     tag: str = IMAGE,
     say: Callable[[str], None] = print,
+    pull: bool = False,
 ) -> str:
-    """Build the image from this qsandbox's own files, with visible progress; return its id."""
+    """Build the image from this qsandbox's own files, with visible progress; return its id.
+    `pull`: pull the base again first (`qsandbox build --pull`)."""
     archive = context_archive(package)
-    ensure_base(client, base, say)
+    ensure_base(client, base, say, pull=pull)
     say(f"building {tag} from {package} on base {base}")
     return stream_build(
         client,
@@ -105,7 +132,7 @@ def build(
         dockerfile=DOCKERFILE,
         tag=tag,
         buildargs={"BASE_IMAGE": base},
-        labels={VERSION_LABEL: __version__},
+        labels={VERSION_LABEL: __version__, CONTEXT_LABEL: context_digest(package)},
     )
 
 
@@ -166,6 +193,10 @@ def check(client: docker.DockerClient, tag: str = IMAGE) -> str:
         raise ImageMissing(
             f"image {tag} was built for qsandbox {built_for}, this is {__version__}: run `qsandbox build`"
         )
+    if (image.labels or {}).get(CONTEXT_LABEL) != context_digest():
+        raise ImageStale(
+            f"image {tag} was built from other sources than this qsandbox's ({PACKAGE}): run `qsandbox build`"
+        )
     size = image.attrs.get("Size", 0) / 1e6
     return f"{tag} ({image.short_id.removeprefix('sha256:')}, {size:.0f} MB)"
 
@@ -188,6 +219,11 @@ def check_lab_image(client: docker.DockerClient, name: str) -> None:
     if built_for != __version__:
         raise ImageRefused(
             f"--image {name} is built FROM qsandbox {built_for}'s image, this is {__version__}: rebuild it FROM {IMAGE}"
+        )
+    if (found.labels or {}).get(CONTEXT_LABEL) != context_digest():
+        raise ImageStale(
+            f"--image {name} is built FROM an image of other sources than this qsandbox's ({PACKAGE}): "
+            f"run `qsandbox build`, then rebuild it FROM {IMAGE}"
         )
     entry = (found.attrs.get("Config") or {}).get("Entrypoint")
     want = module_entrypoint("qsandbox.inside.entry")

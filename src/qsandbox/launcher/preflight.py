@@ -10,6 +10,7 @@ import grp
 import os
 import pwd
 import stat
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlparse
@@ -36,6 +37,12 @@ def not_checked(name: str, url: str, what: str) -> Finding:
     return Finding(
         name, None, f"not checked: the engine runs on another host ({url}), where {what} cannot be seen", checked=False
     )
+
+
+def on_other_system(name: str, system: str, what: str) -> Finding:
+    """A check this launcher cannot make because it does not run on Linux."""
+    return Finding(name, None, f"not checked: the launcher runs on {system}, not Linux, where {what} cannot be seen",
+                   checked=False)  # fmt: skip
 
 
 def swap(swaps_text: str, remote: bool = False) -> Finding:
@@ -157,25 +164,39 @@ def engine_host_swap(url: str | None) -> Finding | None:
     return None if url is None else not_checked("engine host swap", url, "swap")
 
 
-def findings(info: EngineInfo, environ: Mapping[str, str] | None = None, uid: int | None = None) -> list[Finding]:
+def findings(
+    info: EngineInfo, environ: Mapping[str, str] | None = None, uid: int | None = None, system: str | None = None
+) -> list[Finding]:
     """Every preflight finding: this machine's (swap: the launcher holds the key), and the
-    engine's; the checks of a remote engine's host come back as not checked, never as fine.
+    engine's; the checks of a remote engine's host, and those a launcher that is not Linux cannot
+    make (`system`: sys.platform), come back as not checked, never as fine.
     `uid`: the sandbox's, by default the one a run on this engine gets."""
     env = os.environ if environ is None else environ
-    uid = Hardening().for_engine(info).uid if uid is None else uid
-    try:
-        with open("/proc/swaps", encoding="ascii") as f:
-            swaps_text = f.read()
-    except OSError:
-        swaps_text = ""
+    system = sys.platform if system is None else system
     configured = configured_host(env)  # DOCKER_HOST or a docker context; None: the default socket
     host = configured[0] if configured else None
     remote = remote_url(env)
-    found = [
-        swap(swaps_text, remote is not None),
-        engine_logging(info),
-        engine_access(info, host, os.getuid(), tls=tls_configured(env)),
-        sandbox_account(info, uid, remote, os.getuid()),
-    ]
+    if not system.startswith("linux"):
+        # macOS or Windows (Docker Desktop): no /proc/swaps, and a local engine runs in a VM whose
+        # socket permissions and accounts are not this machine's. Said, never passed as fine.
+        found = [
+            on_other_system("host swap", system, "this machine's swap"),
+            engine_logging(info),
+            on_other_system("engine access", system, "who else may use the engine"),
+            on_other_system("sandbox uid", system, "which accounts share the sandbox's uid"),
+        ]
+    else:
+        uid = Hardening().for_engine(info).uid if uid is None else uid
+        try:
+            with open("/proc/swaps", encoding="ascii") as f:
+                swaps: Finding = swap(f.read(), remote is not None)
+        except OSError as e:
+            swaps = Finding("host swap", None, f"not checked: /proc/swaps cannot be read ({e.strerror})", checked=False)
+        found = [
+            swaps,
+            engine_logging(info),
+            engine_access(info, host, os.getuid(), tls=tls_configured(env)),
+            sandbox_account(info, uid, remote, os.getuid()),
+        ]
     engine_swap = engine_host_swap(remote)
     return found if engine_swap is None else [*found, engine_swap]

@@ -3,16 +3,26 @@
 Both carry redacted text only: the output recorded here is what the terminal showed (redacted by
 the run's output pump), and every text field passes through a `Redactor` for the key once more
 before it is written.
+
+What CI systems read of the JUnit file decides its shape: GitLab shows a failure's *body*, not its
+`message` attribute, so the body holds the tail of the script's output and the message its last
+exception line; `file` is the script as given and `classname` its directory (never `.`, which
+GitLab and Jenkins show as an empty group).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
+import socket
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
+from pathlib import Path, PurePath
+from typing import Any, BinaryIO, cast
 
 from .. import __version__
 from ..common.errors import ExitCode, UsageError
@@ -22,7 +32,12 @@ from .run import RunResult
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).with_name("report.schema.json")
+SCHEMA_ID = "https://qsandbox.github.io/qsandbox/schemas/report-v1.json"  # the schema's $id (a test keeps them equal)
+SUITE = "qsandbox"  # the JUnit testsuite's name, and the classname of a script in the current directory
 ENGINE_LOST = "the engine went away mid-run"  # RunResult.aborted after an engine loss (run.py)
+FAILURE_TAIL_LINES = 40  # a JUnit failure's body: the last lines of the script's output
+FAILURE_TAIL_BYTES = 16 << 10
+OUTPUT_LIMIT = 1 << 20  # system-out per testcase, and what `Capture` keeps: the last MiB
 # XML 1.0 allows no control characters but tab, newline and carriage return (nor surrogates, FFFE, FFFF).
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
@@ -40,6 +55,8 @@ class Entry:
     revocation: Revocation | None = None
     error: str | None = None
     output: str | None = None
+    started_at: datetime | None = None  # when its run began, if the caller knows
+    image_id: str | None = None  # the image its sandbox ran (a derived one for a script's own dependencies)
 
     @property
     def passed(self) -> bool:
@@ -54,6 +71,10 @@ def ended(result: RunResult) -> str:
 
 
 def entry(script: str, result: RunResult, output: str | None = None) -> Entry:
+    """A finished run's entry. `started_at` and `image_id` are taken from the result once RunResult
+    carries them (attributes of those names); until then they are left out of the report."""
+    started = getattr(result, "started_at", None)
+    image_id = getattr(result, "image_id", None)
     return Entry(
         script=script,
         run_id=result.run_id,
@@ -63,12 +84,95 @@ def entry(script: str, result: RunResult, output: str | None = None) -> Entry:
         leftovers=list(result.leftovers),
         revocation=result.revocation,
         output=output,
+        started_at=started if isinstance(started, datetime) else None,
+        image_id=image_id if isinstance(image_id, str) else None,
     )
+
+
+def last_exception(output: str) -> str | None:
+    """The exception line of the last Python traceback in `output` (`ZeroDivisionError: division by
+    zero`): the first line after `Traceback (most recent call last):` that is not indented (frames
+    and source lines are). None when the output holds no traceback."""
+    lines = output.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last):")]
+    if not starts:
+        return None
+    for line in lines[starts[-1] + 1 :]:
+        if line.strip() and not line[0].isspace():
+            return line.rstrip()
+    return None
+
+
+def tail(output: str, lines: int = FAILURE_TAIL_LINES, limit: int = FAILURE_TAIL_BYTES) -> str:
+    """The last `lines` lines of `output`, within `limit` characters, saying how much was left out."""
+    kept = output.splitlines()[-lines:]
+    text = "\n".join(kept)
+    if len(text) > limit:
+        text = text[-limit:]
+    cut = len(output.rstrip("\n")) - len(text)
+    return (f"[... {cut} earlier characters of output left out ...]\n" if cut > 0 else "") + text
+
+
+class Capture:
+    """What a run writes to the terminal, kept for the report (`run --junit`'s system-out).
+
+    Wrap the streams the run writes to: `Run(..., out=capture.tee(sys.stdout.buffer),
+    err=capture.tee(sys.stderr.buffer))`, then `report.entry(script, result, capture.text())`.
+    Both streams go into one buffer in the order written, as a terminal shows them; only the last
+    `limit` bytes are kept. What reaches the streams is already redacted by the run's output pump.
+    """
+
+    def __init__(self, limit: int = OUTPUT_LIMIT) -> None:
+        self.limit = limit
+        self._kept = bytearray()
+        self._cut = 0  # bytes dropped from the front
+        self._lock = threading.Lock()  # out and err are written from different threads
+
+    def tee(self, stream: BinaryIO) -> BinaryIO:
+        return cast(BinaryIO, _Tee(stream, self))
+
+    def add(self, data: bytes) -> None:
+        with self._lock:
+            self._kept += data
+            if len(self._kept) > self.limit:
+                drop = len(self._kept) - self.limit
+                del self._kept[:drop]
+                self._cut += drop
+
+    def text(self) -> str:
+        with self._lock:
+            body = bytes(self._kept).decode(errors="replace")
+            return (f"[... {self._cut} earlier bytes of output left out ...]\n" if self._cut else "") + body
+
+
+class _Tee:
+    """A binary stream that writes through to `stream` and into a `Capture` (isatty and fileno are
+    the stream's, so the run treats a terminal as a terminal)."""
+
+    def __init__(self, stream: BinaryIO, capture: Capture) -> None:
+        self._stream, self._capture = stream, capture
+
+    def write(self, data: bytes) -> int:
+        written = self._stream.write(data)
+        self._capture.add(bytes(data))
+        return written
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
 
 
 @dataclass(kw_only=True)
 class Report:
-    """What `run` or `batch` writes with --json and --junit."""
+    """What `run` or `batch` writes with --json and --junit.
+
+    `started_at`, when not given, is taken as the time the report is made less the command's
+    duration (reports are made as the command ends)."""
 
     command: str  # "run" or "batch"
     exit_code: int
@@ -79,6 +183,18 @@ class Report:
     leftovers: list[str] | None = None  # batch: its own objects (the emulator)
     batch_id: str | None = None
     secrets: list[str] = field(default_factory=list)  # masked once more in every text field
+    started_at: datetime | None = None
+    image_id: str | None = None  # the sandbox image (qsandbox:<version>'s id), if the caller knows
+    hostname: str = field(default_factory=socket.gethostname)  # where the launcher ran
+
+    def __post_init__(self) -> None:
+        if self.started_at is None:
+            self.started_at = datetime.now(UTC) - timedelta(seconds=self.duration)
+
+    @property
+    def began(self) -> datetime:
+        assert self.started_at is not None  # set in __post_init__
+        return self.started_at
 
     def to_json(self) -> dict[str, object]:
         def revocation(r: Revocation | None) -> dict[str, object] | None:
@@ -98,6 +214,10 @@ class Report:
                 "revocation": revocation(e.revocation),
                 "error": None if e.error is None else self._clean(e.error),
             }
+            if e.started_at is not None:
+                run["started_at"] = _iso(e.started_at)
+            if e.image_id is not None:
+                run["image_id"] = e.image_id
             if e.output is not None:
                 run["output"] = self._clean(e.output)
             runs.append(run)
@@ -106,8 +226,11 @@ class Report:
             "qsandbox_version": __version__,
             "command": self.command,
             "exit_code": self.exit_code,
+            "started_at": _iso(self.began),
             "duration_s": round(self.duration, 3),
             "ended": self.ended,
+            "hostname": self.hostname,
+            "image_id": self.image_id,
             "revocation": revocation(self.revocation),
             "runs": runs,
         }
@@ -121,24 +244,38 @@ class Report:
         _write(path, json.dumps(self.to_json(), indent=2) + "\n")
 
     def write_junit(self, path: Path) -> None:
-        """One testsuite `qsandbox`, one testcase per script (classname: its directory)."""
-        from junitparser import Error, Failure, JUnitXml, Skipped, TestCase, TestSuite
+        """One testsuite `qsandbox` (timestamp: when the command began; hostname: the launcher's),
+        one testcase per script: name the script's file name, classname its directory (the suite's
+        name for a script in the current directory), file the script as given; a failure's message
+        is its last exception line (else how it ended), its body how it ended and the tail of its
+        output; system-out the whole output, its last MiB."""
+        from junitparser import Error, Failure, JUnitXml, Skipped, TestSuite
 
-        suite = TestSuite("qsandbox")
+        suite = TestSuite(SUITE)
+        suite.timestamp = _iso(self.began)
+        suite.hostname = self.hostname
         for e in self.entries:
-            script = Path(e.script)
-            case = TestCase(script.name, str(script.parent), round(e.duration, 3))
+            script = PurePath(e.script)
+            directory = script.parent.as_posix()
+            case = _case_class()(self._xml(script.name), self._xml(SUITE if directory in ("", ".") else directory))
+            case.time = round(e.duration, 3)
+            case.file = self._xml(e.script)
+            output = self._clean(e.output) if e.output else ""
             if e.ended == "not-run":
                 case.result = [Skipped("not run (--fail-fast, or the batch was interrupted first)")]
             elif e.error is not None:
-                case.result = [Error(self._xml(f"qsandbox: {e.error}"), "qsandbox")]
+                error = Error(self._xml(f"qsandbox: {e.error}"), "qsandbox")
+                error.text = self._xml(f"qsandbox: {e.error}" + (f"\n\n{tail(output)}" if output else ""))
+                case.result = [error]
             elif not e.passed:
                 why = f"exit {e.exit_code}" + ("" if e.ended == "exited" else f" ({e.ended})")
                 if e.leftovers:
                     why += "; left behind: " + ", ".join(e.leftovers)
-                case.result = [Failure(self._xml(why), e.ended)]
-            if e.output:
-                case.system_out = self._xml(e.output)
+                failure = Failure(self._xml(last_exception(output) or why), e.ended)
+                failure.text = self._xml(why + (f"\n\n{tail(output)}" if output else "\n\n(no output)"))
+                case.result = [failure]
+            if output:
+                case.system_out = self._xml(_last(output, OUTPUT_LIMIT))
             suite.add_testcase(case)
         suite.update_statistics()  # type: ignore[no-untyped-call]  # junitparser is partly typed
         xml = JUnitXml()
@@ -159,6 +296,29 @@ class Report:
 
     def _xml(self, text: str) -> str:
         return _NOT_XML.sub("\ufffd", self._clean(text))
+
+
+@functools.cache
+def _case_class() -> type[Any]:
+    """A testcase with the `file` attribute GitLab and the GitHub reporters link to (junitparser is
+    imported when a report is written, not at every launcher start)."""
+    from junitparser import Attr, TestCase
+
+    class Case(TestCase):
+        file = Attr()
+
+    return Case
+
+
+def _iso(moment: datetime) -> str:
+    """ISO 8601 to the second, in UTC with its offset (as pytest writes a JUnit timestamp)."""
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _last(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"[... {len(text) - limit} earlier characters of output left out ...]\n" + text[-limit:]
 
 
 def _tmp(path: Path) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +28,8 @@ from ..common.paths import TOKEN_FILE as TOKEN_FILE
 from ..common.paths import TOKEN_SERVER_PORT as TOKEN_SERVER_PORT
 from ..common.paths import VENV_PYTHON as VENV_PYTHON
 from ..common.paths import WORKDIR as WORKDIR
+from .units import parse_duration as parse_duration
+from .units import parse_size as parse_size
 
 if TYPE_CHECKING:
     from .deps import Needs
@@ -42,17 +43,6 @@ VERSION_LABEL = "qsandbox.version"
 def module_entrypoint(module: str) -> list[str]:
     """Entrypoint that runs one of qsandbox's in-image modules (entry, platform, broker)."""
     return [VENV_PYTHON, "-m", module]
-
-
-_SIZE = re.compile(r"^(\d+)([kmg]?)$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """'512m' -> bytes. Raises UsageError with the expected form."""
-    m = _SIZE.match(text.strip())
-    if not m:
-        raise UsageError(f"bad size {text!r}: use a number with an optional k, m or g suffix")
-    return int(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2).lower()]
 
 
 def _tmpfs_opts(size: int, mode: str, owner: str | None) -> str:
@@ -156,7 +146,8 @@ class Hardening:
 
     uid: int = field(default_factory=sandbox_uid)
     memory: int = 2 << 30  # numpy + Aer on a few qubits live well within this
-    cpus: float = float(os.cpu_count() or 1)
+    # None: every CPU the engine has (its info's NCPU, known once fitted: for_engine); never more.
+    cpus: float | None = None
     pids: int = 512  # Aer/OpenMP and BLAS threads count as pids
     tmp_size: int = 256 << 20
     secret_size: int = 64 << 10  # an account file and a key: a few hundred bytes
@@ -176,7 +167,16 @@ class Hardening:
 
         # Root's uid, chosen without the engine, becomes the image's in the engine's own user namespace.
         uid = sandbox_uid(own_userns=True) if info.own_userns and os.getuid() == 0 else self.uid
-        return replace(self, uid=uid, podman=info.podman, rootless=info.rootless, limits=info.can_limit)
+        ncpu = getattr(info, "ncpu", 0) or 0
+        # An engine refuses a container with more CPUs than it has (an ssh:// engine smaller than this
+        # machine): at most its count, by default all of it.
+        cpus = (min(self.cpus, ncpu) if self.cpus else float(ncpu)) if ncpu else self.cpus
+        return replace(self, uid=uid, cpus=cpus, podman=info.podman, rootless=info.rootless, limits=info.can_limit)
+
+    @property
+    def nano_cpus(self) -> int:
+        """The CPU limit as the engine takes it; before for_engine, this machine's count stands in."""
+        return int((self.cpus or os.cpu_count() or 1) * 1e9)
 
     def tmpfs(self) -> dict[str, str]:
         owner = "U" if self.podman else f"uid={self.uid},gid={self.uid}"
@@ -203,7 +203,7 @@ class Hardening:
                 {
                     "mem_limit": self.memory,
                     "memswap_limit": self.memory,  # equal: the cgroup cannot swap, so tmpfs pages stay in RAM
-                    "nano_cpus": int(self.cpus * 1e9),
+                    "nano_cpus": self.nano_cpus,
                     "pids_limit": self.pids,
                 }
                 if self.limits
