@@ -308,3 +308,22 @@ def test_check_output_wants_a_new_or_empty_directory_of_your_own(tmp_path, monke
         os.chown(tmp_path / "theirs", 12345, 12345)
         with pytest.raises(UsageError, match="owned by uid 12345, not by you"):
             check_output(tmp_path / "theirs", merge=True)
+
+
+def test_workdir_leaves_out_repositories_registry_tokens_cloud_credentials_and_private_keys(tmp_path):
+    d = project(tmp_path)
+    for rel in (".git/config", ".envrc", ".pypirc", ".npmrc", ".kube/config", ".config/gcloud/creds.json",
+                ".azure/token", ".terraform.d/credentials.tfrc.json", ".cargo/credentials.toml", "id_rsa",
+                "keys/id_ed25519.pub", "tls/server.pem", "tls/server.key", "cert.p12"):  # fmt: skip
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_text("secret\n")
+    (d / ".config" / "app.toml").write_text("kept\n")  # a sibling of gcloud: sent
+    inputs = collect(d / "bell.py", workdir=d, includes=(), limit=1 << 20)
+    assert names(inputs) == [".config", ".config/app.toml", "bell.py", "data", "data/x.csv", "notes.txt"]
+    left = " ".join(inputs.left_out)
+    for name in (".git", ".envrc", ".pypirc", ".npmrc", ".kube", ".config/gcloud", ".azure", ".terraform.d",
+                 ".cargo/credentials.toml", "id_rsa", "keys/id_ed25519.pub", "tls/server.pem", "tls/server.key",
+                 "cert.p12"):  # fmt: skip
+        assert f"--include {name})" in left, name
+    named = collect(d / "bell.py", workdir=d, includes=(Path("tls/server.pem"),), limit=1 << 20)
+    assert "tls/server.pem" in names(named)  # named on purpose: sent

@@ -259,7 +259,14 @@ def run(script: Path, args: tuple[str, ...], output: Path | None, **o: Any) -> N
                 "reaches this terminal, its scrollback and any log of it",
                 err=True,
             )
-        result = run_script(settings, source)
+        # --junit's system-out: what reached the terminal, already masked by the run's output pump.
+        capture = report.Capture() if json_report or junit_report else None
+        if capture is None:
+            result = run_script(settings, source)
+        else:
+            result = run_script(
+                settings, source, out=capture.tee(sys.stdout.buffer), err=capture.tee(sys.stderr.buffer)
+            )
     except QsandboxError as e:
         if json_report or junit_report:  # CI reads the report whatever happened
             failed = report.Report(
@@ -282,8 +289,9 @@ def run(script: Path, args: tuple[str, ...], output: Path | None, **o: Any) -> N
             exit_code=code,
             duration=result.duration,
             ended=report.ended(result),
-            entries=[report.entry(str(script), result)],
+            entries=[report.entry(str(script), result, capture.text() if capture else None)],
             revocation=result.revocation,
+            image_id=result.image_id,
         ),
         json_report,
         junit_report,

@@ -13,7 +13,6 @@ import os
 import shlex
 import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,7 +22,7 @@ from click.core import ParameterSource
 from ..common.errors import UsageError
 from ..common.text import shown
 from .config import envvar
-from .credentials import KeySource, Secret
+from .credentials import KeySource
 from .units import DURATION, SIZE
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -314,22 +313,8 @@ def run_options(f: F) -> F:
 # -- before the engine ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
-class _Source(KeySource):
-    """The key sources as the command line offers them: a credential helper's first line is the
-    key, as --token-stdin's is (`pass show ibm/quantum` prints the key, then the entry's notes)."""
-
-    def read(self, prompt: Callable[[], str] | None = None) -> Secret:
-        if self.command is not None and self.chosen() == ["--token-command"]:
-            from .credentials import _run_helper, validate  # the helper's run and the key's checks are theirs
-
-            first = _run_helper(self.command).split("\n", 1)[0]
-            return validate(first, "the --token-command helper")
-        return super().read(prompt)
-
-
 def key_source(o: Mapping[str, Any]) -> KeySource:
-    return _Source(stdin=o["token_stdin"], file=o["token_file"], env=o["token_env"], command=o["token_command"])
+    return KeySource(stdin=o["token_stdin"], file=o["token_file"], env=o["token_env"], command=o["token_command"])
 
 
 def check_script(script: Path, args: tuple[str, ...] = ()) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import BinaryIO, Protocol, cast
 
 import docker
@@ -65,6 +66,8 @@ class RunResult:
     aborted: str | None = None
     revocation: Revocation | None = None  # --revoke-after's outcome, when it ran
     egress_refused: str = ""  # what the relay refused, "host:port xN, ..." (redacted)
+    started_at: datetime | None = None  # when the run began (UTC), for reports
+    image_id: str | None = None  # the image the sandbox ran, as the engine names it (sha256:...)
 
     def summary(self) -> str:
         state = (
@@ -240,12 +243,18 @@ class _Heartbeat(threading.Thread):
                 return
 
 
-def _check_image(client: docker.DockerClient, image: str) -> None:
+def _check_image(client: docker.DockerClient, name: str) -> None:
+    """The image is there; this version's own is also built from these sources (its qsandbox.context
+    label), so a development install never runs a stale entry point (a lab's --image is checked by
+    image.check_lab_image)."""
+    if name == IMAGE:
+        image.check(client, name)
+        return
     try:
-        client.images.get(image)
+        client.images.get(name)
     except docker.errors.ImageNotFound:
         raise ImageMissing(
-            f"image {image} is not on this engine: run `qsandbox build` (this qsandbox version needs its own image)"
+            f"image {name} is not on this engine: run `qsandbox build` (this qsandbox version needs its own image)"
         ) from None
 
 
@@ -432,6 +441,8 @@ class Run:
         self._done = threading.Event()  # the output stream ended
         self.inputs: transfer.Inputs
         self.receiver: transfer.OutputReceiver | None = None
+        self.started_at: datetime | None = None
+        self.image_id: str | None = None
         self.egress: Egress | None = None  # --platform ibm: where the relay lets the sandbox and the broker go
         self.relay: Relay | None = None
         self._closing = Redactor([])
@@ -440,6 +451,7 @@ class Run:
     # -- the story ------------------------------------------------------------------------------
 
     def execute(self) -> RunResult:
+        self.started_at = datetime.now(UTC)
         self.check()
         began = time.monotonic()
         with ExitStack() as local:
@@ -498,9 +510,21 @@ class Run:
     # -- the phases -----------------------------------------------------------------------------
 
     def check(self) -> None:
-        """Everything that can refuse before anything starts: key source, engine, preflight, image."""
+        """Everything that can refuse before anything starts, in the order a user needs it: the key
+        source, then what the user gave (inputs, --output, the CA, the relay's rules), then the engine
+        (preflight, image)."""
         if not (self.local and self.source.interactive):
             self.source.check()
+        self._check_egress()
+        s = self.settings
+        self.inputs = transfer.collect(s.script, workdir=s.workdir, includes=s.includes, limit=s.input_limit)
+        for note in self.inputs.left_out:
+            self._say(f"not sent into the sandbox: {shown(note)}")
+        if s.output is not None:
+            transfer.check_output(s.output, merge=s.output_merge)
+            self.receiver = transfer.OutputReceiver(
+                s.output, s.hardening.output_size, self._say, keep_modes=s.output_keep_modes
+            )
         if self.checked is None:
             self.client = engine.connect()
             self.settings = _preflight(self.client, self.settings, self.err)
@@ -508,6 +532,8 @@ class Run:
         else:  # a batch checked the engine once for all its runs (one client, fewer round trips)
             self.client = self.checked.client
             self.settings = replace(self.settings, hardening=self.checked.hardening)
+        s = self.settings
+        self.settings = replace(s, hardening=replace(s.hardening, work_size=self.inputs.tmpfs_size))
         if self.settings.image != IMAGE:  # --image: a lab's own, built FROM ours
             image.check_lab_image(self.client, self.settings.image)
         if self.settings.needs is not None:  # built (once) or reused here, before the key is read
@@ -516,17 +542,6 @@ class Run:
             self.settings = replace(self.settings, image=derived)
         else:
             deps.record_use(self.settings.image)  # for `qsandbox images` (last use) and --prune
-        self._check_egress()
-        s = self.settings
-        self.inputs = transfer.collect(s.script, workdir=s.workdir, includes=s.includes, limit=s.input_limit)
-        for note in self.inputs.left_out:
-            self._say(f"not sent into the sandbox: {shown(note)}")
-        self.settings = replace(s, hardening=replace(s.hardening, work_size=self.inputs.tmpfs_size))
-        if s.output is not None:
-            transfer.check_output(s.output, merge=s.output_merge)
-            self.receiver = transfer.OutputReceiver(
-                s.output, s.hardening.output_size, self._say, keep_modes=s.output_keep_modes
-            )
 
     def prepare(self, local: ExitStack) -> Secret:
         """Read the key and make the sandbox ready (with its platform, for rehearsals); returns the key."""
@@ -670,6 +685,8 @@ class Run:
             aborted=self.aborted,
             revocation=self.revocation,
             egress_refused=self._closing.mask(shown(self.relay.summary())) if self.relay else "",
+            started_at=self.started_at,
+            image_id=self.image_id,
         )
 
     # -- the steps behind them ------------------------------------------------------------------
@@ -706,6 +723,7 @@ class Run:
         self.cleanup.push("revoke the key (--revoke-after)", self._revoke_if_armed)
         container = sandbox.create(client, self.settings, self.run_id)
         container_id = cast(str, container.id)  # typed optional by the SDK; a created container has one
+        self.image_id = container.attrs.get("Image") if container.attrs else None
         self.cleanup.push("remove the sandbox", lambda: self._remove_sandbox(container_id))
         removal = sandbox.Removal(client, container_id)
         attachment = sandbox.attach(client, container_id)

@@ -117,6 +117,7 @@ def create(client: docker.DockerClient, settings: RunSettings, run_id: str) -> C
         raise HardeningMismatch(
             "the engine did not apply the sandbox hardening, so no key was sent: " + "; ".join(wrong)
         )
+    container.attrs = attrs  # as read back (the image's id among it)
     return container
 
 

@@ -36,6 +36,7 @@ from typing import IO, Any, cast
 from ..common.errors import UsageError
 from ..common.handoff import MAX_OUTPUT_DEPTH, MAX_OUTPUT_ENTRIES
 from ..common.text import shown
+from .inputs_policy import leave_out
 
 # Never sent from inside a named directory; naming one with --include sends it on purpose.
 CREDENTIAL_NAMES = frozenset({".ssh", ".gnupg", ".qiskit", ".aws", ".docker", ".netrc", ".git-credentials", ".env"})
@@ -231,8 +232,12 @@ def _walk(top: int, start: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], s
                 os.close(fd)
                 continue
             parts = (*here, name)
-            if is_credential_store(name):
-                yield parts, f"a credential store: to send it on purpose, --include {shown('/'.join(parts))}", None
+            if leave_out(parts):
+                yield (
+                    parts,
+                    f"a credential store: to send it on purpose, --include {shown('/'.join(parts))}",
+                    None,
+                )
                 continue
             try:
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
