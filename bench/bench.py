@@ -542,6 +542,14 @@ def main() -> int:
     args = ap.parse_args()
     global BEFORE
     BEFORE = args.before
+    # As installed (pip, pipx): from bytecode. A shell with PYTHONDONTWRITEBYTECODE=1 would have every
+    # launcher compile its sources on each run, and the CPU figures measure the compiler.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    import compileall
+    import qsandbox
+
+    for tree in (Path(qsandbox.__file__).parent, *([BEFORE / "src"] if BEFORE else [])):
+        compileall.compile_dir(str(tree), quiet=1)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     client = docker.from_env()
     out: dict = {"when": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(), "runs": args.runs}
