@@ -546,6 +546,7 @@ def main() -> int:
     # launcher compile its sources on each run, and the CPU figures measure the compiler.
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     import compileall
+
     import qsandbox
 
     for tree in (Path(qsandbox.__file__).parent, *([BEFORE / "src"] if BEFORE else [])):
