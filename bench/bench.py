@@ -163,6 +163,133 @@ def bench_egress(runs: int) -> dict:
     }
 
 
+BEFORE: Path | None = None  # --before: a source tree whose launcher runs beside this one
+
+
+def before_launcher() -> list[str]:
+    return [*LAUNCHER]
+
+
+def before_env() -> dict[str, str]:
+    assert BEFORE is not None
+    return {**os.environ, "PYTHONPATH": str(BEFORE / "src")}
+
+
+def bench_relay(runs: int) -> dict:
+    """The default run (no network, the launcher's relay) against --network open, the SDK floor and
+    bare `docker run`, interleaved; with --before, that tree's default and open runs too."""
+    noop = str(SCRIPTS / "noop.py")
+    variants: dict[str, tuple[list[str], dict[str, str] | None, bytes | None]] = {
+        "default": ([*LAUNCHER, noop], None, b""),
+        "open": ([*LAUNCHER, "--network", "open", noop], None, b""),
+        "sdk_floor": ([*SDK_FLOOR, "noop.py"], None, None),
+        "bare": (floor_argv("noop.py"), None, None),
+    }
+    if BEFORE is not None:
+        variants["before_default"] = ([*LAUNCHER, noop], before_env(), b"")
+        variants["before_open"] = ([*LAUNCHER, "--network", "open", noop], before_env(), b"")
+    wall: dict[str, list[float]] = {k: [] for k in variants}
+    cpu: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(runs):
+        for name, (argv, env, stdin) in variants.items():
+            w, c, _ = timed(argv, key() if stdin is not None else None, env)
+            wall[name].append(w)
+            cpu[name].append(c)
+    out: dict = {f"{k}_median_s": median(v) for k, v in wall.items()}
+    out.update({f"{k}_launcher_cpu_s": median(v) for k, v in cpu.items()})
+    out["default_to_open"] = median(wall["default"]) / median(wall["open"])
+    out["default_to_sdk_floor"] = median(wall["default"]) / median(wall["sdk_floor"])
+    out["default_to_bare"] = median(wall["default"]) / median(wall["bare"])
+    if BEFORE is not None:
+        out["before_default_to_open"] = median(wall["before_default"]) / median(wall["before_open"])
+        out["default_after_to_before"] = median(wall["default"]) / median(wall["before_default"])
+    return out
+
+
+class _Source:
+    """A listener on the launcher's machine: reads a size line, sends that many bytes."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.block = os.urandom(1 << 20)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._send, args=(conn,), daemon=True).start()
+
+    def _send(self, conn) -> None:  # type: ignore[no-untyped-def]
+        with conn:
+            size = int(conn.makefile().readline())
+            while size > 0:
+                n = min(size, len(self.block))
+                conn.sendall(self.block[:n])
+                size -= n
+
+
+def bench_relay_data(mb: int = 100, many: int = 50) -> dict:
+    """Bytes from a listener on the launcher's machine to the script through the relay: one channel of
+    `mb` MB, then `many` channels of 1 MB at once (the script times both)."""
+    source = _Source()
+    p = subprocess.run(
+        [*LAUNCHER, "--allow-host", "source.test", "--connect-to", f"source.test:443:127.0.0.1:{source.port}",
+         str(SCRIPTS / "relay_pull.py"), "source.test:443", str(mb), str(many)],
+        input=key(), capture_output=True, check=True,
+    )  # fmt: skip
+    lines = dict(line.split(" ", 1) for line in p.stdout.decode().splitlines())
+    got, secs = lines["one"].split()
+    finished, many_secs = lines["many"].split()
+    return {
+        "one_channel_mb": int(got) / 1e6,
+        "one_channel_mb_per_s": int(got) / 1e6 / float(secs),
+        "channels": many,
+        "channels_finished": int(finished),
+        "channels_s": float(many_secs),
+    }
+
+
+def bench_files(mib: int = 200) -> dict:
+    """`mib` MiB from /output to --output, and `mib` MiB of --workdir in, each against a no-op run:
+    the launcher's peak resident memory and the rate of the transfer (the run's extra wall time)."""
+    with tempfile.TemporaryDirectory(prefix="qsandbox-bench-") as d:
+        work = Path(d) / "work"
+        work.mkdir()
+        shutil.copy(SCRIPTS / "noop.py", work / "noop.py")
+        shutil.copy(SCRIPTS / "write_big_output.py", work / "write_big_output.py")
+        (work / "data").mkdir()
+        block = os.urandom(1 << 20)
+        for i in range(mib // 8):
+            (work / "data" / f"part{i}.bin").write_bytes(block * 8)
+        limits = ["--output-limit", f"{mib + 64}m", "--input-limit", f"{mib + 64}m"]
+        base, c0, rss0 = timed([*LAUNCHER, str(work / "noop.py")], key())
+        out_dir = Path(d) / "out"
+        w_out, _, rss_out = timed(
+            [*LAUNCHER, *limits, "--output", str(out_dir), str(work / "write_big_output.py"), str(mib)], key()
+        )
+        w_in, _, rss_in = timed([*LAUNCHER, *limits, "--workdir", str(work), str(work / "noop.py")], key())
+        delivered = (out_dir / "data.bin").stat().st_size
+    size = mib * (1 << 20)
+    return {
+        "mib": mib,
+        "noop_s": base,
+        "noop_launcher_peak_rss_mib": rss0 / 1024,
+        "output_s": w_out,
+        "output_delivered": delivered,
+        "output_mb_per_s": size / 1e6 / max(1e-3, w_out - base),
+        "output_launcher_peak_rss_mib": rss_out / 1024,
+        "workdir_s": w_in,
+        "workdir_mb_per_s": size / 1e6 / max(1e-3, w_in - base),
+        "workdir_launcher_peak_rss_mib": rss_in / 1024,
+    }
+
+
 def bench_first_line(runs: int) -> dict:
     ours = [first_line([*LAUNCHER, str(SCRIPTS / "import_runtime.py")], key()) for _ in range(runs)]
     floor = [first_line(floor_argv("import_runtime.py"), None) for _ in range(runs)]
@@ -409,8 +536,21 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=HERE / "results" / "latest.json")
     ap.add_argument("--skip-image", action="store_true", help="skip the image-size comparison build")
     ap.add_argument("--only", default="", help="comma-separated steps to run (default: all)")
-    ap.add_argument("--before", type=Path, default=None, help="batch step: also run this source tree's batch")
+    ap.add_argument(
+        "--before", type=Path, default=None, help="batch and relay steps: also run this source tree's launcher"
+    )
     args = ap.parse_args()
+    global BEFORE
+    BEFORE = args.before
+    # As installed (pip, pipx): from bytecode. A shell with PYTHONDONTWRITEBYTECODE=1 would have every
+    # launcher compile its sources on each run, and the CPU figures measure the compiler.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    import compileall
+
+    import qsandbox
+
+    for tree in (Path(qsandbox.__file__).parent, *([BEFORE / "src"] if BEFORE else [])):
+        compileall.compile_dir(str(tree), quiet=1)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     client = docker.from_env()
     out: dict = {"when": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(), "runs": args.runs}
@@ -422,6 +562,9 @@ def main() -> int:
         ("egress", lambda: bench_egress(max(3, args.runs // 2))),
         ("throughput", bench_throughput),
         ("sdk_floor", lambda: bench_sdk_floor(args.runs)),
+        ("relay", lambda: bench_relay(args.runs)),
+        ("relay_data", bench_relay_data),
+        ("files", bench_files),
         ("batch", lambda: bench_batch(max(2, args.runs // 3), before=args.before)),
         ("interactive", lambda: bench_interactive(max(3, args.runs // 3))),
         ("emulator", lambda: bench_emulator(max(1, args.runs // 5))),
@@ -444,6 +587,34 @@ def main() -> int:
 
 def report(out: dict) -> None:
     """The table: only the rows whose steps ran."""
+    if "relay" in out:
+        r = out["relay"]
+        print(f"{'no-op run (medians, interleaved)':50} {'default':>9} {'open':>9} {'ratio':>7}")
+        print(f"{'  default (relay) / --network open (goal <= 1.05)':50} {r['default_median_s']:8.3f}s "
+              f"{r['open_median_s']:8.3f}s {r['default_to_open']:7.2f}")  # fmt: skip
+        print(f"{'  default / SDK floor (goal <= 1.15)':50} {r['default_median_s']:8.3f}s "
+              f"{r['sdk_floor_median_s']:8.3f}s {r['default_to_sdk_floor']:7.2f}")  # fmt: skip
+        print(f"{'  default / bare docker run':50} {r['default_median_s']:8.3f}s "
+              f"{r['bare_median_s']:8.3f}s {r['default_to_bare']:7.2f}")  # fmt: skip
+        print(f"{'  launcher CPU per default run (goal <= 0.30 s)':50} {r['default_launcher_cpu_s']:8.3f}s")
+        if "before_default_median_s" in r:
+            print(f"{'  before: default / open':50} {r['before_default_median_s']:8.3f}s "
+                  f"{r['before_open_median_s']:8.3f}s {r['before_default_to_open']:7.2f}")  # fmt: skip
+            print(f"{'  default: after / before':50} {r['default_median_s']:8.3f}s "
+                  f"{r['before_default_median_s']:8.3f}s {r['default_after_to_before']:7.2f}")  # fmt: skip
+            print(f"{'  launcher CPU: after / before':50} {r['default_launcher_cpu_s']:8.3f}s "
+                  f"{r['before_default_launcher_cpu_s']:8.3f}s")  # fmt: skip
+    if "relay_data" in out:
+        r = out["relay_data"]
+        print(f"{'relay: 100 MB on one channel (goal >= 50 MB/s)':50} {r['one_channel_mb_per_s']:7.1f}MB/s")
+        print(f"{'relay: 50 channels of 1 MB at once, finished':50} {r['channels_finished']:4d}/{r['channels']} "
+              f"in {r['channels_s']:.2f}s")  # fmt: skip
+    if "files" in out:
+        f = out["files"]
+        print(f"{'/output 200 MiB to --output (goal >= 50 MB/s)':50} {f['output_mb_per_s']:7.1f}MB/s "
+              f"peak RSS {f['output_launcher_peak_rss_mib']:.0f} MiB (goal < 100)")  # fmt: skip
+        print(f"{'--workdir 200 MiB in (goal >= 50 MB/s)':50} {f['workdir_mb_per_s']:7.1f}MB/s "
+              f"peak RSS {f['workdir_launcher_peak_rss_mib']:.0f} MiB (goal < 100)")  # fmt: skip
     if "transfer" in out:
         t = out["transfer"]
         print(

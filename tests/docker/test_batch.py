@@ -177,13 +177,19 @@ def test_reports_and_output_are_redacted(image, canary, tmp_path):
     assert done.returncode == 0, done.stderr
     for data in (report.read_bytes(), junit.read_bytes()):
         assert [f for f in forms(canary) if f in data]
-    # `qsandbox run --json`: validates, and holds no form of the key either.
-    done = qsandbox("run", *LOCAL, "--token-stdin", "--json", str(report), script, input=canary + "\n")
+    # `qsandbox run --json --junit`: validates, carries the masked output and the image, holds no form of the key.
+    done = qsandbox(
+        "run", *LOCAL, "--token-stdin", "--json", str(report), "--junit", str(junit), script, input=canary + "\n"
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     doc = json.loads(report.read_text())
     jsonschema.validate(doc, SCHEMA)
     assert doc["command"] == "run" and doc["runs"][0]["cleaned_up"] is True and doc["runs"][0]["exit_code"] == 0
-    assert [f for f in forms(canary) if f in report.read_bytes()] == []
+    assert doc["image_id"].startswith("sha256:") and doc["runs"][0]["started_at"]
+    (case,) = [c for suite in JUnitXml.fromfile(str(junit)) for c in suite]
+    assert "literal: ***" in case.system_out  # what the terminal showed, masked
+    for data in (report.read_bytes(), junit.read_bytes()):
+        assert [f for f in forms(canary) if f in data] == []
 
 
 @pytest.mark.parametrize(

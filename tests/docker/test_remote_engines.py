@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -152,9 +153,12 @@ def _not_checked_lines(stderr: str, url: str) -> list[str]:
 @pytest.mark.parametrize("mode", ["paramiko", "ssh-client"])
 def test_run_over_ssh(image, canary, leak_search, sshd, tmp_path, mode):
     env = _remote_env(DOCKER_HOST=sshd.url, HOME=str(sshd.home))
-    if mode == "ssh-client":
-        env.update(QSANDBOX_SSH_CLIENT="1", PATH=f"{sshd.bin}:{env['PATH']}")
+    if mode == "ssh-client":  # the default
+        env.update(PATH=f"{sshd.bin}:{env['PATH']}")
+    else:
+        env.update(QSANDBOX_SSH_CLIENT="0")
     done, _ = _run_remote(tmp_path, canary, env)
+    _relay_roundtrip(env, tmp_path, canary)
     said = _not_checked_lines(done.stderr, sshd.url)
     assert [line.split(":")[1].strip() for line in said] == [
         "engine access",
@@ -169,12 +173,65 @@ def test_run_over_ssh(image, canary, leak_search, sshd, tmp_path, mode):
     assert leak_search.all_hits() == []
 
 
+class _LineServer:
+    """A listener on the launcher's machine (127.0.0.1) that answers each line with `heard: LINE`,
+    standing in for an IBM host: a sandbox on a remote engine reaches it only through the relay."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn, conn.makefile("rwb") as f:
+                line = f.readline()
+                f.write(b"heard: " + line)
+                f.flush()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _relay_roundtrip(env: dict[str, str], tmp_path: Path, canary: str) -> None:
+    """--platform ibm on this engine: the sandbox has no network; an --allow-host name answers from
+    the launcher's own loopback through the relay (so, over the engine's attach stream), a name not
+    allowed is refused."""
+    server = _LineServer()
+    word = secrets.token_hex(6)
+    try:
+        for host, expected in (("allowed.test", f"answer: heard: ping {word}"), ("other.test", "403 Forbidden")):
+            done = qsandbox(
+                "run",
+                "--token-stdin",
+                "--allow-host",
+                "allowed.test",
+                "--connect-to",
+                f"allowed.test:443:127.0.0.1:{server.port}",
+                str(ROOT / "tests" / "scripts" / "relay_roundtrip.py"),
+                f"{host}:443",
+                word,
+                input=canary + "\n",
+                env=env,
+                timeout=240,
+            )
+            assert done.returncode == 0, done.stderr
+            assert expected in done.stdout, done.stdout
+        assert "egress refused: other.test:443" in done.stderr
+    finally:
+        server.close()
+
+
 def test_an_audit_over_ssh_marks_the_engine_hosts_places_not_searched(image, sshd):
     """What an audit on this machine cannot prove of an ssh:// engine's host: its data root,
     runtime state, temp directories, logs and journal are NOT SEARCHED, with the reason, so the
     audit is NOT A PASS; the engine's own view (inspect, events, the live sandbox) is searched,
     each with its control, and so are this machine's places (the launcher's)."""
-    env = _remote_env(DOCKER_HOST=sshd.url, HOME=str(sshd.home))
+    env = _remote_env(DOCKER_HOST=sshd.url, HOME=str(sshd.home), QSANDBOX_SSH_CLIENT="0")
     done = qsandbox("audit", "--path", "success", env=env, timeout=600)
     out = done.stdout + done.stderr
     assert done.returncode == 125, out
@@ -209,7 +266,7 @@ def _ssh_processes(port: int) -> list[str]:
 def test_ssh_without_a_known_host_key_is_one_line(sshd, tmp_path):
     """paramiko refuses an unknown host key; the launcher says so in one line and starts nothing."""
     (tmp_path / ".ssh").mkdir()
-    done = qsandbox("sweep", env=_remote_env(DOCKER_HOST=sshd.url, HOME=str(tmp_path)))
+    done = qsandbox("sweep", env=_remote_env(DOCKER_HOST=sshd.url, HOME=str(tmp_path), QSANDBOX_SSH_CLIENT="0"))
     assert done.returncode == 125, done.stderr
     assert done.stderr.strip().splitlines() == [
         f"qsandbox: no container engine answers at {sshd.url}: Server '[127.0.0.1]:{sshd.port}' not found in "
@@ -316,6 +373,7 @@ def test_run_over_mutual_tls(image, canary, leak_search, tls_engine, tmp_path):
         CURL_CA_BUNDLE=bundle,
     )
     done, _ = _run_remote(tmp_path, canary, env)
+    _relay_roundtrip(env, tmp_path, canary)
     said = _not_checked_lines(done.stderr, tls_engine.url)
     assert [line.split(":")[1].strip() for line in said] == [
         "engine access",

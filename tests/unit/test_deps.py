@@ -119,13 +119,13 @@ def test_requires_python_is_checked_against_the_image():
 def test_derived_tag_names_version_base_and_requirements():
     tag = deps.derived_tag("sha256:aaa", ["tabulate"])
     assert tag == deps.derived_tag("sha256:aaa", ["tabulate"])
-    assert tag.startswith("qsandbox-deps:0.1.0-") and len(tag.split("-")[-1]) == 16
+    assert tag.startswith("qsandbox-deps:0.2.0-") and len(tag.split("-")[-1]) == 16
     assert tag != deps.derived_tag("sha256:bbb", ["tabulate"]) != deps.derived_tag("sha256:aaa", ["tabulate<1"])
 
 
 def test_last_use_is_recorded_in_the_users_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     deps.record_use("qsandbox-deps:x", when=100.0)
-    deps.record_use("qsandbox:0.1.0", when=200.0)
-    assert deps._last_uses() == {"qsandbox-deps:x": 100.0, "qsandbox:0.1.0": 200.0}
+    deps.record_use("qsandbox:0.2.0", when=200.0)
+    assert deps._last_uses() == {"qsandbox-deps:x": 100.0, "qsandbox:0.2.0": 200.0}
     assert (tmp_path / "qsandbox" / "last-used.json").is_file()

@@ -47,10 +47,11 @@ def test_output_a_token_makes_the_redactor_hold_back_still_arrives(monkeypatch):
     import threading
     import time
 
+    from qsandbox.common import mux
     from qsandbox.inside import entry
 
-    written: dict[int, bytes] = {1: b"", 2: b""}
-    monkeypatch.setattr(entry, "_write_all", lambda fd, data: written.__setitem__(fd, written[fd] + data))
+    sent: list[bytes] = []
+    monkeypatch.setattr(entry, "LINK", mux.Link(sent.append))
     script = entry.Script.__new__(entry.Script)
     script.out, script.err, script.tok, script.redact = os.pipe(), os.pipe(), os.pipe(), True
     script._lock, script._silenced = threading.Lock(), False  # noqa: SLF001 - what __init__ sets
@@ -67,4 +68,7 @@ def test_output_a_token_makes_the_redactor_hold_back_still_arrives(monkeypatch):
         os.close(fd)
     copy.join(5)
     assert not copy.is_alive()
-    assert written[1] == b"GET job: 404\nprinted with ***\nEND\n"
+    frames = mux.Decoder().feed(b"".join(sent))
+    stdout = b"".join(f.payload for f in frames if f.channel == mux.STDOUT and f.type == mux.Type.DATA)
+    assert stdout == b"GET job: 404\nprinted with ***\nEND\n"
+    assert (mux.Type.EOF, mux.STDOUT) in [(f.type, f.channel) for f in frames]  # its end is said

@@ -10,9 +10,9 @@ from qsandbox.launcher.settings import Hardening, parse_size
 def test_start_roundtrip_and_repr_hides_token():
     start = handoff.Start(token="tok-abcdefghijklmnop", channel="ibm_cloud", instance="crn:x", ca_pem="PEM")
     assert "tok-abcdefghijklmnop" not in repr(start)
-    line = handoff.encode_start(start)
-    assert line.endswith(b"\n") and line.count(b"\n") == 1
-    assert handoff.decode(line) == start
+    message = handoff.encode_start(start)
+    assert b"\n" not in message  # one JSON object, the payload of one CONTROL frame
+    assert handoff.decode(message) == start
 
 
 def test_abort_roundtrip_and_bad_messages():

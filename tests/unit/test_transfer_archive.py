@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import os
 import tarfile
@@ -10,14 +9,21 @@ from pathlib import Path
 
 import pytest
 
+from qsandbox.common import mux
 from qsandbox.common.errors import UsageError
-from qsandbox.common.handoff import OUTPUT_BEGIN, OUTPUT_END
-from qsandbox.launcher.transfer import OutputReceiver, check_output, collect, extract
+from qsandbox.launcher import stream
+from qsandbox.launcher.relay import Egress, Relay
+from qsandbox.launcher.transfer import Inputs, OutputReceiver, check_output, collect, extract
 
 
-def names(archive: bytes) -> list[str]:
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+def names(inputs: Inputs) -> list[str]:
+    with tarfile.open(fileobj=io.BytesIO(sent(inputs))) as tar:
         return [m.name for m in tar]
+
+
+def sent(inputs: Inputs) -> bytes:
+    """What goes into the sandbox: the archive as it is streamed."""
+    return b"".join(inputs.chunks(1 << 16))
 
 
 def project(tmp_path: Path) -> Path:
@@ -34,7 +40,7 @@ def project(tmp_path: Path) -> Path:
 def test_only_the_script_by_default(tmp_path):
     d = project(tmp_path)
     inputs = collect(d / "bell.py", workdir=None, includes=(), limit=1 << 20)
-    assert names(inputs.archive) == ["bell.py"]
+    assert names(inputs) == ["bell.py"]
     assert str(inputs.script) == "bell.py"
 
 
@@ -42,18 +48,18 @@ def test_workdir_sends_the_project_without_credential_stores_and_says_so(tmp_pat
     d = project(tmp_path)
     os.symlink(d / ".ssh" / "id_ed25519", d / "link")
     inputs = collect(d / "bell.py", workdir=d, includes=(), limit=1 << 20)
-    assert names(inputs.archive) == ["bell.py", "data", "data/x.csv", "notes.txt"]
+    assert names(inputs) == ["bell.py", "data", "data/x.csv", "notes.txt"]
     left = " ".join(inputs.left_out)
     assert ".ssh (a credential store: to send it on purpose, --include .ssh)" in left
     assert ".env (a credential store" in left
     assert "link (a symbolic link: not followed)" in left
-    assert b"PRIVATE KEY" not in inputs.archive
+    assert b"PRIVATE KEY" not in sent(inputs)
 
 
 def test_include_keeps_the_relative_path_and_a_named_credential_file_is_sent_on_purpose(tmp_path):
     d = project(tmp_path)
     inputs = collect(d / "bell.py", workdir=None, includes=(Path("data"), Path(".env")), limit=1 << 20)
-    assert names(inputs.archive) == [".env", "bell.py", "data", "data/x.csv"]
+    assert names(inputs) == [".env", "bell.py", "data", "data/x.csv"]
 
 
 def test_refusals(tmp_path):
@@ -83,8 +89,43 @@ def test_find_the_key_in_an_input(tmp_path):
     assert inputs.find("not-there") is None
 
 
-def frame(marker: str, archive: bytes) -> bytes:
-    return OUTPUT_BEGIN + marker.encode() + b"\n" + base64.encodebytes(archive) + OUTPUT_END + marker.encode() + b"\n"
+class FakeAttachment:
+    """The engine's attach stream as `stream.pump` reads it: (1, bytes) pairs, cut every `chunk` bytes."""
+
+    def __init__(self, data: bytes, chunk: int) -> None:
+        self.data, self.chunk, self.closed = data, chunk, False
+
+    def frames(self):
+        for i in range(0, len(self.data), self.chunk):
+            if self.closed:
+                return
+            yield 1, self.data[i : i + self.chunk]
+
+    def close(self) -> None:
+        self.closed = True
+
+    def send(self, data: bytes) -> None:
+        pass
+
+
+def output_frames(archive: bytes, *, end: bool = True) -> bytes:
+    frames = [mux.frame(mux.Type.DATA, mux.OUTPUT, archive[i : i + 1000]) for i in range(0, len(archive), 1000)]
+    return b"".join(frames) + (mux.frame(mux.Type.EOF, mux.OUTPUT) if end else b"")
+
+
+def pump(data: bytes, receiver: OutputReceiver, chunk: int = 4096) -> tuple[bytes, FakeAttachment]:
+    """What reaches the script's stdout through `stream.pump`, and the attachment."""
+    att = FakeAttachment(data, chunk)
+    printed: list[bytes] = []
+    stream.pump(
+        att,  # type: ignore[arg-type]  # the part of an Attachment pump uses
+        output=lambda n, d: printed.append(d),
+        relay=Relay(mux.Link(att.send), Egress(frozenset())),
+        receiver=receiver,
+        say=lambda s: None,
+    )
+    receiver.flush()
+    return b"".join(printed), att
 
 
 def tar_of(*entries: tarfile.TarInfo, data: bytes = b"") -> bytes:
@@ -102,12 +143,16 @@ def info(name: str, kind: bytes = tarfile.REGTYPE, size: int = 0, mode: int = 0o
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 4096])
-def test_receiver_takes_the_frame_out_of_the_stream_in_any_chunking(tmp_path, chunk):
+def test_receiver_takes_the_output_channel_out_of_the_stream_in_any_chunking(tmp_path, chunk):
     archive = tar_of(info("result.txt", size=2), data=b"ok")
-    stream = b"script says hi\x00 and more\n" + frame("m1", archive) + b"after\n"
+    data = (
+        mux.frame(mux.Type.DATA, mux.STDOUT, b"script says hi\x00 and more\n")
+        + output_frames(archive)
+        + mux.frame(mux.Type.DATA, mux.STDOUT, b"after\n")
+    )
     said: list[str] = []
-    r = OutputReceiver("m1", tmp_path / "out", 1 << 20, said.append)
-    passed = b"".join(r.feed(stream[i : i + chunk]) for i in range(0, len(stream), chunk)) + r.flush()
+    r = OutputReceiver(tmp_path / "out", 1 << 20, said.append)
+    passed, _ = pump(data, r, chunk)
     assert passed == b"script says hi\x00 and more\nafter\n"
     assert (tmp_path / "out" / "result.txt").read_bytes() == b"ok"
     assert r.delivered == ["result.txt"] and said == []
@@ -142,15 +187,16 @@ def test_output_over_the_limit_is_refused_entry_by_entry(tmp_path):
     assert "b and the rest (over the --output-limit of 8 bytes)" in refused[0]
 
 
-def test_a_damaged_or_unfinished_frame_is_said_and_nothing_of_it_printed(tmp_path):
+def test_a_damaged_or_unfinished_archive_is_said_and_nothing_of_it_printed(tmp_path):
     said: list[str] = []
-    r = OutputReceiver("m", tmp_path, 1 << 20, said.append)
-    assert r.feed(OUTPUT_BEGIN + b"m\nnot base64 !!!\n" + OUTPUT_END + b"m\n") == b""
-    assert r.delivered == [] and "damaged: its base64 text" in said[0]
-    r2 = OutputReceiver("m", tmp_path, 1 << 20, said.append)
-    assert r2.feed(OUTPUT_BEGIN + b"m\nAAAA\n") == b""
-    assert r2.flush() == b""
-    assert "the sandbox ended before it arrived" in said[1]
+    r = OutputReceiver(tmp_path, 1 << 20, said.append)
+    passed, _ = pump(output_frames(b"not a tar archive at all" * 40), r)
+    assert passed == b"" and r.delivered == [] and "not a plain tar archive" in said[0]
+    r2 = OutputReceiver(tmp_path, 1 << 20, said.append)
+    half = tar_of(info("a.txt", size=600), data=b"x" * 600)[:700]
+    passed, _ = pump(output_frames(half, end=False), r2)
+    assert passed == b""
+    assert "the sandbox ended before it arrived" in said[-1]
 
 
 def test_a_link_already_in_the_output_dir_is_not_followed_out_of_it(tmp_path):
@@ -223,23 +269,17 @@ def test_a_compressed_archive_is_refused(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_only_one_frame_is_taken_and_a_frame_never_prints_past_its_budget(tmp_path):
+def test_only_one_archive_is_taken_and_an_archive_never_prints_past_its_budget(tmp_path):
     said: list[str] = []
     first = tar_of(info("a.txt", size=2), data=b"hi")
     second = tar_of(info("b.txt", size=2), data=b"hi")
-    r = OutputReceiver("m", tmp_path / "out", 1 << 20, said.append)
-    passed = r.feed(frame("m", first)) + r.feed(frame("m", second)) + r.flush()
+    r = OutputReceiver(tmp_path / "out", 1 << 20, said.append)
+    passed, _ = pump(output_frames(first) + output_frames(second), r)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.txt"]
-    assert passed == frame("m", second)  # the script's own output now: nothing of it extracted
+    assert passed == b""  # the second archive is dropped, never printed
     big = tar_of(info("big", size=1 << 20), data=b"x" * (1 << 20))
-    r2 = OutputReceiver(
-        "m",
-        tmp_path / "out2",
-        1000,
-        said.append,
-    )
-    text = frame("m", big)
-    passed = b"".join(r2.feed(text[i : i + 4096]) for i in range(0, len(text), 4096)) + r2.flush()
+    r2 = OutputReceiver(tmp_path / "out2", 1000, said.append)
+    passed, _ = pump(output_frames(big), r2)
     assert passed == b"" and list((tmp_path / "out2").iterdir()) == []
     assert any("big and the rest (over the --output-limit of 1000 bytes)" in line for line in said)
 
@@ -268,3 +308,22 @@ def test_check_output_wants_a_new_or_empty_directory_of_your_own(tmp_path, monke
         os.chown(tmp_path / "theirs", 12345, 12345)
         with pytest.raises(UsageError, match="owned by uid 12345, not by you"):
             check_output(tmp_path / "theirs", merge=True)
+
+
+def test_workdir_leaves_out_repositories_registry_tokens_cloud_credentials_and_private_keys(tmp_path):
+    d = project(tmp_path)
+    for rel in (".git/config", ".envrc", ".pypirc", ".npmrc", ".kube/config", ".config/gcloud/creds.json",
+                ".azure/token", ".terraform.d/credentials.tfrc.json", ".cargo/credentials.toml", "id_rsa",
+                "keys/id_ed25519.pub", "tls/server.pem", "tls/server.key", "cert.p12"):  # fmt: skip
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_text("secret\n")
+    (d / ".config" / "app.toml").write_text("kept\n")  # a sibling of gcloud: sent
+    inputs = collect(d / "bell.py", workdir=d, includes=(), limit=1 << 20)
+    assert names(inputs) == [".config", ".config/app.toml", "bell.py", "data", "data/x.csv", "notes.txt"]
+    left = " ".join(inputs.left_out)
+    for name in (".git", ".envrc", ".pypirc", ".npmrc", ".kube", ".config/gcloud", ".azure", ".terraform.d",
+                 ".cargo/credentials.toml", "id_rsa", "keys/id_ed25519.pub", "tls/server.pem", "tls/server.key",
+                 "cert.p12"):  # fmt: skip
+        assert f"--include {name})" in left, name
+    named = collect(d / "bell.py", workdir=d, includes=(Path("tls/server.pem"),), limit=1 << 20)
+    assert "tls/server.pem" in names(named)  # named on purpose: sent

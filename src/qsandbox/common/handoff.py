@@ -1,22 +1,20 @@
-"""The messages the launcher sends into the container over the attached stdin stream.
-
-One JSON object per line. Both sides import this module, so the format is defined once.
-The key travels only here: never in Env, Cmd, labels, an archive upload, or a log.
+"""The control messages between the launcher and the entry point: JSON objects, each the payload
+of one CONTROL frame of `common.mux` (the one protocol on the attach stream). Both sides import
+this module, so the format is defined once. The key travels only here: never in Env, Cmd, labels,
+an archive upload, or a log.
 
 Launcher -> entry point:
-  {"type": "start", "token": KEY, "channel": ..., "instance": ..., "ca_pem": PEM or null,
-   "inputs_size": N, "output_marker": HEX or null}
-  followed at once by exactly N bytes: a tar archive of the script and the inputs the user named,
-  which the entry point unpacks into the /work tmpfs (nothing of the host is mounted).
+  {"type": "start", "token": KEY, "channel": ..., "instance": ..., "ca_pem": PEM or null, "output": BOOL}
+  followed at once by the INPUTS channel: a tar stream of the script and the inputs the user named
+  (DATA frames, then EOF), which the entry point unpacks into the /work tmpfs as it arrives
+  (nothing of the host is mounted).
   {"type": "abort", "reason": "interrupt" | "terminate" | "hangup" | "timeout"}
   {"type": "access_token", "access_token": JWT, "expiration": UNIX_TIME}   (short-lived mode)
   {"type": "alive"}   every HEARTBEAT_INTERVAL seconds once the script runs
-Entry point -> launcher, on its stdout, after the script has ended (its exit, an error, or an
-abort; not when the launcher is gone): OUTPUT_BEGIN + marker + "\n", the /output tmpfs as a plain
-tar archive in base64 lines, OUTPUT_END + marker + "\n". The marker is the run's own (sent in the
-start message, after the script's interpreter was spawned: only the entry point, PID 1 and
-non-dumpable, ever holds it); NUL never occurs in base64, so the frame cannot be mistaken for part
-of the archive. The launcher accepts one such frame per run, plain tar only, within one budget.
+Entry point -> launcher: the script's output on STDOUT and STDERR, the relay's channels, and after
+the script has ended (its exit, an error, or an abort; not when the launcher is gone), if "output"
+was asked for, the /output tmpfs as one plain tar stream on OUTPUT. Only the entry point (PID 1,
+non-dumpable) writes frames: the script's own output reaches it on pipes.
 EOF of stdin (the launcher died or closed the stream) means: kill the script and exit.
 So does silence for HEARTBEAT_TIMEOUT seconds: EOF never arrives when the engine itself dies
 (the stdin pipe is held by the runtime's shim, and the engine is not there to close it), and a
@@ -45,8 +43,7 @@ class Start:
     channel: str
     instance: str | None
     ca_pem: str | None = None
-    inputs_size: int = 0
-    output_marker: str | None = None
+    output: bool = False  # send /output back when the script has ended
 
     def __repr__(self) -> str:  # never print the token
         return f"Start(channel={self.channel!r}, instance={self.instance!r}, token=<hidden>)"
@@ -73,27 +70,10 @@ class Alive:
     """The launcher's heartbeat."""
 
 
-ALIVE = b'{"type":"alive"}\n'
-OUTPUT_BEGIN = b"\x00qsandbox-output-begin:"
-OUTPUT_END = b"\x00qsandbox-output-end:"
+ALIVE = b'{"type":"alive"}'
 # /output: entries sent at most, and how deep (both sides keep to them; see inside/transfer.py).
 MAX_OUTPUT_ENTRIES = 100_000
 MAX_OUTPUT_DEPTH = 64
-MAX_INPUTS = 1 << 32  # a sanity bound on the announced archive size; the launcher's --input-limit is lower
-
-
-def _size(value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_INPUTS:
-        raise HandoffError("bad inputs size")
-    return value
-
-
-def _marker(value: object) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.isalnum() or len(value) > 64:
-        raise HandoffError("bad output marker")
-    return value
 
 
 def encode_access_token(token: AccessToken) -> bytes:
@@ -107,8 +87,7 @@ def encode_start(start: Start) -> bytes:
         "channel": start.channel,
         "instance": start.instance,
         "ca_pem": start.ca_pem,
-        "inputs_size": start.inputs_size,
-        "output_marker": start.output_marker,
+        "output": start.output,
     }
     return _line(body)
 
@@ -120,7 +99,7 @@ def encode_abort(reason: str) -> bytes:
 
 
 def _line(body: dict[str, Any]) -> bytes:
-    data = json.dumps(body, separators=(",", ":")).encode() + b"\n"
+    data = json.dumps(body, separators=(",", ":")).encode()
     if len(data) > MAX_MESSAGE:
         raise HandoffError("hand-off message too large")
     return data
@@ -142,8 +121,7 @@ def decode(line: bytes) -> Start | Abort | AccessToken | Alive:
             channel=str(body.get("channel") or "ibm_quantum_platform"),
             instance=body.get("instance"),
             ca_pem=body.get("ca_pem"),
-            inputs_size=_size(body.get("inputs_size", 0)),
-            output_marker=_marker(body.get("output_marker")),
+            output=body.get("output") is True,
         )
     if kind == "alive":
         return Alive()

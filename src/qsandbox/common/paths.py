@@ -18,3 +18,4 @@ WORKDIR = PurePosixPath("/work")  # the script's directory, read-only
 OUTPUT_DIR = PurePosixPath("/output")
 VENV_PYTHON = "/opt/qsandbox/bin/python"  # the image's interpreter (Dockerfile)
 TOKEN_SERVER_PORT = 8765  # short-lived mode: the sandbox's own IAM token endpoint, on loopback
+RELAY_PORT = 3128  # the entry point's CONNECT proxy, on the sandbox's loopback (inside/relay.py)

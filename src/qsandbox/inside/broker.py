@@ -1,10 +1,12 @@
 """Runs in a short-lived helper container: the IBM Cloud calls that need the key but not the script.
 
-    python -m qsandbox.inside.broker      (reads one JSON request line on stdin, prints one JSON line)
+    entry point: run -m qsandbox.inside.broker OP [KEEP_ID ...]      (prints one JSON line)
 
-Request: {"op": "revoke" | "token" | "keys", "token": KEY, "ca_pem": PEM or null, "keep": [ID, ...]}. The
-key arrives over the attached stdin like the sandbox's, never in Env or Cmd. With ibm-platform-services'
-`IamIdentityV1`, the client IBM documents for this:
+OP is "revoke", "token" or "keys"; KEEP_ID the ids `keys` listed (IAM's ids, nothing secret). The
+helper is a sandbox like a run's, with the broker as its script: the key arrives in the start
+message like the sandbox's, never in Env or Cmd, and the entry point writes it into the tmpfs
+(TOKEN_FILE), where the broker reads it; IAM is reached through the launcher's relay like a run's.
+With ibm-platform-services' `IamIdentityV1`, the client IBM documents for this:
 
 - `keys` lists the API keys of the key's own identity (IAM Identity `GET /v1/apikeys/details` with
   the `IAM-ApiKey` header gives its `iam_id` and `account_id`; then `GET /v1/apikeys?account_id=
@@ -18,11 +20,11 @@ key arrives over the attached stdin like the sandbox's, never in Env or Cmd. Wit
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from ..common.paths import TOKEN_FILE
 
 _PAGE = 100  # IAM Identity's largest page
 _MAX_PAGES = 100  # 10,000 keys: more than IAM lets one identity have
@@ -127,30 +129,21 @@ def mint(key: str) -> dict[str, Any]:
     }
 
 
-def main() -> int:
-    line = sys.stdin.readline()
-    try:
-        request = json.loads(line)
-    except ValueError:
-        print(json.dumps({"ok": False, "error": "bad request"}))
-        return 2
-    if request.get("ca_pem"):
-        fd, path = tempfile.mkstemp(suffix=".pem")  # /tmp is this container's tmpfs
-        with os.fdopen(fd, "w") as f:
-            f.write(request["ca_pem"])
-        os.environ["REQUESTS_CA_BUNDLE"] = path
-    if request.get("op") == "revoke":
-        keep = request.get("keep")
-        result = revoke(request["token"], [str(k) for k in keep] if isinstance(keep, list) else None)
-    elif request.get("op") == "keys":
-        result = keys(request["token"])
-    elif request.get("op") == "token":
-        result = mint(request["token"])
+def main(argv: list[str]) -> int:
+    op, keep = (argv[0], argv[1:]) if argv else ("", [])
+    with open(TOKEN_FILE, encoding="utf-8") as f:
+        key = f.read()
+    if op == "revoke":
+        result = revoke(key, keep if keep != ["-"] else None)
+    elif op == "keys":
+        result = keys(key)
+    elif op == "token":
+        result = mint(key)
     else:
-        result = {"ok": False, "error": f"unknown op {request.get('op')!r}"}
+        result = {"ok": False, "error": f"unknown op {op!r}"}
     print(json.dumps(result), flush=True)
     return 0 if result["ok"] else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -12,7 +12,10 @@ process's memory is in it), which imports Qiskit while the launcher is still rea
 waits for the start message on stdin. It writes qiskit-ibm-runtime's saved-account file into the
 ~/.qiskit tmpfs and the raw key into the /run/qsandbox tmpfs, unpacks the inputs, then tells the
 runner to go. The runner's stdin is /dev/null and its stdout and stderr are pipes this process
-reads, masks and passes on: only this process ever holds the hand-off stream.
+reads, masks and frames: only this process ever holds the stream, and it speaks nothing but the
+frames of common/mux.py on it (its own stderr carries only its own notes). With QSANDBOX_RELAY=1
+(the sandbox has no network) it also serves the CONNECT proxy that is the sandbox's only way out
+(inside/relay.py), each connection a channel of the stream that the launcher decides on.
 EOF on stdin means the launcher is gone (killed, or its connection dropped): the entry point kills
 the script's process group and exits, and with PID 1 every process of the sandbox dies and the
 daemon removes the container (auto-remove). This is the dead-man switch; no helper container holds
@@ -32,12 +35,13 @@ import sys
 import tarfile
 import threading
 import time
+from collections import deque
 from typing import TYPE_CHECKING
 
-from ..common import handoff
+from ..common import handoff, mux
 from ..common.handoff import HandoffError
 from ..common.paths import CA_FILE, QISKIT_DIR, TOKEN_FILE, WORKDIR
-from .transfer import read_exactly, send_output, unpack
+from .transfer import send_output, unpack
 
 if TYPE_CHECKING:
     from .tokenserver import TokenServer  # imported where used: only short-lived mode needs it
@@ -77,17 +81,46 @@ def not_dumpable() -> None:
         raise OSError(err, os.strerror(err))
 
 
-def _read_line(fd: int) -> bytes | None:
-    """One line from fd, unbuffered (the rest of the stream stays for the watcher). None on EOF."""
-    buf = bytearray()
-    while not buf.endswith(b"\n"):
-        chunk = os.read(fd, 1)
-        if not chunk:
-            return None
-        buf += chunk
-        if len(buf) > handoff.MAX_MESSAGE:
-            raise handoff.HandoffError("hand-off message too large")
-    return bytes(buf)
+class _Stdin:
+    """The launcher's frames, read from fd 0 in large reads (one reader at a time)."""
+
+    def __init__(self) -> None:
+        self.decoder = mux.Decoder()
+        self.pending: deque[mux.Frame] = deque()
+
+    def next(self) -> mux.Frame | None:
+        """The next frame; None at EOF. ProtocolError for a broken stream."""
+        while not self.pending:
+            data = os.read(0, 1 << 16)
+            if not data:
+                return None
+            self.pending.extend(self.decoder.feed(data))
+        return self.pending.popleft()
+
+
+_STDIN = _Stdin()
+
+
+class _Inputs:
+    """The INPUTS channel as a file to read the tar stream from (until its EOF frame)."""
+
+    def __init__(self, stdin: _Stdin) -> None:
+        self.stdin, self.buf, self.done = stdin, b"", False
+
+    def read(self, n: int = -1) -> bytes:
+        while not self.done and (n < 0 or len(self.buf) < n):
+            f = self.stdin.next()
+            if f is None:
+                raise HandoffError("the launcher went away while sending the inputs")
+            if f.channel != mux.INPUTS or f.type not in (mux.Type.DATA, mux.Type.EOF):
+                raise HandoffError(f"unexpected {f.type.name} frame among the inputs")
+            if f.type == mux.Type.EOF:
+                self.done = True
+            self.buf += f.payload
+        if n < 0:
+            n = len(self.buf)
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
 
 
 def _write_private(path: str, data: str) -> None:
@@ -169,7 +202,7 @@ class Script:
     def _copy(self) -> None:
         from ..common.redact import Redactor
 
-        streams = {self.out[0]: (1, Redactor([])), self.err[0]: (2, Redactor([]))}
+        streams = {self.out[0]: (mux.STDOUT, Redactor([])), self.err[0]: (mux.STDERR, Redactor([]))}
         tok = self.tok[0] if self.tok else None
         if tok is not None:
             os.set_blocking(tok, False)
@@ -197,42 +230,55 @@ class Script:
                 # The redactor may hold a whole chunk back (a trailing base64 run, once a token is
                 # known): only the pipe's own EOF ends the stream, never an empty masked chunk.
                 data = (r.feed(read) if read else r.flush()) if self.redact else read
-                with self._lock:  # once silenced (the /output frame is next), nothing more passes
+                with self._lock:  # once silenced (/output is next), nothing more passes
                     if self._silenced:
                         return
-                    _write_all(target, data)
+                    try:
+                        LINK.send(*mux.data_frames(target, data), *(() if read else (mux.frame(mux.Type.EOF, target),)))
+                    except (_LauncherGone, OSError):
+                        return  # the launcher is gone; the dead-man switch ends the rest
                 if not read:
                     del streams[fd]
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    while data:
-        try:
-            data = data[os.write(fd, data) :]
-        except OSError:
-            return  # the launcher is gone; the dead-man switch ends the rest
 
 
 _GONE = threading.Event()  # the launcher is gone (EOF or silence): stop whatever we are doing
 
 
-class _LauncherGone(Exception):
-    pass
+class _LauncherGone(OSError):
+    """The launcher is gone: whoever was writing to it stops."""
 
 
-def _watch_stdin(events: queue.Queue[tuple[str, str]], tokens: TokenServer | None, heard: list[float]) -> None:
+def _watch_stdin(
+    events: queue.Queue[tuple[str, str]], tokens: TokenServer | None, heard: list[float], channels: mux.Channels
+) -> None:
     while True:
         try:
-            line = _read_line(0)
-        except (OSError, handoff.HandoffError):
-            line = None
-        if line is None:
+            f = _STDIN.next()
+        except (OSError, mux.ProtocolError) as e:
+            _say(f"the launcher's stream broke ({e}); stopping")
+            f = None
+        if f is None:
             _GONE.set()
             events.put(("eof", ""))
             return
         heard[0] = time.monotonic()
+        if f.type != mux.Type.CONTROL:
+            try:
+                if f.type == mux.Type.OPEN:  # nothing in the sandbox is reachable from outside
+                    if channels.peer_opens(f.channel):
+                        channels.refuse(f.channel, "nothing listens here")
+                elif f.channel >= mux.FIRST_RELAY:
+                    channels.dispatch(f)
+            except mux.ProtocolError as e:
+                _say(f"the launcher's stream broke ({e}); stopping")
+                _GONE.set()
+                events.put(("eof", ""))
+                return
+            except (_LauncherGone, OSError):
+                pass
+            continue
         try:
-            msg = handoff.decode(line)
+            msg = handoff.decode(f.payload)
         except handoff.HandoffError as e:
             _say(f"ignored a bad control message: {e}")
             continue
@@ -265,35 +311,40 @@ def _kill_group(pid: int, first: signal.Signals, grace: float, done: threading.E
             pass
 
 
+def _control() -> object | None:
+    """The next frame as a control message; None (said why) at EOF or for anything else."""
+    try:
+        f = _STDIN.next()
+        if f is None:
+            _say("the launcher went away before the hand-off; nothing was run")
+            return None
+        if f.type != mux.Type.CONTROL:
+            _say(f"expected a control message, got {f.type.name}")
+            return None
+        return handoff.decode(f.payload)
+    except (OSError, mux.ProtocolError, handoff.HandoffError) as e:
+        _say(str(e))
+        return None
+
+
 def _receive() -> tuple[handoff.Start, TokenServer | None] | None:
     """The start message, the inputs and (short-lived mode) the first token; None (said why) if not."""
-    try:
-        line = _read_line(0)
-    except handoff.HandoffError as e:
-        _say(str(e))
-        return None
-    if line is None:
-        _say("the launcher went away before the hand-off; nothing was run")
-        return None
-    try:
-        msg = handoff.decode(line)
-    except handoff.HandoffError as e:
-        _say(str(e))
+    msg = _control()
+    if msg is None:
         return None
     if not isinstance(msg, handoff.Start):
         _say("expected a start message")
         return None
     write_account(msg)
     try:
-        unpack(read_exactly(0, msg.inputs_size))
-    except (HandoffError, OSError, tarfile.TarError) as e:
+        unpack(_Inputs(_STDIN))  # type: ignore[arg-type]  # read() is all tarfile's stream mode uses
+    except (HandoffError, OSError, tarfile.TarError, mux.ProtocolError) as e:
         _say(f"the inputs could not be unpacked into {WORKDIR}: {e}; nothing was run")
         return None
     tokens: TokenServer | None = None
     if os.environ.get("QSANDBOX_TOKEN_MODE") == "short-lived":
         # The saved key is a placeholder; the next message is the minted access token.
-        first = _read_line(0)
-        token = handoff.decode(first) if first else None
+        token = _control()
         if not isinstance(token, handoff.AccessToken):
             _say("short-lived mode: no access token arrived; nothing was run")
             return None
@@ -310,20 +361,27 @@ def run(script: str, args: list[str]) -> int:
         child.cancel()
         return 125
     start, tokens = received
-    marker = start.output_marker
+    output = start.output
     del start, received
+    channels = mux.Channels(LINK, opens_odd=True)
+    if os.environ.get("QSANDBOX_RELAY") == "1":
+        from .relay import ConnectServer
+
+        ConnectServer(channels).start()
     started_at = time.time()
     child.start()
     try:
-        code, deliver = _supervise(child.pid, tokens, started_at)
+        code, deliver = _supervise(child.pid, tokens, started_at, channels)
     finally:
         _kill_everything(child.pid)
         child.finish(5.0)  # the rest of its output, masked; then nothing more of it
         _forget_the_key()
-    if deliver and marker and not _GONE.is_set():  # also after an error or an abort: what was written so far
+        channels.close_all()
+    if deliver and output and not _GONE.is_set():  # also after an error or an abort: what was written so far
         try:
-            send_output(marker, _frame_write, _say)
-        except _LauncherGone:
+            send_output(lambda chunk: LINK.send(mux.frame(mux.Type.DATA, mux.OUTPUT, chunk)), _say)
+            LINK.send(mux.frame(mux.Type.EOF, mux.OUTPUT))
+        except (_LauncherGone, OSError):
             return 137
     return code
 
@@ -351,7 +409,7 @@ def _forget_the_key() -> None:
 
 
 def _frame_write(data: bytes) -> None:
-    """Write part of the /output frame; the launcher gone (EOF, silence, a failed write) ends it."""
+    """Write (part of) a frame to the launcher; the launcher gone (EOF, silence, a failed write) ends it."""
     while data:
         if _GONE.is_set():
             raise _LauncherGone
@@ -361,7 +419,10 @@ def _frame_write(data: bytes) -> None:
             raise _LauncherGone from None
 
 
-def _supervise(pid: int, tokens: TokenServer | None, started_at: float) -> tuple[int, bool]:
+LINK = mux.Link(_frame_write)  # every frame this process sends, whole, one writer at a time
+
+
+def _supervise(pid: int, tokens: TokenServer | None, started_at: float, channels: mux.Channels) -> tuple[int, bool]:
     """Wait for the script's exit, an abort, EOF or silence. Returns the exit code, and whether the
     launcher is still there to receive /output."""
     events: queue.Queue[tuple[str, str]] = queue.Queue()
@@ -389,7 +450,7 @@ def _supervise(pid: int, tokens: TokenServer | None, started_at: float) -> tuple
         tokens.start()
     threading.Thread(target=reap, daemon=True).start()
     heard = [time.monotonic()]
-    threading.Thread(target=_watch_stdin, args=(events, tokens, heard), daemon=True).start()
+    threading.Thread(target=_watch_stdin, args=(events, tokens, heard, channels), daemon=True).start()
     threading.Thread(target=_watch_silence, args=(events, heard, handoff.HEARTBEAT_TIMEOUT), daemon=True).start()
 
     kind, reason = events.get()

@@ -52,7 +52,10 @@ def run_script(script: str, args: list[str]) -> int:
     sys.path[0] = os.path.dirname(script)
     code = 0
     try:
-        if script.endswith(".ipynb"):
+        if script == "-m":  # one of qsandbox's own helpers (the key broker): `run -m MODULE ARGS`
+            sys.argv = args
+            runpy.run_module(args[0], run_name="__main__", alter_sys=True)
+        elif script.endswith(".ipynb"):
             from .notebook import run as run_notebook
 
             code = run_notebook(script)
@@ -88,7 +91,7 @@ def main(argv: list[str]) -> NoReturn:
 
         install(tok)
         os.environ["QSANDBOX_TOKEN_FD"] = str(tok)  # a notebook's kernel watches on it too
-    path = script if os.path.isabs(script) else os.path.join(str(WORKDIR), script)
+    path = script if os.path.isabs(script) or script == "-m" else os.path.join(str(WORKDIR), script)
     os._exit(run_script(path, args))
 
 

@@ -1,46 +1,37 @@
 """The entry point's half of the file transfer (the launcher's is `launcher.transfer`).
 
-In: the archive that follows the start message on stdin is unpacked into the /work tmpfs, owned by
-the sandbox user and made read-only (files 0400, directories 0500). Only plain files and
-directories with relative names are accepted: the launcher made the archive, but the entry point
-does not trust a stream it did not make.
+In: the tar stream that follows the start message (the INPUTS channel) is unpacked, as it arrives,
+into the /work tmpfs, owned by the sandbox user and made read-only (files 0400, directories 0500).
+Only plain files and directories with relative names are accepted: the launcher made the archive,
+but the entry point does not trust a stream it did not make.
 
-Out: when the script has ended, the /output tmpfs goes back on stdout as a tar archive in base64
-lines between the run's markers, streamed entry by entry (`send_output`). Whatever cannot be read
+Out: when the script has ended, the /output tmpfs goes back as one plain tar stream on the OUTPUT
+channel of the stream (common/mux.py), entry by entry (`send_output`). Whatever cannot be read
 is named on stderr and left out; links and special files go in as what they are, and the launcher
 refuses them.
 """
 
 from __future__ import annotations
 
-import base64
 import errno
-import io
 import os
+import shutil
 import stat
 import tarfile
 from collections.abc import Callable
 from pathlib import PurePosixPath
+from typing import IO
 
 from ..common import handoff
-from ..common.handoff import OUTPUT_BEGIN, OUTPUT_END, HandoffError
+from ..common.handoff import HandoffError
 from ..common.paths import OUTPUT_DIR, WORKDIR
 from ..common.text import shown
 
 
-def read_exactly(fd: int, size: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < size:
-        chunk = os.read(fd, min(1 << 20, size - len(buf)))
-        if not chunk:
-            raise HandoffError("the launcher went away while sending the inputs")
-        buf += chunk
-    return bytes(buf)
-
-
-def unpack(archive: bytes, top: str = str(WORKDIR)) -> None:
+def unpack(stream: IO[bytes], top: str = str(WORKDIR)) -> None:
+    """Unpack the tar stream as it is read (nothing held whole)."""
     dirs: list[str] = []
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
         for member in tar:
             name = PurePosixPath(member.name)
             if name.is_absolute() or ".." in name.parts or not name.parts:
@@ -52,10 +43,10 @@ def unpack(archive: bytes, top: str = str(WORKDIR)) -> None:
             elif member.isfile():
                 os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
                 src = tar.extractfile(member)
-                data = src.read() if src is not None else b""
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
                 with os.fdopen(fd, "wb") as f:
-                    f.write(data)
+                    if src is not None:
+                        shutil.copyfileobj(src, f, 1 << 16)
                 os.chmod(path, 0o400)
             else:
                 raise HandoffError(f"refused input {member.name!r}: not a plain file or directory")
@@ -66,25 +57,24 @@ def unpack(archive: bytes, top: str = str(WORKDIR)) -> None:
 
 MAX_ENTRIES = handoff.MAX_OUTPUT_ENTRIES
 MAX_DEPTH = handoff.MAX_OUTPUT_DEPTH
-_CHUNK = 57 * 1024  # base64 encodes 57 bytes per 76-character line
+_CHUNK = 1 << 16  # what goes into one frame
 
 
-class _Base64Lines:
-    """Raw bytes in, base64 lines out (76 characters each), in bounded chunks: nothing is held whole."""
+class _Chunks:
+    """Bytes in, chunks of at most _CHUNK out, to `write`: nothing is held whole."""
 
     def __init__(self, write: Callable[[bytes], None]) -> None:
         self.write, self.buf = write, bytearray()
 
     def add(self, data: bytes) -> None:
         self.buf += data
-        if len(self.buf) >= _CHUNK:
-            cut = len(self.buf) // 57 * 57
-            self.write(base64.encodebytes(bytes(self.buf[:cut])))
-            del self.buf[:cut]
+        while len(self.buf) >= _CHUNK:
+            self.write(bytes(self.buf[:_CHUNK]))
+            del self.buf[:_CHUNK]
 
     def close(self) -> None:
         if self.buf:
-            self.write(base64.encodebytes(bytes(self.buf)))
+            self.write(bytes(self.buf))
             self.buf.clear()
 
 
@@ -94,16 +84,15 @@ def _header(name: str, kind: bytes, mode: int, size: int = 0, mtime: float = 0, 
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
-def send_output(marker: str, write: Callable[[bytes], None], say: Callable[[str], None]) -> None:
-    """Stream /output as a tar archive in base64 lines between the run's markers.
+def send_output(write: Callable[[bytes], None], say: Callable[[str], None]) -> None:
+    """Stream /output as a plain tar archive, in chunks to `write` (the caller frames them).
 
     Streamed, entry by entry, so its size costs no memory; walked without recursion. Each name is
     sent once as what it is (a hard link's every name as a plain file); links and special files
     go as headers only, and the launcher refuses them. What cannot be read, what lies deeper than
     MAX_DEPTH and what is past MAX_ENTRIES is named on stderr and left out.
     """
-    out = _Base64Lines(write)
-    write(OUTPUT_BEGIN + marker.encode() + b"\n")
+    out = _Chunks(write)
     sent = over = 0
     # The files' data sent is at most what the tmpfs can hold (--output-limit): a sparse file claims
     # any size without holding it, and would otherwise be streamed, zeros and all, forever.
@@ -148,10 +137,9 @@ def send_output(marker: str, write: Callable[[bytes], None], say: Callable[[str]
         say(f"/output holds more than {MAX_ENTRIES} entries: {over} left out")
     out.add(b"\0" * (2 * tarfile.BLOCKSIZE))
     out.close()
-    write(OUTPUT_END + marker.encode() + b"\n")
 
 
-def _send_file(out: _Base64Lines, path: str, arcname: str, say: Callable[[str], None], room: list[int]) -> bool:
+def _send_file(out: _Chunks, path: str, arcname: str, say: Callable[[str], None], room: list[int]) -> bool:
     """A file's header and exactly the size it had when opened (padded if it shrank meanwhile);
     False (said why) for a file larger than the room left."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)

@@ -259,7 +259,14 @@ def run(script: Path, args: tuple[str, ...], output: Path | None, **o: Any) -> N
                 "reaches this terminal, its scrollback and any log of it",
                 err=True,
             )
-        result = run_script(settings, source)
+        # --junit's system-out: what reached the terminal, already masked by the run's output pump.
+        capture = report.Capture() if json_report or junit_report else None
+        if capture is None:
+            result = run_script(settings, source)
+        else:
+            result = run_script(
+                settings, source, out=capture.tee(sys.stdout.buffer), err=capture.tee(sys.stderr.buffer)
+            )
     except QsandboxError as e:
         if json_report or junit_report:  # CI reads the report whatever happened
             failed = report.Report(
@@ -282,8 +289,9 @@ def run(script: Path, args: tuple[str, ...], output: Path | None, **o: Any) -> N
             exit_code=code,
             duration=result.duration,
             ended=report.ended(result),
-            entries=[report.entry(str(script), result)],
+            entries=[report.entry(str(script), result, capture.text() if capture else None)],
             revocation=result.revocation,
+            image_id=result.image_id,
         ),
         json_report,
         junit_report,
@@ -618,10 +626,10 @@ def audit(
     show_default=True,
     help="ibm: IBM Cloud IAM. shared: the emulator from `qsandbox platform up`.",
 )
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="HOST", help="Also allow HTTPS to HOST (relay).")
 @click.option(
-    "--allow-host", "allow_hosts", multiple=True, metavar="HOST", help="Also allow HTTPS to HOST (egress proxy)."
+    "--connect-to", "connect_to", multiple=True, metavar="HOST:443:ADDR:PORT", help="As for `run` (a private endpoint)."
 )
-@click.option("--egress-network", default="bridge", show_default=True, metavar="NAME", help="The proxy's way out.")
 def revoke(
     token_stdin: bool,
     token_file: str | None,
@@ -629,11 +637,12 @@ def revoke(
     token_command: str | None,
     platform: str,
     allow_hosts: tuple[str, ...],
-    egress_network: str,
+    connect_to: tuple[str, ...],
 ) -> None:
     """Delete an API key through IBM Cloud IAM (for a key that has leaked, or after use)."""
-    from . import egress, engine, image, localplatform, sandbox
+    from . import egress, engine, image, localplatform
     from .credentials import harden_process
+    from .relay import Egress, parse_connect_to
     from .revoke import revoke as revoke_key
     from .settings import IMAGE
 
@@ -648,11 +657,8 @@ def revoke(
     if platform == "shared":
         shared = localplatform.shared(client)
         result = revoke_key(client, IMAGE, secret, network=shared.network, ca_pem=shared.ca_pem)
-    else:  # the broker reaches IBM through the same allowlisting proxy as a run
-        with egress.session(client, IMAGE, sandbox.hardening_for(client), allow_hosts, egress_network) as (
-            net,
-            env,
-        ):
-            result = revoke_key(client, IMAGE, secret, network=net, ca_pem=None, env=env)
+    else:  # the broker reaches IBM through the relay, like a run
+        rules = Egress(egress.allowlist(allow_hosts), dict(parse_connect_to(c) for c in connect_to))
+        result = revoke_key(client, IMAGE, secret, network=None, ca_pem=None, egress=rules)
     click.echo(result.line(), err=True)
     sys.exit(0 if result.ok else int(ExitCode.TOOL))

@@ -167,6 +167,8 @@ def _scrub_initial_environ(name: str) -> None:
 
 
 def _run_helper(command: str) -> str:
+    """The first line of the credential helper's stdout: the key, as --token-stdin's first line is
+    (`pass show ibm/quantum` prints the key, then the entry's other lines)."""
     argv = shlex.split(command)
     if not argv:
         raise UsageError("--token-command is empty: give a command that prints the key")
@@ -182,7 +184,7 @@ def _run_helper(command: str) -> str:
         out = done.stdout.decode("utf-8")
     except UnicodeDecodeError:
         raise UsageError("--token-command printed something that is not text") from None
-    return out
+    return out.split("\n", 1)[0]
 
 
 def _prompt() -> str:

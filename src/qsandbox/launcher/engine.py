@@ -22,21 +22,22 @@ ROOTLESS_HINT = (
 )
 
 
-SSH_CLIENT_ENV = "QSANDBOX_SSH_CLIENT"  # 1: reach ssh:// engines through the `ssh` command, not paramiko
+SSH_CLIENT_ENV = "QSANDBOX_SSH_CLIENT"  # 0: reach ssh:// engines with paramiko, not the `ssh` command
 _API_FLOOR = "1.24"  # docker-py's minimum; the engine's own version is asked for right after
 
 
 def ssh_client_mode(environ: Mapping[str, str]) -> bool:
     """Whether ssh:// engines are reached with the system's `ssh` (its ~/.ssh/config, agent and
-    ProxyJump, one ssh process per request) rather than paramiko inside the launcher."""
-    return environ.get(SSH_CLIENT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    ProxyJump, one ssh process per request), as the docker CLI does: the default. QSANDBOX_SSH_CLIENT=0
+    uses paramiko inside the launcher instead (the optional extra `qsandbox[paramiko]`)."""
+    return environ.get(SSH_CLIENT_ENV, "").strip().lower() not in ("0", "false", "no", "off")
 
 
 def connect(timeout: int = 120) -> docker.DockerClient:
     """Return a client for the engine named by DOCKER_HOST, the current docker context, or the default socket.
 
     Remote engines work as with the docker CLI: `tcp://` with DOCKER_TLS_VERIFY/DOCKER_CERT_PATH,
-    and `ssh://` (paramiko, or the `ssh` command when QSANDBOX_SSH_CLIENT=1).
+    and `ssh://` (the `ssh` command, or paramiko when QSANDBOX_SSH_CLIENT=0).
     Raises EngineUnavailable with the remedy when nothing answers or this user may not use it.
     """
     try:
@@ -113,7 +114,7 @@ def _reason(e: BaseException) -> str | None:
     """The first line of what went wrong, for a remote engine (a local socket's failure says nothing more)."""
     text = str(e).strip()
     if "paramiko" in text.lower():
-        return "ssh:// engines need paramiko: pip install 'docker[ssh]'"
+        return "QSANDBOX_SSH_CLIENT=0 needs paramiko: pip install 'qsandbox[paramiko]' (unset, the ssh command is used)"
     if _is_ssh_error(e) and "known_hosts" in text:
         return f"{text}: add the host's key to ~/.ssh/known_hosts (e.g. ssh to it once)"
     return text.splitlines()[0][:300] if text else type(e).__name__

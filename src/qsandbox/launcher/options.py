@@ -13,7 +13,6 @@ import os
 import shlex
 import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,7 +22,7 @@ from click.core import ParameterSource
 from ..common.errors import UsageError
 from ..common.text import shown
 from .config import envvar
-from .credentials import KeySource, Secret
+from .credentials import KeySource
 from .units import DURATION, SIZE
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -99,24 +98,27 @@ def egress_options(f: F) -> F:
                 type=click.Choice(["allowlist", "open"]),
                 default="allowlist",
                 show_default=True,
-                help="--platform ibm: allowlist lets the sandbox out only through a proxy to IBM Cloud's "
-                "hosts (IAM, Global Search, Global Catalog, the Runtime API) and --allow-host; open gives "
-                "it the engine's ordinary network, where the script can send the key anywhere.",
+                help="--platform ibm: allowlist gives the sandbox no network at all; the launcher relays its "
+                "HTTPS to IBM Cloud's hosts (IAM, Global Search, Global Catalog, the Runtime API) and --allow-host "
+                "only, from this machine. open gives it the engine's ordinary network, where the script can send "
+                "the key anywhere.",
             ),
             _opt(
                 "--allow-host",
                 "allow_hosts",
                 multiple=True,
                 metavar="HOST",
-                help="Also allow HTTPS (443) to HOST through the egress proxy (repeatable; the variable: "
+                help="Also allow HTTPS (443) to HOST through the relay (repeatable; the variable: "
                 "hosts separated by spaces).",
             ),
             _opt(
-                "--egress-network",
-                default="bridge",
-                show_default=True,
-                metavar="NAME",
-                help="The engine network the egress proxy reaches out through.",
+                "--connect-to",
+                "connect_to",
+                multiple=True,
+                metavar="HOST:443:ADDR:PORT",
+                help="Connect to ADDR:PORT when the sandbox asks for HOST:443 (as curl's --connect-to): a private "
+                "endpoint, or a stand-in platform. HOST must still be allowed (repeatable; the variable: entries "
+                "separated by spaces).",
             ),
             _opt(
                 "--ca-file",
@@ -311,22 +313,8 @@ def run_options(f: F) -> F:
 # -- before the engine ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
-class _Source(KeySource):
-    """The key sources as the command line offers them: a credential helper's first line is the
-    key, as --token-stdin's is (`pass show ibm/quantum` prints the key, then the entry's notes)."""
-
-    def read(self, prompt: Callable[[], str] | None = None) -> Secret:
-        if self.command is not None and self.chosen() == ["--token-command"]:
-            from .credentials import _run_helper, validate  # the helper's run and the key's checks are theirs
-
-            first = _run_helper(self.command).split("\n", 1)[0]
-            return validate(first, "the --token-command helper")
-        return super().read(prompt)
-
-
 def key_source(o: Mapping[str, Any]) -> KeySource:
-    return _Source(stdin=o["token_stdin"], file=o["token_file"], env=o["token_env"], command=o["token_command"])
+    return KeySource(stdin=o["token_stdin"], file=o["token_file"], env=o["token_env"], command=o["token_command"])
 
 
 def check_script(script: Path, args: tuple[str, ...] = ()) -> None:
@@ -419,7 +407,7 @@ def settings_for(
         token_mode=o["token_mode"],
         egress=o["egress"],
         allow_hosts=o["allow_hosts"],
-        egress_network=o["egress_network"],
+        connect_to=o["connect_to"],
         ca_file=o["ca_file"],
         queue_time=o["queue_time"],
         image=o["image_name"] or IMAGE,

@@ -3,9 +3,10 @@
 Deleting the API key after use is IBM's advice for untrusted machines; minting an access token
 lets the sandbox work without ever holding the API key (`--token-mode short-lived`).
 
-The calls need the key, so they run in a helper container (qsandbox.inside.broker) with the sandbox's
-hardening, on the network the run used: the internet for the real platform, the run's internal
-network for the emulated one. The key goes in over the attached stdin, as for the sandbox.
+The calls need the key, so they run in a helper sandbox (qsandbox.inside.broker as its script) with
+the sandbox's hardening: for the real platform with no network, IAM reached through the launcher's
+relay under the run's allowlist; for the emulated one on the run's internal network. The key goes
+in the start message, as for a run.
 
 Deleting the key is not enough on its own: with the key, or a token of it, a script can make a new
 API key for the same identity through IAM Identity (`POST /v1/apikeys` on iam.cloud.ibm.com, a host
@@ -26,9 +27,9 @@ import docker
 from ..common.errors import QsandboxError, SandboxError
 from . import sandbox
 from .credentials import Secret
-from .settings import module_entrypoint
+from .egress import allowlist
+from .relay import Egress
 
-BROKER = module_entrypoint("qsandbox.inside.broker")
 _SHOWN = re.compile(r"[^A-Za-z0-9:+._-]")  # IAM's ids and timestamps need no other character
 
 
@@ -74,21 +75,25 @@ def _broker(
     secret: Secret,
     network: str | None,
     ca_pem: str | None,
-    env: dict[str, str] | None,
+    egress: Egress | None,
     before: tuple[str, ...] | None = None,
 ) -> dict[str, object]:
-    keep: dict[str, object] = {} if before is None else {"keep": list(before)}
-    request = json.dumps({"op": op, "token": secret.reveal(), "ca_pem": ca_pem, **keep}).encode() + b"\n"
+    from ..common import handoff
+    from ..common.paths import CA_FILE
+
+    keep = ["-"] if before is None else list(before)  # "-": no list from before the run
+    if egress is None and network is None:  # the real platform: never the engine's open network
+        egress = Egress(allowlist(()))
     try:
-        out = sandbox.run_helper(
+        out = sandbox.run_keyed_helper(
             client,
             image,
-            entrypoint=BROKER,
-            command=[],
-            stdin=request,
-            hardening=sandbox.hardening_for(client),
-            network=network or "bridge",
-            environment=env,  # the egress proxy's variables: the broker follows the run's allowlist
+            module="qsandbox.inside.broker",
+            args=[op, *(keep if op == "revoke" else [])],
+            message=handoff.Start(token=secret.reveal(), channel="ibm_cloud", instance=None, ca_pem=ca_pem),
+            network=network,
+            egress=egress,
+            extra_env={"REQUESTS_CA_BUNDLE": str(CA_FILE)} if ca_pem else None,
         )
         result: dict[str, object] = json.loads(out.decode().strip().splitlines()[-1])  # the broker's one JSON object
         return result
@@ -103,10 +108,10 @@ def mint(
     *,
     network: str | None,
     ca_pem: str | None,
-    env: dict[str, str] | None = None,
+    egress: Egress | None = None,
 ) -> dict[str, object]:
     """An IAM access token for the key (short-lived mode); raises SandboxError if IAM refuses."""
-    result = _broker(client, image, "token", secret, network, ca_pem, env)
+    result = _broker(client, image, "token", secret, network, ca_pem, egress)
     if not result.get("ok"):
         raise SandboxError(f"could not get an IAM access token for the key: {result.get('error')}")
     return result
@@ -119,11 +124,11 @@ def api_keys(
     *,
     network: str | None,
     ca_pem: str | None,
-    env: dict[str, str] | None = None,
+    egress: Egress | None = None,
 ) -> tuple[str, ...]:
     """--revoke-after, before the key goes in: the ids of the API keys of the key's identity.
     SandboxError if IAM will not list them (keys made during the run could not be found then)."""
-    result = _broker(client, image, "keys", secret, network, ca_pem, env)
+    result = _broker(client, image, "keys", secret, network, ca_pem, egress)
     listed = result.get("keys")
     if not result.get("ok") or not isinstance(listed, list):
         raise SandboxError(
@@ -140,11 +145,11 @@ def revoke(
     *,
     network: str | None,
     ca_pem: str | None,
-    env: dict[str, str] | None = None,
+    egress: Egress | None = None,
     before: tuple[str, ...] | None = None,
 ) -> Revocation:
     """Delete the key; given `before` (api_keys' answer), every key of its identity made since first."""
-    result = _broker(client, image, "revoke", secret, network, ca_pem, env, before)
+    result = _broker(client, image, "revoke", secret, network, ca_pem, egress, before)
     made, failed = _keys(result.get("made")), _keys(result.get("failed"))
     problems = []
     if failed:

@@ -10,7 +10,6 @@ entry point treats as a dead-man switch.
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import sys
 import threading
@@ -19,12 +18,13 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import BinaryIO, Protocol, cast
 
 import docker
 import docker.errors
 
-from ..common import handoff
+from ..common import handoff, mux
 from ..common.errors import (
     EngineUnavailable,
     ExitCode,
@@ -38,8 +38,9 @@ from ..common.paths import CA_FILE
 from ..common.platform_constants import INSTANCE_CRN
 from ..common.redact import Redactor
 from ..common.text import shown
-from . import deps, egress, engine, image, localplatform, preflight, sandbox, transfer
+from . import deps, egress, engine, image, localplatform, preflight, sandbox, stream, transfer
 from .credentials import KeySource, Secret
+from .relay import Egress, Relay, parse_connect_to
 from .revoke import Revocation, mint, revoke
 from .settings import IMAGE, Hardening, RunSettings
 from .terminal import ControlFilter, end_line
@@ -64,7 +65,9 @@ class RunResult:
     leftovers: list[str] = field(default_factory=list)
     aborted: str | None = None
     revocation: Revocation | None = None  # --revoke-after's outcome, when it ran
-    egress_refused: str = ""  # what the egress proxy refused, "host:port xN, ..." (redacted)
+    egress_refused: str = ""  # what the relay refused, "host:port xN, ..." (redacted)
+    started_at: datetime | None = None  # when the run began (UTC), for reports
+    image_id: str | None = None  # the image the sandbox ran, as the engine names it (sha256:...)
 
     def summary(self) -> str:
         state = (
@@ -177,7 +180,7 @@ class _Refresher(threading.Thread):
         self.client, self.settings, self.secret, self.ca_pem = client, settings, secret, ca_pem
         self.prepared, self.expiration = prepared, expiration
         self.stop = threading.Event()
-        self.env: dict[str, str] | None = None  # the egress proxy's variables, if any
+        self.egress: Egress | None = None  # the run's relay rules, for the broker
 
     def run(self) -> None:
         while not self.stop.wait(max(5.0, (self.expiration - time.time()) * 0.8)):
@@ -188,11 +191,13 @@ class _Refresher(threading.Thread):
                     self.secret,
                     network=self.settings.network,
                     ca_pem=self.ca_pem,
-                    env=self.env,
+                    egress=self.egress,
                 )
                 self.expiration = int(minted["expiration"])  # type: ignore[call-overload]
                 self.prepared.attachment.send(
-                    handoff.encode_access_token(handoff.AccessToken(str(minted["access_token"]), self.expiration))
+                    stream.control(
+                        handoff.encode_access_token(handoff.AccessToken(str(minted["access_token"]), self.expiration))
+                    )
                 )
             except (QsandboxError, OSError):
                 continue  # try again; the current token is still valid for a while
@@ -233,17 +238,23 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         while not self.stop.wait(handoff.HEARTBEAT_INTERVAL):
             try:
-                self.attachment.send(handoff.ALIVE)
+                self.attachment.send(stream.ALIVE)
             except OSError:
                 return
 
 
-def _check_image(client: docker.DockerClient, image: str) -> None:
+def _check_image(client: docker.DockerClient, name: str) -> None:
+    """The image is there; this version's own is also built from these sources (its qsandbox.context
+    label), so a development install never runs a stale entry point (a lab's --image is checked by
+    image.check_lab_image)."""
+    if name == IMAGE:
+        image.check(client, name)
+        return
     try:
-        client.images.get(image)
+        client.images.get(name)
     except docker.errors.ImageNotFound:
         raise ImageMissing(
-            f"image {image} is not on this engine: run `qsandbox build` (this qsandbox version needs its own image)"
+            f"image {name} is not on this engine: run `qsandbox build` (this qsandbox version needs its own image)"
         ) from None
 
 
@@ -255,9 +266,9 @@ def isatty(stream: BinaryIO) -> bool:
 
 
 class _Pump:
-    """Copies the container's output to ours, live, until the stream ends: the key masked, and on a
+    """Copies the script's output to ours, live, until the stream ends: the key masked, and on a
     terminal (unless --raw-output) nothing but text, newlines, tabs and colours (terminal.py). The
-    /output archive at its end goes to `receiver`, never to our stdout."""
+    stream's other channels go to the relay, and /output to `receiver` (launcher/stream.py)."""
 
     def __init__(
         self,
@@ -299,28 +310,20 @@ class _Pump:
         except (OSError, ValueError):  # our terminal is gone (SIGHUP): keep draining
             pass
 
-    def run(self, attachment: sandbox.Attachment) -> None:
-        receiver = self.receiver
+    def run(self, attachment: sandbox.Attachment, relay: Relay, say: Callable[[str], None]) -> None:
         try:
-            for stream, data in attachment.frames():
-                stream = 2 if stream == 2 else 1
-                self._write(stream, receiver.feed(data) if receiver and stream == 1 else data)
-                if receiver and receiver.overflowed:  # past any budget: end the stream, and so the sandbox
-                    attachment.close()
-                    break
-        except OSError:
-            pass
+            stream.pump(attachment, output=self._write, relay=relay, receiver=self.receiver, say=say)
         finally:
-            if receiver:
-                self._write(1, receiver.flush())
-            for stream in self.targets:
-                tail = self.filters[stream][0].flush() if stream in self.filters else b""
-                if stream in self.redactors:
-                    tail = self.redactors[stream].feed(tail) + self.redactors[stream].flush()
-                if stream in self.filters:
-                    tail = self.filters[stream][1].feed(tail) + self.filters[stream][1].flush()
-                    self.last = self.filters[stream][1].last
-                self._emit(stream, tail)
+            if self.receiver:
+                self.receiver.flush()
+            for n in self.targets:
+                tail = self.filters[n][0].flush() if n in self.filters else b""
+                if n in self.redactors:
+                    tail = self.redactors[n].feed(tail) + self.redactors[n].flush()
+                if n in self.filters:
+                    tail = self.filters[n][1].feed(tail) + self.filters[n][1].flush()
+                    self.last = self.filters[n][1].last
+                self._emit(n, tail)
             self.done.set()
 
     def fresh_line(self) -> None:
@@ -436,19 +439,19 @@ class Run:
         self._started = False  # the sandbox's container was started (the daemon will auto-remove it)
         self._to_revoke: Secret | None = None
         self._done = threading.Event()  # the output stream ended
-        self._marker = secrets.token_hex(16)  # frames /output on the sandbox's stdout
         self.inputs: transfer.Inputs
         self.receiver: transfer.OutputReceiver | None = None
-        self._patterns: tuple[str, ...] = ()
-        self._proxy_start: Future[egress.Proxy] | None = None
-        self.proxy: egress.Proxy | None = None
-        self._helper_env: dict[str, str] | None = None
+        self.started_at: datetime | None = None
+        self.image_id: str | None = None
+        self.egress: Egress | None = None  # --platform ibm: where the relay lets the sandbox and the broker go
+        self.relay: Relay | None = None
         self._closing = Redactor([])
         self._pump: _Pump | None = None
 
     # -- the story ------------------------------------------------------------------------------
 
     def execute(self) -> RunResult:
+        self.started_at = datetime.now(UTC)
         self.check()
         began = time.monotonic()
         with ExitStack() as local:
@@ -507,9 +510,21 @@ class Run:
     # -- the phases -----------------------------------------------------------------------------
 
     def check(self) -> None:
-        """Everything that can refuse before anything starts: key source, engine, preflight, image."""
+        """Everything that can refuse before anything starts, in the order a user needs it: the key
+        source, then what the user gave (inputs, --output, the CA, the relay's rules), then the engine
+        (preflight, image)."""
         if not (self.local and self.source.interactive):
             self.source.check()
+        self._check_egress()
+        s = self.settings
+        self.inputs = transfer.collect(s.script, workdir=s.workdir, includes=s.includes, limit=s.input_limit)
+        for note in self.inputs.left_out:
+            self._say(f"not sent into the sandbox: {shown(note)}")
+        if s.output is not None:
+            transfer.check_output(s.output, merge=s.output_merge)
+            self.receiver = transfer.OutputReceiver(
+                s.output, s.hardening.output_size, self._say, keep_modes=s.output_keep_modes
+            )
         if self.checked is None:
             self.client = engine.connect()
             self.settings = _preflight(self.client, self.settings, self.err)
@@ -517,6 +532,8 @@ class Run:
         else:  # a batch checked the engine once for all its runs (one client, fewer round trips)
             self.client = self.checked.client
             self.settings = replace(self.settings, hardening=self.checked.hardening)
+        s = self.settings
+        self.settings = replace(s, hardening=replace(s.hardening, work_size=self.inputs.tmpfs_size))
         if self.settings.image != IMAGE:  # --image: a lab's own, built FROM ours
             image.check_lab_image(self.client, self.settings.image)
         if self.settings.needs is not None:  # built (once) or reused here, before the key is read
@@ -525,32 +542,17 @@ class Run:
             self.settings = replace(self.settings, image=derived)
         else:
             deps.record_use(self.settings.image)  # for `qsandbox images` (last use) and --prune
-        self._check_egress()
-        s = self.settings
-        self.inputs = transfer.collect(s.script, workdir=s.workdir, includes=s.includes, limit=s.input_limit)
-        for note in self.inputs.left_out:
-            self._say(f"not sent into the sandbox: {shown(note)}")
-        self.settings = replace(s, hardening=replace(s.hardening, work_size=self.inputs.tmpfs_size))
-        if s.output is not None:
-            transfer.check_output(s.output, merge=s.output_merge)
-            self.receiver = transfer.OutputReceiver(
-                self._marker, s.output, s.hardening.output_size, self._say, keep_modes=s.output_keep_modes
-            )
 
     def prepare(self, local: ExitStack) -> Secret:
         """Read the key and make the sandbox ready (with its platform, for rehearsals); returns the key."""
         client, settings = self.client, self.settings
         if not self.local:
             if self.source.interactive:
-                self._open_egress()
                 secret = self._read_key_while_preparing(local)
             else:
                 secret = self.source.read()  # bad input fails here, before anything starts
                 self._refuse_key_in_inputs(secret)
-                self._open_egress()
                 self._prepare_sandbox(local)
-            if self._proxy_start is not None:
-                self.proxy = self._proxy_start.result()  # listening before the key goes in
             return secret
         # A rehearsal needs no real key: without a source, a throwaway one is made.
         secret = localplatform.throwaway_key() if self.source.interactive else self.source.read()
@@ -594,51 +596,47 @@ class Run:
         short_lived = settings.token_mode == "short-lived"  # noqa: S105 - a mode name
         self._closing = Redactor([secret.reveal()])  # for the closing line's refused hosts
         minted = (
-            mint(client, settings.image, secret, network=settings.network, ca_pem=self.ca_pem, env=self._helper_env)
+            mint(client, settings.image, secret, network=settings.network, ca_pem=self.ca_pem, egress=self.egress)
             if short_lived
             else None
         )
         from .revoke import api_keys  # --revoke-after: the identity's keys before the key goes in
 
         before = (
-            api_keys(client, settings.image, secret, network=settings.network, ca_pem=self.ca_pem, env=self._helper_env)
+            api_keys(client, settings.image, secret, network=settings.network, ca_pem=self.ca_pem, egress=self.egress)
             if settings.revoke_after
             else None
         )
-        message = (
-            handoff.encode_start(
-                handoff.Start(
-                    # short-lived: a meaningless placeholder; the sandbox never sees the key
-                    token=localplatform.throwaway_key().reveal() if short_lived else secret.reveal(),
-                    channel=settings.channel,
-                    instance=settings.instance,
-                    ca_pem=self.ca_pem,
-                    inputs_size=len(self.inputs.archive),
-                    output_marker=self._marker if self.receiver else None,
-                )
-            )
-            + self.inputs.archive
+        start = handoff.Start(
+            # short-lived: a meaningless placeholder; the sandbox never sees the key
+            token=localplatform.throwaway_key().reveal() if short_lived else secret.reveal(),
+            channel=settings.channel,
+            instance=settings.instance,
+            ca_pem=self.ca_pem,
+            output=self.receiver is not None,
         )
         refresher = None
         if minted is not None:
-            message += handoff.encode_access_token(
-                handoff.AccessToken(str(minted["access_token"]), int(minted["expiration"]))  # type: ignore[call-overload]
-            )
             refresher = _Refresher(client, settings, secret, self.ca_pem, prepared, int(minted["expiration"]))  # type: ignore[call-overload]
-            refresher.env = self._helper_env
+            refresher.egress = self.egress
         self._pump = _Pump(
             self.out, self.err, [secret.reveal()] if settings.redact else None, self.receiver, raw=settings.raw_output
         )
         self._pump.done = self._done
-        threading.Thread(target=self._pump.run, args=(prepared.attachment,), daemon=True).start()
+        # Anything the sandbox asks of the relay is refused unless this run relays (--network allowlist).
+        self.relay = Relay(mux.Link(prepared.attachment.send), self.egress or Egress(frozenset()))
+        threading.Thread(target=self._pump.run, args=(prepared.attachment, self.relay, self._say), daemon=True).start()
         if settings.revoke_after:
             self._to_revoke = secret  # armed: the revocation step registered in _prepare_sandbox runs
             self._keys_before = before  # keys the identity had; any other one is made by the run and deleted too
         if refresher is not None:
             refresher.start()
             local.callback(refresher.stop.set)
-        prepared.attachment.send(message)
-        del message
+        stream.send_start(prepared.attachment, start, self.inputs)
+        del start
+        if minted is not None:
+            token = handoff.AccessToken(str(minted["access_token"]), int(minted["expiration"]))  # type: ignore[call-overload]
+            prepared.attachment.send(stream.control(handoff.encode_access_token(token)))
         heartbeat = _Heartbeat(prepared.attachment, self.err, suspend_note=not self.driven)
         heartbeat.start()
         local.callback(heartbeat.end)
@@ -686,7 +684,9 @@ class Run:
             leftovers=self.left,
             aborted=self.aborted,
             revocation=self.revocation,
-            egress_refused=self._closing.mask(shown(self.proxy.summary())) if self.proxy else "",
+            egress_refused=self._closing.mask(shown(self.relay.summary())) if self.relay else "",
+            started_at=self.started_at,
+            image_id=self.image_id,
         )
 
     # -- the steps behind them ------------------------------------------------------------------
@@ -723,6 +723,7 @@ class Run:
         self.cleanup.push("revoke the key (--revoke-after)", self._revoke_if_armed)
         container = sandbox.create(client, self.settings, self.run_id)
         container_id = cast(str, container.id)  # typed optional by the SDK; a created container has one
+        self.image_id = container.attrs.get("Image") if container.attrs else None
         self.cleanup.push("remove the sandbox", lambda: self._remove_sandbox(container_id))
         removal = sandbox.Removal(client, container_id)
         attachment = sandbox.attach(client, container_id)
@@ -746,7 +747,7 @@ class Run:
             self._to_revoke,
             network=self.settings.network,
             ca_pem=self.ca_pem,
-            env=self._helper_env,
+            egress=self.egress,
             before=self._keys_before,
         )
         self._to_revoke = None
@@ -756,7 +757,7 @@ class Run:
         self.err.flush()
 
     def _check_egress(self) -> None:
-        """--platform ibm: the allowlist's extra hosts and CA are checked before anything starts."""
+        """--platform ibm: the relay's rules and the CA are checked before anything starts."""
         s = self.settings
         if s.ca_file is not None:
             try:
@@ -765,40 +766,21 @@ class Run:
                 raise UsageError(f"--ca-file {s.ca_file}: cannot read it ({e})") from None
             if "-----BEGIN CERTIFICATE-----" not in self.ca_pem:
                 raise UsageError(f"--ca-file {s.ca_file}: not a PEM certificate bundle")
-            self.settings = replace(
+            self.settings = s = replace(
                 s, extra_env=(*s.extra_env, ("REQUESTS_CA_BUNDLE", str(CA_FILE)), ("SSL_CERT_FILE", str(CA_FILE)))
             )
         if self.local:
             return
+        # The broker (short-lived tokens, --revoke-after) goes through the relay in either mode.
+        self.egress = Egress(egress.allowlist(s.allow_hosts), dict(parse_connect_to(c) for c in s.connect_to))
         if s.egress == "open":
             self._say(
                 "warning: --network open: the script, and every package it imports, can send the API key to "
                 "any host on the internet while the run lasts"
             )
             return
-        self._patterns = egress.ALLOWLIST + tuple(egress.host_pattern(h) for h in s.allow_hosts)
-
-    def _open_egress(self) -> None:
-        """The run's internal network, and the proxy that is its only way out (started meanwhile)."""
-        if self.local or self.settings.egress != "allowlist":
-            return
-        client, s = self.client, self.settings
-        localplatform.remove_stale_networks(client)
-        network = localplatform.create_network(client, self.run_id)
-        self.cleanup.push("remove the run's network", lambda: localplatform.remove_network(client, network))
-        pool = ThreadPoolExecutor(1)
-        start = pool.submit(
-            egress.start_proxy, client, s.image, self.run_id, network, s.hardening, self._patterns, s.egress_network
-        )
-        pool.shutdown(wait=False)
-        if s.hardening.podman:
-            # Rootless Podman can fail two keep-id creates at once ("keep-id requires additional
-            # UIDs or GIDs ... %!w(<nil>)", seen in CI): there the proxy is made before the sandbox.
-            start.exception()  # waits; an error is raised where the result is taken
-        self._proxy_start = start
-        self.cleanup.push("stop the egress proxy", lambda: _stop_proxy(client, start))
-        self._helper_env = dict(egress.proxy_environment())
-        self.settings = replace(s, network=network, extra_env=(*s.extra_env, *egress.proxy_environment()))
+        # No network at all: the entry point's CONNECT proxy, relayed by us, is the only way out.
+        self.settings = replace(s, network="none", extra_env=(*s.extra_env, *Egress.environment()))
 
     def _read_key_while_preparing(self, local: ExitStack) -> Secret:
         """At the prompt, the sandbox is made ready while the user types (a bad key tears it down)."""
@@ -832,14 +814,6 @@ def run(
 ) -> RunResult:
     """Run settings.script in a fresh sandbox, handing it the key read from `source`."""
     return Run(settings, source, out=out or sys.stdout.buffer, err=err or sys.stderr.buffer, prompt=prompt).execute()
-
-
-def _stop_proxy(client: docker.DockerClient, start: Future[egress.Proxy]) -> None:
-    try:
-        proxy = start.result()
-    except Exception:  # noqa: BLE001 - it failed to start and removed itself; its error is the run's
-        return
-    proxy.stop(client)
 
 
 def _stop_emulator(client: docker.DockerClient, emulator: Future[localplatform.LocalPlatform]) -> None:
@@ -908,7 +882,7 @@ def _abort(prepared: _Prepared, reason: str, forced: threading.Event | None = No
     A second signal stops the wait; for a driven run (`forced` given) a second `Run.abort()` does.
     """
     try:
-        prepared.attachment.send(handoff.encode_abort(reason))
+        prepared.attachment.send(stream.control(handoff.encode_abort(reason)))
     except OSError:
         pass
     if forced is not None:

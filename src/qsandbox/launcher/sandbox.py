@@ -117,6 +117,7 @@ def create(client: docker.DockerClient, settings: RunSettings, run_id: str) -> C
         raise HardeningMismatch(
             "the engine did not apply the sandbox hardening, so no key was sent: " + "; ".join(wrong)
         )
+    container.attrs = attrs  # as read back (the image's id among it)
     return container
 
 
@@ -217,6 +218,7 @@ class Removal:
 
 
 def start(container: Container) -> None:
+    """Start a created container (SandboxError if the engine cannot)."""
     try:
         container.start()
     except docker.errors.APIError as e:
@@ -354,3 +356,87 @@ def run_helper(
     finally:
         destroy(client, container_id)
     return out
+
+
+HELPER_OUTPUT_LIMIT = 1 << 20  # a helper answers in one line of JSON
+
+
+def run_keyed_helper(
+    client: docker.DockerClient,
+    image: str,
+    *,
+    module: str,
+    args: list[str],
+    message: Any,
+    network: str | None,
+    egress: Any,
+    extra_env: dict[str, str] | None = None,
+) -> bytes:
+    """Run one of qsandbox's own modules as the script of a sandbox, with the key; return its stdout.
+
+    The key broker's way: the container is a sandbox like a run's (same image, entry point and
+    hardening, read back before anything is sent), the key goes in the start message (`message`, a
+    handoff.Start), and with `egress` (a relay.Egress) it has no network, its HTTPS relayed by the
+    launcher under the same rules as a run's; without, it joins `network` (the emulator's).
+    """
+    from ..common import mux
+    from ..common.paths import HOME, TOKEN_FILE
+    from . import stream
+    from .relay import Egress, Relay
+
+    env = {
+        "HOME": str(HOME),
+        "QISKIT_IBM_TOKEN_FILE": str(TOKEN_FILE),
+        "QSANDBOX_PREWARM": "0",
+        "QSANDBOX_REDACT": "0",  # its answer may be a token the launcher asked for
+        "QSANDBOX_CANCEL_ON_ABORT": "0",
+        **(dict(Egress.environment()) if egress is not None else {}),
+        **(extra_env or {}),
+    }
+    hardening = hardening_for(client)
+    net = "none" if egress is not None else (network or "bridge")
+    container = create_container(
+        client,
+        image,
+        hardening,
+        command=["run", "-m", module, *args],
+        labels=labels(new_run_id()),
+        environment=env,
+        working_dir=str(WORKDIR),
+        **({"network_mode": net} if net in ("none", "bridge") else {"network": net}),
+        stdin_open=True,
+    )
+    container_id = cast(str, container.id)  # made from the engine's {"Id": ...}: never None
+    out = bytearray()
+    try:
+        verify(client, container_id, hardening, "the key broker")
+        removal = Removal(client, container_id)
+        att = attach(client, container_id)
+        relay = Relay(mux.Link(att.send), egress or Egress(frozenset()))
+        done = threading.Event()
+
+        def beat() -> None:  # the entry point stops a sandbox that hears nothing for 20 s
+            while not done.wait(2.0):
+                try:
+                    att.send(stream.ALIVE)
+                except OSError:
+                    return
+
+        def collect(n: int, data: bytes) -> None:
+            if n == 1 and len(out) < HELPER_OUTPUT_LIMIT:
+                out.extend(data)
+            elif n != 1:
+                log.debug("key broker: %r", data[:500])
+
+        try:
+            start(container)
+            stream.send_start(att, message, None)
+            threading.Thread(target=beat, daemon=True).start()
+            stream.pump(att, output=collect, relay=relay, receiver=None, say=lambda s: log.warning("%s", s))
+        finally:
+            done.set()
+            att.close()
+        removal.exit_code()
+    finally:
+        destroy(client, container_id)
+    return bytes(out)

@@ -300,11 +300,12 @@ class RunSettings:
     workdir: Path | None = None  # a project directory holding the script, sent whole (credential stores left out)
     includes: tuple[Path, ...] = ()  # more inputs, relative to the script's directory
     input_limit: int = 100 << 20
-    # --platform ibm: "allowlist" (the default) lets the sandbox out only through the egress proxy,
-    # to IBM's hosts and allow_hosts; "open" is the engine's ordinary bridge (launcher/egress.py).
+    # --platform ibm: "allowlist" (the default): the sandbox has no network, and the launcher's relay
+    # lets it reach IBM's hosts and allow_hosts (launcher/relay.py, egress.py); "open" is the
+    # engine's ordinary bridge.
     egress: str = "allowlist"
     allow_hosts: tuple[str, ...] = ()
-    egress_network: str = "bridge"  # the proxy's way out
+    connect_to: tuple[str, ...] = ()  # "HOST:443:ADDR:PORT": the relay connects there for HOST (curl's --connect-to)
     ca_file: Path | None = None  # a CA bundle the sandbox trusts instead of the image's
     queue_time: float | None = None  # --platform local: jobs wait QUEUED/RUNNING this long, as on IBM
     timeout: float | None = None

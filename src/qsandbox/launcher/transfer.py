@@ -1,14 +1,15 @@
 """Files in and out of the sandbox over the attach stream: nothing of the host is ever mounted.
 
 In: the script, and only what the user names (`--include`, `--workdir`), packed here into a tar
-archive in memory and sent after the start message; the entry point unpacks it into the /work
-tmpfs. Credential stores inside a named directory are left out (and said so); an input holding
-the key itself is refused before the key goes anywhere. Inputs are walked and read with directory
-descriptors and O_NOFOLLOW, never by path again, so a link swapped in is never followed: a change
-between the walk and the read is refused and named. Host names are printed escaped (`shown`).
+archive in an unlinked temporary file and streamed after the start message (the INPUTS channel); the
+entry point unpacks it into the /work tmpfs. Credential stores inside a named directory are left out
+(and said so); an input holding the key itself is refused before the key goes anywhere. Inputs are
+walked and read with directory descriptors and O_NOFOLLOW, never by path again, so a link swapped in
+is never followed: a change between the walk and the read is refused and named. Host names are
+printed escaped (`shown`).
 
-Out: after the script ends, the entry point streams the /output tmpfs back as a tar archive framed
-on its stdout (see `common.handoff`); `OutputReceiver` takes it out of the stream and `Extractor`
+Out: after the script ends, the entry point streams the /output tmpfs back as a tar archive on
+the OUTPUT channel (see `common.mux`); `OutputReceiver` takes it and `Extractor`
 writes it into `--output DIR` as it arrives, entry by entry, where nothing runs it: DIR is new or
 empty (or --output-merge, which never overwrites), the user's own and nobody else's to write;
 nothing is followed out of it, no exec bit comes back unless --output-keep-modes, and names a
@@ -17,8 +18,6 @@ repository, a shell or a credential helper would act on are refused. Each refuse
 
 from __future__ import annotations
 
-import base64
-import binascii
 import errno
 import io
 import os
@@ -26,15 +25,18 @@ import queue
 import stat
 import tarfile
 import tarfile as tarfile_mod
+import tempfile
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, cast
+from typing import IO, Any, cast
 
 from ..common.errors import UsageError
-from ..common.handoff import MAX_OUTPUT_DEPTH, MAX_OUTPUT_ENTRIES, OUTPUT_BEGIN, OUTPUT_END
+from ..common.handoff import MAX_OUTPUT_DEPTH, MAX_OUTPUT_ENTRIES
 from ..common.text import shown
+from .inputs_policy import leave_out
 
 # Never sent from inside a named directory; naming one with --include sends it on purpose.
 CREDENTIAL_NAMES = frozenset({".ssh", ".gnupg", ".qiskit", ".aws", ".docker", ".netrc", ".git-credentials", ".env"})
@@ -47,23 +49,43 @@ def is_credential_store(name: str) -> bool:
 
 @dataclass
 class Inputs:
-    """What enters the sandbox at /work: one archive, made once per run."""
+    """What enters the sandbox at /work: one archive, made once per run (in an unlinked temporary
+    file: it is sent in frames, never held whole)."""
 
-    archive: bytes
+    archive: IO[bytes]
     script: PurePosixPath  # the script's path relative to /work
     files: list[tuple[Path, str]] = field(default_factory=list)  # (host path, archive name)
     left_out: list[str] = field(default_factory=list)  # what was not sent, and why
     tmpfs_size: int = 0  # what /work needs: every file and directory rounded up to pages, plus room
 
+    def __post_init__(self) -> None:
+        weakref.finalize(self, self.archive.close)  # the temporary file goes with the Inputs
+
+    def close(self) -> None:
+        self.archive.close()
+
     def find(self, needle: str) -> str | None:
         """The first input (its name in /work) whose content holds `needle`, or None."""
         data = needle.encode()
-        with tarfile.open(fileobj=io.BytesIO(self.archive)) as tar:
-            for member in tar:
-                f = tar.extractfile(member) if member.isfile() else None
-                if f is not None and data in f.read():
-                    return member.name
-        return None
+        self.archive.seek(0)
+        try:
+            with tarfile.open(fileobj=self.archive, mode="r:") as tar:
+                for member in tar:
+                    f = tar.extractfile(member) if member.isfile() else None
+                    tail = b""
+                    while f is not None and (chunk := f.read(1 << 20)):
+                        if data in tail + chunk:
+                            return member.name
+                        tail = chunk[-len(data) :]
+            return None
+        finally:
+            self.archive.seek(0)
+
+    def chunks(self, size: int) -> Iterator[bytes]:
+        """The archive, `size` bytes at a time, from its start."""
+        self.archive.seek(0)
+        while chunk := self.archive.read(size):
+            yield chunk
 
 
 def collect(script: Path, *, workdir: Path | None, includes: tuple[Path, ...], limit: int) -> Inputs:
@@ -87,7 +109,7 @@ def collect(script: Path, *, workdir: Path | None, includes: tuple[Path, ...], l
                 f"the script {shown(str(script))} is not inside --workdir {shown(str(base))}: give the project "
                 "directory that holds it"
             )
-    inputs = Inputs(archive=b"", script=PurePosixPath(script.relative_to(base).as_posix()))
+    inputs = Inputs(archive=io.BytesIO(), script=PurePosixPath(script.relative_to(base).as_posix()))
     try:
         top = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as e:
@@ -116,7 +138,8 @@ def collect(script: Path, *, workdir: Path | None, includes: tuple[Path, ...], l
                 raise UsageError(f"--include {shown(str(named))}: not a regular file or directory")
         files = sorted(chosen.items())
         inputs.files = [(base / name, name) for name, _ in files]
-        inputs.archive, inputs.tmpfs_size = _pack(top, files, limit)
+        archive, inputs.tmpfs_size = _pack(top, files, limit)
+        inputs = Inputs(archive, inputs.script, inputs.files, inputs.left_out, inputs.tmpfs_size)
     finally:
         os.close(top)
     return inputs
@@ -209,8 +232,12 @@ def _walk(top: int, start: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], s
                 os.close(fd)
                 continue
             parts = (*here, name)
-            if is_credential_store(name):
-                yield parts, f"a credential store: to send it on purpose, --include {shown('/'.join(parts))}", None
+            if leave_out(parts):
+                yield (
+                    parts,
+                    f"a credential store: to send it on purpose, --include {shown('/'.join(parts))}",
+                    None,
+                )
                 continue
             try:
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
@@ -250,7 +277,7 @@ def _enter(stack: list[tuple[int, tuple[str, ...], Iterator[str]]], fd: int, par
     stack.append((fd, parts, iter(names)))
 
 
-def _pack(top: int, files: list[tuple[str, _Seen]], limit: int) -> tuple[bytes, int]:
+def _pack(top: int, files: list[tuple[str, _Seen]], limit: int) -> tuple[IO[bytes], int]:
     """A tar archive of the files (plain modes, no owners: the entry point sets its own), and the
     size of the tmpfs that holds them. Each file is opened relative to its directory's descriptor
     with O_NOFOLLOW and read from that descriptor only if fstat finds the regular file the walk saw."""
@@ -259,7 +286,7 @@ def _pack(top: int, files: list[tuple[str, _Seen]], limit: int) -> tuple[bytes, 
         raise UsageError(
             f"the inputs come to {total} bytes, over the --input-limit of {limit}: send less, or raise the limit"
         )
-    buf = io.BytesIO()
+    buf = tempfile.TemporaryFile()  # noqa: SIM115 - the Inputs own it; unlinked from the start
     dirs: set[str] = set()
     tmpfs = 64 << 10  # room for the tmpfs's own bookkeeping and the entry point's directories
     packed = 0
@@ -272,23 +299,22 @@ def _pack(top: int, files: list[tuple[str, _Seen]], limit: int) -> tuple[bytes, 
                         dirs.add(str(parent))
                         tar.addfile(_info(str(parent), tarfile.DIRTYPE, 0, 0o755))
                         tmpfs += PAGE
-                data = _read(chain, name, seen, limit - packed)
-                packed += len(data)
-                if packed > limit:
-                    raise UsageError(
-                        f"the inputs grew past the --input-limit of {limit} while they were read ({shown(name)} "
-                        "among them): send less, or raise the limit"
-                    )
-                tar.addfile(_info(name, tarfile.REGTYPE, len(data), 0o644), io.BytesIO(data))
-                tmpfs += (len(data) + PAGE - 1) // PAGE * PAGE + PAGE
+                size = _add_file(tar, chain, name, seen, limit - packed, limit)
+                packed += size
+                tmpfs += (size + PAGE - 1) // PAGE * PAGE + PAGE
+    except BaseException:
+        buf.close()
+        raise
     finally:
         chain.close()
-    return buf.getvalue(), tmpfs
+    buf.seek(0)
+    return buf, tmpfs
 
 
-def _read(chain: _DirChain, name: str, seen: _Seen, room: int) -> bytes:
-    """The content of the regular file the walk saw as `name`, read through a descriptor opened
-    without following any link; refused (UsageError) if anything else is there now."""
+def _add_file(tar: tarfile.TarFile, chain: _DirChain, name: str, seen: _Seen, room: int, limit: int) -> int:
+    """Add the regular file the walk saw as `name`, read (in chunks) through a descriptor opened
+    without following any link; refused (UsageError) if anything else is there now, or if it
+    changes size while it is read. Returns its size."""
     parts = tuple(name.split("/"))
     try:
         fd = os.open(parts[-1], FILE_FLAGS, dir_fd=chain.open(parts[:-1], create=False))
@@ -306,15 +332,21 @@ def _read(chain: _DirChain, name: str, seen: _Seen, room: int) -> bytes:
             raise _changed(name, "not a regular file now")
         if (st.st_dev, st.st_ino) != (seen.dev, seen.ino):
             raise _changed(name, "another file now")
+        if st.st_size > room:
+            raise UsageError(
+                f"the inputs grew past the --input-limit of {limit} while they were read ({shown(name)} among "
+                "them): send less, or raise the limit"
+            )
         try:
-            want = min(room, st.st_size) + 1  # one byte more than its size: a file that grew is seen
-            data = f.read(want)
-            if len(data) == want:  # it grew: the rest, within the room left (and one byte)
-                while len(data) <= room and (chunk := f.read(min(1 << 20, room + 1 - len(data)))):
-                    data += chunk
-            return data
+            tar.addfile(_info(name, tarfile.REGTYPE, st.st_size, 0o644), f)
+            grew = f.read(1)
         except OSError as e:
+            if e.errno is None:  # tarfile's "unexpected end of data"
+                raise _changed(name, "it shrank while it was read") from None
             raise UsageError(f"cannot read {shown(name)}: {e.strerror}") from None
+        if grew:
+            raise _changed(name, "it grew while it was read")
+        return st.st_size
 
 
 def _info(name: str, kind: bytes, size: int, mode: int) -> tarfile.TarInfo:
@@ -372,75 +404,44 @@ def refused_name(parts: tuple[str, ...]) -> str:
 
 
 class OutputReceiver:
-    """Takes the /output archive out of the sandbox's stdout and extracts it into `dest` as it streams.
+    """Extracts the /output tar stream (the OUTPUT channel) into `dest` as it arrives.
 
-    `feed` returns the bytes that are the script's own output. Bytes that could be the start of the
-    frame are held back until it is clear they are not (a NUL in a script's output, rarely). One
-    frame per run is accepted; inside it nothing is ever passed on as output, even past the budget.
+    One archive per run: OUTPUT frames after its EOF are dropped. Past the budget the extractor
+    says `overflowed`, and the stream is cut.
     """
 
     def __init__(
         self,
-        marker: str,
         dest: Path | None,
         limit: int,
         say: Callable[[str], None],
         *,
         keep_modes: bool = False,
     ) -> None:
-        self.begin = OUTPUT_BEGIN + marker.encode() + b"\n"
-        self.end = OUTPUT_END + marker.encode() + b"\n"
         self.dest, self.limit, self.say, self.keep_modes = dest, limit, say, keep_modes
-        self._held = b""
-        self._state = "before"  # "before" the frame, "in" it, "after" it
-        self._text = bytearray()  # inside the frame: base64 text not yet decoded, and the end marker's search
+        self._state = "before"  # "before" the archive, "in" it, "after" it
         self._extractor: Extractor | None = None
         self.delivered: list[str] | None = None  # None until an archive arrived
         self.refused: list[str] = []
 
-    def feed(self, data: bytes) -> bytes:
-        data = self._held + data
-        self._held = b""
+    def feed(self, data: bytes) -> None:
         if self._state == "after":
-            return data
-        passed = b""
-        if self._state == "before":
-            at = data.find(self.begin)
-            if at < 0:
-                keep = _partial_suffix(data, self.begin)
-                self._held = data[len(data) - keep :] if keep else b""
-                return data[: len(data) - keep]
+            return
+        if self._extractor is None:
             self._state = "in"
             self._extractor = Extractor(self.dest, self.limit, self.refused, keep_modes=self.keep_modes)
-            passed, data = data[:at], data[at + len(self.begin) :]
-        self._text += data
-        at = self._text.find(self.end)
-        if at >= 0:
-            rest = bytes(self._text[at + len(self.end) :])
-            del self._text[at:]
-            self._decode(final=True)
-            self._finish()
-            return passed + rest
-        self._decode(final=False)
-        return passed
-
-    def _decode(self, *, final: bool) -> None:
-        """Decode the whole lines received so far (keeping what could be the end marker's start)."""
-        cut = len(self._text) if final else self._text.rfind(b"\n", 0, max(0, len(self._text) - len(self.end)))
-        if cut <= 0:
-            return
-        text = bytes(self._text[:cut])
-        del self._text[:cut]
-        assert self._extractor is not None  # noqa: S101 - set when the frame began
-        try:
-            data = base64.b64decode(text.replace(b"\n", b""), validate=True)
-        except (binascii.Error, ValueError):
-            self._extractor.damaged("its base64 text")
-            return
         self._extractor.feed(data)
 
+    def end(self) -> None:
+        """The archive's EOF frame."""
+        if self._state == "after":
+            return
+        if self._extractor is None:
+            self._extractor = Extractor(self.dest, self.limit, self.refused, keep_modes=self.keep_modes)
+        self._finish()
+
     def _finish(self) -> None:
-        assert self._extractor is not None  # noqa: S101 - set when the frame began
+        assert self._extractor is not None  # noqa: S101 - set when the archive began
         self._state = "after"
         self._extractor.close()
         self.delivered = self._extractor.delivered
@@ -449,27 +450,15 @@ class OutputReceiver:
 
     @property
     def overflowed(self) -> bool:
-        """The frame grew past any /output the budget allows: the stream should be cut."""
+        """The archive grew past any /output the budget allows: the stream should be cut."""
         return self._extractor is not None and self._extractor.overflowed
 
-    def flush(self) -> bytes:
-        """At the end of the stream: what was held back is the script's after all."""
-        held, self._held = self._held, b""
+    def flush(self) -> None:
+        """At the end of the stream: an archive begun and never ended is damaged."""
         if self._state == "in":
-            assert self._extractor is not None  # noqa: S101 - set when the frame began
+            assert self._extractor is not None  # noqa: S101 - set when the archive began
             self._extractor.damaged("its end (the sandbox ended before it arrived)")
             self._finish()
-        return held
-
-
-def _partial_suffix(data: bytes, marker: bytes) -> int:
-    """Length of the longest suffix of data that is a proper prefix of marker."""
-    start = data.rfind(marker[:1], max(0, len(data) - len(marker) + 1))
-    while start >= 0:
-        if marker.startswith(data[start:]):
-            return len(data) - start
-        start = data.find(marker[:1], start + 1)
-    return 0
 
 
 class _Feed(io.RawIOBase):
