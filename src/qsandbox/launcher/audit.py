@@ -576,7 +576,8 @@ class LeakSearch:
     def engine_objects(self) -> Place:
         """Every container, network and volume, and qsandbox's images with their history, as the
         engine describes them. Its control: a container, a network and a volume carrying the
-        control's forms (environment, labels), made in the same call."""
+        control's forms (environment, labels), and a qsandbox image committed from that container
+        with the control as its commit message (its Comment and history), made in the same call."""
         place = Place(
             "docker inspect (containers, networks, volumes, qsandbox images and their history)", "engine-objects"
         )
@@ -585,7 +586,10 @@ class LeakSearch:
         tag = f"qsandbox-control-{secrets.token_hex(6)}"
         try:
             try:
-                planted.append(("container", self._control_container(run=False)[0]))
+                made = self._control_container(run=False)[0]
+                planted.append(("container", made))
+                committed = api.commit(made, IMAGE_REPOSITORY, tag.removeprefix("qsandbox-"), message=self.control)
+                planted.append(("image", str(committed["Id"])))
                 planted.append(
                     ("network", str(api.create_network(tag, labels=self._control_labels(), internal=True)["Id"]))
                 )
@@ -601,6 +605,8 @@ class LeakSearch:
                         self._remove_container(ident)
                     elif kind == "network":
                         api.remove_network(ident)
+                    elif kind == "image":
+                        api.remove_image(ident, force=True)
                     else:
                         api.remove_volume(ident, force=True)
                 except docker.errors.DockerException:
@@ -611,7 +617,8 @@ class LeakSearch:
             if control:
                 place.found.add(k)
         place.searched = len(blobs) - len(planted)
-        place.expect(f"{kind} {ident[:12] if kind == 'container' else tag}" for kind, ident in planted)
+        shown = {"container": lambda i: i[:12], "image": lambda i: i.removeprefix("sha256:")[:12]}
+        place.expect(f"{kind} {shown[kind](ident) if kind in shown else tag}" for kind, ident in planted)
         return place
 
     def _engine_blobs(self, place: Place) -> dict[str, Any]:
