@@ -17,6 +17,7 @@ from junitparser import Error, Failure, JUnitXml, Skipped
 
 from qsandbox.common.redact import forms
 from qsandbox.launcher.audit import canary as new_canary
+from qsandbox.launcher.ending import Ending
 from qsandbox.launcher.report import (
     SCHEMA_FILE,
     SCHEMA_ID,
@@ -32,6 +33,7 @@ from qsandbox.launcher.revoke import Revocation
 from qsandbox.launcher.run import RunResult
 
 SCHEMA = json.loads(SCHEMA_FILE.read_text())
+SCHEMA_ENDED = SCHEMA["$defs"]["ended"]["enum"]
 CHECK = Path(sys.executable).with_name("check-jsonschema")
 
 
@@ -45,7 +47,7 @@ def _report(key: str, secrets: list[str]) -> Report:
         entries=[
             entry("a/ok.py", RunResult("aaaaaaaaaaaa", 0, 1.25), "fine\n"),
             entry("a/printer.py", RunResult("bbbbbbbbbbbb", 3, 2.0), printed),
-            entry("b/slow.py", RunResult("cccccccccccc", 124, 9.0, aborted="timeout"), ""),
+            entry("b/slow.py", RunResult("cccccccccccc", 124, 9.0, ending=Ending.TIMEOUT), ""),
             entry("b/left.py", RunResult("dddddddddddd", 0, 1.0, leftovers=["container qsandbox-dd"]), ""),
             Entry(script="c/broken.py", exit_code=2, ended="error", error="script not found: c/broken.py"),
             Entry(script="c/never.py"),
@@ -248,16 +250,15 @@ def test_json_report_says_when_where_and_which_image(tmp_path: Path) -> None:
     """started_at, hostname and image_id, validated by check-jsonschema against the schema file,
     formats included (a started_at that is not a date-time fails: the negative control)."""
 
-    class Result(RunResult):
-        started_at = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
-        image_id = "sha256:" + "ab" * 32
-
+    result = RunResult(
+        "r" * 12, 0, 1.5, started_at=datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC), image_id="sha256:" + "ab" * 32
+    )
     report = Report(
         command="run",
         exit_code=0,
         duration=1.5,
         ended="exited",
-        entries=[entry("bell.py", Result("r" * 12, 0, 1.5))],
+        entries=[entry("bell.py", result)],
         image_id="sha256:" + "cd" * 32,
     )
     doc = report.to_json()
@@ -301,8 +302,12 @@ def test_schema_has_a_real_id() -> None:
 def test_ended_names() -> None:
     assert ended(RunResult("r", 0, 1.0)) == "exited"
     assert ended(RunResult("r", 247, 1.0)) == "out-of-memory"
-    assert ended(RunResult("r", 130, 1.0, aborted="interrupt")) == "interrupt"
-    assert ended(RunResult("r", 125, 1.0, aborted="the engine went away mid-run")) == "engine-lost"
+    assert ended(RunResult("r", 130, 1.0, ending=Ending.INTERRUPT)) == "interrupt"
+    assert ended(RunResult("r", 125, 1.0, ending=Ending.ENGINE_LOST)) == "engine-lost"
+    lost = RunResult("r", 125, 1.0, ending=Ending.ENGINE_LOST)
+    assert lost.aborted == "the engine went away mid-run" and "(the engine went away mid-run)" in lost.summary()
+    assert ended(RunResult("r", 247, 1.0, ending=Ending.of_exit(247))) == "out-of-memory"
+    assert {e.value for e in Ending} == set(SCHEMA_ENDED) - {"error", "not-run"}  # the schema names each one
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

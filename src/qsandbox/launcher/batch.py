@@ -32,9 +32,10 @@ from ..common.redact import Redactor
 from ..common.text import shown
 from . import localplatform, sandbox
 from .credentials import KeySource, Secret
+from .ending import Ending
 from .report import Entry, Report, entry
 from .revoke import Revocation, api_keys, revoke
-from .run import REASON_EXIT, SIGNAL_REASONS, EngineChecked, Run, RunResult, check_engine
+from .run import SIGNAL_REASONS, EngineChecked, Run, RunResult, check_engine
 from .settings import RunSettings
 from .terminal import ControlFilter
 
@@ -491,7 +492,7 @@ class Batch:
 
     def _exit_code(self, outcomes: list[ScriptOutcome], revocation: Revocation | None, leftovers: list[str]) -> int:
         if self.aborted is not None:
-            return int(REASON_EXIT[self.aborted])
+            return int(Ending(self.aborted).exit_code or ExitCode.TOOL)
         if leftovers or any(o.result is not None and o.result.leftovers for o in outcomes):
             return int(ExitCode.TOOL)
         if revocation is not None and not revocation.ok:

@@ -25,8 +25,9 @@ from pathlib import Path, PurePath
 from typing import Any, BinaryIO, cast
 
 from .. import __version__
-from ..common.errors import ExitCode, UsageError
+from ..common.errors import UsageError
 from ..common.redact import Redactor
+from .ending import Ending
 from .revoke import Revocation
 from .run import RunResult
 
@@ -34,7 +35,6 @@ SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).with_name("report.schema.json")
 SCHEMA_ID = "https://qsandbox.github.io/qsandbox/schemas/report-v1.json"  # the schema's $id (a test keeps them equal)
 SUITE = "qsandbox"  # the JUnit testsuite's name, and the classname of a script in the current directory
-ENGINE_LOST = "the engine went away mid-run"  # RunResult.aborted after an engine loss (run.py)
 FAILURE_TAIL_LINES = 40  # a JUnit failure's body: the last lines of the script's output
 FAILURE_TAIL_BYTES = 16 << 10
 OUTPUT_LIMIT = 1 << 20  # system-out per testcase, and what `Capture` keeps: the last MiB
@@ -65,16 +65,13 @@ class Entry:
 
 def ended(result: RunResult) -> str:
     """How a run ended, as the schema names it."""
-    if result.aborted is None:
-        return "out-of-memory" if result.exit_code == ExitCode.OOM else "exited"
-    return "engine-lost" if result.aborted == ENGINE_LOST else result.aborted
+    if result.ending is Ending.EXITED:  # a result made without its ending: the exit code tells
+        return Ending.of_exit(result.exit_code).value
+    return result.ending.value
 
 
 def entry(script: str, result: RunResult, output: str | None = None) -> Entry:
-    """A finished run's entry. `started_at` and `image_id` are taken from the result once RunResult
-    carries them (attributes of those names); until then they are left out of the report."""
-    started = getattr(result, "started_at", None)
-    image_id = getattr(result, "image_id", None)
+    """A finished run's entry."""
     return Entry(
         script=script,
         run_id=result.run_id,
@@ -84,8 +81,8 @@ def entry(script: str, result: RunResult, output: str | None = None) -> Entry:
         leftovers=list(result.leftovers),
         revocation=result.revocation,
         output=output,
-        started_at=started if isinstance(started, datetime) else None,
-        image_id=image_id if isinstance(image_id, str) else None,
+        started_at=result.started_at,
+        image_id=result.image_id,
     )
 
 

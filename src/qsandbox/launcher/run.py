@@ -40,6 +40,7 @@ from ..common.redact import Redactor
 from ..common.text import shown
 from . import deps, egress, engine, image, localplatform, preflight, sandbox, stream, transfer
 from .credentials import KeySource, Secret
+from .ending import Ending
 from .relay import Egress, Relay, parse_connect_to
 from .revoke import Revocation, mint, revoke
 from .settings import IMAGE, Hardening, RunSettings
@@ -49,12 +50,6 @@ ABORT_GRACE = 30.0  # entry point: interrupt the script (5 s), then cancel jobs 
 REMOVAL_WAIT = 10.0
 ENGINE_RETURN_WAIT = 60.0  # after losing the engine mid-run: how long to wait for it to confirm removal
 SIGNAL_REASONS = {signal.SIGINT: "interrupt", signal.SIGTERM: "terminate", signal.SIGHUP: "hangup"}
-REASON_EXIT = {
-    "interrupt": ExitCode.SIGINT,
-    "terminate": ExitCode.SIGTERM,
-    "hangup": ExitCode.SIGHUP,
-    "timeout": ExitCode.TIMEOUT,
-}
 
 
 @dataclass
@@ -63,11 +58,16 @@ class RunResult:
     exit_code: int
     duration: float
     leftovers: list[str] = field(default_factory=list)
-    aborted: str | None = None
+    ending: Ending = Ending.EXITED
     revocation: Revocation | None = None  # --revoke-after's outcome, when it ran
     egress_refused: str = ""  # what the relay refused, "host:port xN, ..." (redacted)
     started_at: datetime | None = None  # when the run began (UTC), for reports
     image_id: str | None = None  # the image the sandbox ran, as the engine names it (sha256:...)
+
+    @property
+    def aborted(self) -> str | None:
+        """What ended the run from outside the script (the closing line's words), if anything did."""
+        return self.ending.said if self.ending.aborted else None
 
     def summary(self) -> str:
         state = (
@@ -431,7 +431,7 @@ class Run:
         self.prepared: _Prepared | None = None
         self.ca_pem: str | None = None
         self.code = int(ExitCode.TOOL)
-        self.aborted: str | None = None
+        self.ending: Ending | None = None  # set when something from outside ends the run
         self.lost = False  # the engine stopped answering mid-run (restarted, crashed)
         self.revocation: Revocation | None = None
         self.left: list[str] = []  # what the engine still has of this run, after teardown
@@ -467,7 +467,8 @@ class Run:
                     del secret
                     self.code = self.supervise()
                 except _Abort as a:
-                    self.aborted, self.code = a.reason, int(REASON_EXIT[a.reason])
+                    self.ending = Ending(a.reason)
+                    self.code = int(self.ending.exit_code or ExitCode.TOOL)
                     if self.prepared is not None and self._key_read:  # else closing the stream ends it
                         _abort(self.prepared, a.reason, self._abort_forced if self.driven else None)
                         self._done.wait(REMOVAL_WAIT)  # the rest of the output, and /output, arrive
@@ -661,7 +662,7 @@ class Run:
                     raise
                 self.lost = True
         if self.lost:
-            self.aborted, self.code = "the engine went away mid-run", int(ExitCode.TOOL)
+            self.ending, self.code = Ending.ENGINE_LOST, int(ExitCode.TOOL)
             _await_engine(self.client, self._unwind, self.err, revoke_pending=lambda: self._to_revoke is not None)
 
     def confirm(self, duration: float) -> RunResult:
@@ -682,7 +683,7 @@ class Run:
             exit_code=self.code,
             duration=duration,
             leftovers=self.left,
-            aborted=self.aborted,
+            ending=self.ending or Ending.of_exit(self.code),
             revocation=self.revocation,
             egress_refused=self._closing.mask(shown(self.relay.summary())) if self.relay else "",
             started_at=self.started_at,
