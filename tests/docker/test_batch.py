@@ -15,7 +15,7 @@ from pathlib import Path
 import docker.errors
 import jsonschema
 import pytest
-from conftest import ROOT, qsandbox
+from helpers import ROOT, qsandbox
 from junitparser import JUnitXml
 
 from qsandbox.common.redact import forms

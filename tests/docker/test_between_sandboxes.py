@@ -17,7 +17,7 @@ from pathlib import Path
 
 import docker.errors
 import pytest
-from conftest import ROOT, qsandbox
+from helpers import ROOT, qsandbox
 
 from qsandbox.launcher.settings import LABEL
 

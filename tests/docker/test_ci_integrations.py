@@ -17,7 +17,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from conftest import ROOT
+from helpers import ROOT
 from junitparser import Failure, JUnitXml
 
 from qsandbox.launcher.report import SCHEMA_FILE

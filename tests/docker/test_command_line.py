@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, error_lines, qsandbox
+from helpers import ROOT, error_lines, qsandbox
 
 from qsandbox.launcher.audit import release
 from qsandbox.launcher.settings import LABEL

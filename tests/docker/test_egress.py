@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, qsandbox
+from helpers import ROOT, qsandbox
 
 from qsandbox.common.platform_constants import INSTANCE_CRN
 from qsandbox.launcher import localplatform

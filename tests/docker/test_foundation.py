@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import qsandbox
+from helpers import qsandbox
 
 pytestmark = pytest.mark.docker
 

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, qsandbox
+from helpers import ROOT, qsandbox
 
 from qsandbox.common.handoff import HEARTBEAT_TIMEOUT, MAX_OUTPUT_DEPTH, MAX_OUTPUT_ENTRIES
 from qsandbox.launcher.settings import LABEL

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 from qsandbox.common.paths import QISKIT_DIR, SANDBOX_UID, TOKEN_FILE
 from qsandbox.launcher.audit import release

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, qsandbox
+from helpers import ROOT, qsandbox
 
 pytestmark = pytest.mark.docker
 HOSTILE = ROOT / "tests" / "hostile"

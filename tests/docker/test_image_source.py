@@ -11,7 +11,7 @@ import hashlib
 import json
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 import qsandbox
 

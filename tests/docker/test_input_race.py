@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import qsandbox
+from helpers import qsandbox
 
 pytestmark = pytest.mark.docker
 

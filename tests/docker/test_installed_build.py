@@ -15,7 +15,7 @@ import sys
 import tarfile
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 pytestmark = pytest.mark.docker
 

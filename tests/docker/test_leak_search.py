@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, new_canary
+from helpers import ROOT, new_canary
 
 from qsandbox.launcher.audit import LeakSearch, planted_forms
 from qsandbox.launcher.settings import LABEL

@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import qsandbox
+from helpers import qsandbox
 
 pytestmark = pytest.mark.docker
 
@@ -112,7 +112,7 @@ def test_notebook_takes_no_arguments(tmp_path):
 
 def test_iam_tokens_the_kernel_obtains_are_masked_in_the_stream_and_the_notebook(image, tmp_path):
     """Opaque refresh tokens match no pattern: only the kernel's token watch makes them known."""
-    from conftest import ROOT
+    from helpers import ROOT
 
     source = (ROOT / "tests" / "scripts" / "print_tokens.py").read_text()
     path = notebook(tmp_path / "tokens.ipynb", source)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, error_lines, qsandbox
+from helpers import ROOT, error_lines, qsandbox
 
 from qsandbox.common.platform_constants import INSTANCE_CRN
 from qsandbox.launcher.audit import canary as new_canary

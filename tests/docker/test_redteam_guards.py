@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, qsandbox
+from helpers import ROOT, qsandbox
 
 from qsandbox.common.handoff import HEARTBEAT_TIMEOUT
 from qsandbox.launcher import transfer

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, error_lines, qsandbox
+from helpers import ROOT, error_lines, qsandbox
 
 pytestmark = pytest.mark.docker
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, qsandbox
+from helpers import ROOT, qsandbox
 
 pytestmark = pytest.mark.docker
 SSHD = "/usr/sbin/sshd"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import docker
 import pytest
-from conftest import ROOT, problems
+from helpers import ROOT, problems
 
 from qsandbox.launcher.audit import LeakSearch
 

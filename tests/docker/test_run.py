@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, error_lines, is_machine_note, qsandbox
+from helpers import ROOT, error_lines, is_machine_note, qsandbox
 
 from qsandbox.launcher.audit import release
 from qsandbox.launcher.settings import LABEL, sandbox_uid

@@ -14,7 +14,7 @@ import time
 
 import docker.errors
 import pytest
-from conftest import ROOT, qsandbox
+from helpers import ROOT, qsandbox
 
 pytestmark = pytest.mark.docker
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, qsandbox
+from helpers import ROOT, qsandbox
 
 pytestmark = pytest.mark.docker
 

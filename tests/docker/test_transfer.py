@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import qsandbox
+from helpers import qsandbox
 
 from qsandbox.launcher.settings import LABEL, sandbox_uid
 

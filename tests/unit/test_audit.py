@@ -7,7 +7,7 @@ import secrets
 from pathlib import Path
 
 import pytest
-from conftest import new_canary
+from helpers import new_canary
 
 from qsandbox.common.errors import UsageError
 from qsandbox.launcher.audit import LeakSearch, Place, audit, encodings, not_searched, planted_forms

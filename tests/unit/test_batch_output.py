@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import new_canary
+from helpers import new_canary
 
 from qsandbox.common.redact import forms
 from qsandbox.launcher.batch import Batch, ScriptOutcome, _KeyOnce, _Labelled, _Lines

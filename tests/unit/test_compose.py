@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import yaml
-from conftest import ROOT
+from helpers import ROOT
 
 from qsandbox import __version__
 from qsandbox.launcher.settings import IMAGE, SANDBOX_UID, Hardening

@@ -9,7 +9,7 @@ import tarfile
 import tomllib
 from pathlib import Path
 
-from conftest import ROOT
+from helpers import ROOT
 from packaging.requirements import Requirement
 
 from qsandbox.launcher import image

@@ -11,7 +11,7 @@ import json
 import re
 
 import pytest
-from conftest import new_canary
+from helpers import new_canary
 
 from qsandbox.common.redact import Redactor, forms
 from qsandbox.inside.notebook import masked

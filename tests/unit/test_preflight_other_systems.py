@@ -4,7 +4,7 @@ cannot be made say "not checked", never "host swap: off" from a /proc/swaps that
 from __future__ import annotations
 
 import pytest
-from conftest import is_machine_note
+from helpers import is_machine_note
 
 from qsandbox.launcher import preflight
 from qsandbox.launcher.engine import EngineInfo

@@ -5,7 +5,7 @@ import random
 import urllib.parse
 
 import pytest
-from conftest import new_canary
+from helpers import new_canary
 
 from qsandbox.common.redact import MASK, Redactor, forms
 
