@@ -23,7 +23,6 @@ from qsandbox.launcher import sandbox
 from qsandbox.launcher.audit import canary as new_canary
 from qsandbox.launcher.report import SCHEMA_FILE
 
-pytestmark = pytest.mark.docker
 SCHEMA = json.loads(SCHEMA_FILE.read_text())
 SCRIPTS = ROOT / "tests" / "scripts"
 # The emulated platform: these scripts call no IBM service, and one emulator serves each batch (so

@@ -21,7 +21,6 @@ from helpers import ROOT, qsandbox
 
 from qsandbox.launcher.settings import LABEL
 
-pytestmark = pytest.mark.docker
 PYTHON = "/opt/qsandbox/bin/python"  # the image's interpreter
 PEER = ROOT / "tests" / "scripts" / "peer.py"
 PORT = 47811  # peer.py's

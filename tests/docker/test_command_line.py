@@ -17,7 +17,6 @@ from helpers import ROOT, error_lines, qsandbox
 from qsandbox.launcher.audit import release
 from qsandbox.launcher.settings import LABEL
 
-pytestmark = pytest.mark.docker
 SCRIPTS = ROOT / "tests" / "scripts"
 DEPS = SCRIPTS / "deps"
 

@@ -47,7 +47,6 @@ def own_dockerd(image):
 
 
 pytestmark = [
-    pytest.mark.docker,
     pytest.mark.engine_restart,
     pytest.mark.changes_machine("stops, kills and restarts this machine's dockerd (scripts/dockerd.sh)"),
 ]

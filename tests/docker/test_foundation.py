@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 from helpers import qsandbox
 
-pytestmark = pytest.mark.docker
-
 
 def test_doctor_is_all_green(image):
     done = qsandbox("doctor")

@@ -23,13 +23,11 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 from helpers import ROOT, qsandbox
 
 from qsandbox.common.handoff import HEARTBEAT_TIMEOUT, MAX_OUTPUT_DEPTH, MAX_OUTPUT_ENTRIES
 from qsandbox.launcher.settings import LABEL
 
-pytestmark = pytest.mark.docker
 HOSTILE = ROOT / "tests" / "hostile"
 
 

@@ -26,7 +26,6 @@ from qsandbox.launcher.audit import release
 from qsandbox.launcher.settings import LABEL, UNUSED_UID_BASE
 
 pytestmark = [
-    pytest.mark.docker,
     pytest.mark.changes_machine("adds host users and groups qsbx-u<uid> with chosen uids for the test's length"),
 ]
 SCRIPT = ROOT / "tests" / "scripts" / "hold_then_exit.py"

@@ -10,12 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 
-import pytest
 from helpers import ROOT
 
 import qsandbox
-
-pytestmark = pytest.mark.docker
 
 SOURCE = ROOT / "src" / "qsandbox"
 

@@ -11,10 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 from helpers import qsandbox
-
-pytestmark = pytest.mark.docker
 
 SECRET = "SECRET-MARKER-9f3c1e-from-outside"
 SWAPPED = 20  # files swapped independently: the old code leaked through one of them in nearly every try

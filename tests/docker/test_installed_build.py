@@ -14,10 +14,7 @@ import subprocess
 import sys
 import tarfile
 
-import pytest
 from helpers import ROOT
-
-pytestmark = pytest.mark.docker
 
 
 def sh(*cmd: str, cwd=None, timeout: float = 900) -> subprocess.CompletedProcess[str]:

@@ -21,8 +21,6 @@ from pathlib import Path
 import pytest
 from helpers import ROOT
 
-pytestmark = pytest.mark.docker
-
 # nobody cannot reach this venv's interpreter (it lives under /root): the system's Python 3.11
 # with the venv's packages and the checkout's sources instead.
 _PYTHON = "/usr/bin/python3"

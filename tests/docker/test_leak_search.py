@@ -25,7 +25,6 @@ from helpers import ROOT, new_canary
 from qsandbox.launcher.audit import LeakSearch, planted_forms
 from qsandbox.launcher.settings import LABEL
 
-pytestmark = pytest.mark.docker
 OLD = 946684800  # 2000-01-01: the timestamp a copy (cp -p, tar, copy2, utime) may keep
 
 

@@ -27,7 +27,6 @@ from helpers import ROOT
 
 from qsandbox.launcher.settings import LABEL
 
-pytestmark = pytest.mark.docker
 PYTHON = "/opt/qsandbox/bin/python"  # the image's interpreter
 
 

@@ -10,10 +10,7 @@ import subprocess
 import sys
 import time
 
-import pytest
 from helpers import qsandbox
-
-pytestmark = pytest.mark.docker
 
 
 def notebook(path, *sources: str) -> str:

@@ -12,7 +12,6 @@ import sys
 import pytest
 from helpers import ROOT, qsandbox
 
-pytestmark = pytest.mark.docker
 EXAMPLES = ROOT / "examples"
 SCRIPTS = ROOT / "tests" / "scripts"
 

@@ -14,7 +14,6 @@ from helpers import ROOT, error_lines, qsandbox
 from qsandbox.common.platform_constants import INSTANCE_CRN
 from qsandbox.launcher.audit import canary as new_canary
 
-pytestmark = pytest.mark.docker
 SCRIPTS = ROOT / "tests" / "scripts"
 # The emulator has no admin view: a key's jobs are read as the key's owner reads them, through the
 # API (in the emulator's container, on localhost, with the key in the environment of that process only).

@@ -52,7 +52,6 @@ from qsandbox.launcher import transfer
 from qsandbox.launcher.settings import LABEL
 from qsandbox.launcher.terminal import ControlFilter
 
-pytestmark = pytest.mark.docker
 HOSTILE = ROOT / "tests" / "hostile"
 _SGR = re.compile(rb"\x1b\[[0-9;:]*m")
 

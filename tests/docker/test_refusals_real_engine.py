@@ -21,8 +21,6 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, error_lines, qsandbox
 
-pytestmark = pytest.mark.docker
-
 SCRIPT = ROOT / "tests" / "scripts" / "exit_with.py"
 USER = "qsbx-nodocker"
 MAKES_USER = pytest.mark.changes_machine(f"creates the OS user {USER} (kept)")  # `ordinary_user`

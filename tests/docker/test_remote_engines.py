@@ -25,7 +25,6 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, qsandbox
 
-pytestmark = pytest.mark.docker
 SSHD = "/usr/sbin/sshd"
 SCRIPT = """\
 import pathlib, sys

@@ -37,7 +37,6 @@ TEST_FILES = [
 ]
 USERS_VENV = Path("/opt/qsandbox-users/bin")
 
-pytestmark = pytest.mark.docker
 # The tests that use the fixture `users`.
 MAKES_USERS = pytest.mark.changes_machine(
     "runs scripts/podman-users.sh: installs podman, uidmap, slirp4netns, fuse-overlayfs and catatonit, creates "

@@ -23,7 +23,6 @@ from helpers import ROOT, error_lines, is_machine_note, qsandbox
 from qsandbox.launcher.audit import release
 from qsandbox.launcher.settings import LABEL, sandbox_uid
 
-pytestmark = pytest.mark.docker
 SCRIPTS = ROOT / "tests" / "scripts"
 CRN = (
     "crn:v1:bluemix:public:quantum-computing:us-east:a/0123456789abcdef0123456789abcdef:"

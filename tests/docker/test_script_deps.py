@@ -16,8 +16,6 @@ import docker.errors
 import pytest
 from helpers import ROOT, qsandbox
 
-pytestmark = pytest.mark.docker
-
 DEPS = ROOT / "tests" / "scripts" / "deps"
 
 

@@ -18,8 +18,6 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, qsandbox
 
-pytestmark = pytest.mark.docker
-
 
 def _target(key: str) -> str:
     return f"{hashlib.sha256(key.encode()).hexdigest()}:{len(key)}"

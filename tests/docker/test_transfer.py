@@ -22,8 +22,6 @@ from helpers import qsandbox
 
 from qsandbox.launcher.settings import LABEL, sandbox_uid
 
-pytestmark = pytest.mark.docker
-
 LIST_WORK = """
 import json, os
 seen = sorted(os.path.relpath(os.path.join(r, f), "/work") for r, _, fs in os.walk("/work") for f in fs)
