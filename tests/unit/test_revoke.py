@@ -104,12 +104,12 @@ def test_the_key_dies_even_when_a_new_key_or_the_listing_is_refused(identity):
 def _said(monkeypatch, answer, before=("ApiKey-own",)):
     sent: dict[str, object] = {}
 
-    def fake_broker(client, image, op, secret, network, ca_pem, env, before=None):
+    def fake_call(self, op, before=None):
         sent.update(op=op, before=before)
         return answer
 
-    monkeypatch.setattr(launcher_revoke, "_broker", fake_broker)
-    result = launcher_revoke.revoke(NO_ENGINE, "img", Secret(KEY, "test"), network=None, ca_pem=None, before=before)
+    monkeypatch.setattr(launcher_revoke.Broker, "_call", fake_call)
+    result = launcher_revoke.Broker(NO_ENGINE, "img", Secret(KEY, "test")).revoke(before)
     assert sent == {"op": "revoke", "before": before}
     return result
 
@@ -155,12 +155,17 @@ def test_a_key_made_during_the_run_left_behind_fails_the_revocation(monkeypatch)
 def test_api_keys_refuses_the_run_when_iam_will_not_list(monkeypatch):
     from qsandbox.common.errors import SandboxError
 
-    monkeypatch.setattr(launcher_revoke, "_broker", lambda *a, **k: {"ok": False, "error": "IAM answered 403: no"})
+    broker = launcher_revoke.Broker(NO_ENGINE, "img", Secret(KEY, "test"))
+    assert KEY not in repr(broker)
+    monkeypatch.setattr(launcher_revoke.Broker, "_call", lambda *a, **k: {"ok": False, "error": "IAM answered 403: no"})
     with pytest.raises(SandboxError, match=r"could not list the API keys .*IAM answered 403: no.*nothing was sent"):
-        launcher_revoke.api_keys(NO_ENGINE, "img", Secret(KEY, "test"), network=None, ca_pem=None)
+        broker.api_keys()
+    with pytest.raises(SandboxError, match=r"could not get an IAM access token for the key: IAM answered 403: no"):
+        broker.mint()
     keys = [{"id": "ApiKey-own"}, {"id": "ApiKey-b"}]
-    monkeypatch.setattr(launcher_revoke, "_broker", lambda *a, **k: {"ok": True, "keys": keys})
-    assert launcher_revoke.api_keys(NO_ENGINE, "img", Secret(KEY, "test"), network=None, ca_pem=None) == (
-        "ApiKey-own",
-        "ApiKey-b",
-    )
+    monkeypatch.setattr(launcher_revoke.Broker, "_call", lambda *a, **k: {"ok": True, "keys": keys})
+    assert broker.api_keys() == ("ApiKey-own", "ApiKey-b")
+    answer = {"ok": True, "access_token": "eyJ.x.y", "expires_in": 3600, "expiration": 1999999999}
+    monkeypatch.setattr(launcher_revoke.Broker, "_call", lambda *a, **k: answer)
+    token = broker.mint()
+    assert (token.access_token, token.expiration) == ("eyJ.x.y", 1999999999) and "eyJ.x.y" not in repr(token)

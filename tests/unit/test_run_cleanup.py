@@ -44,3 +44,44 @@ def test_a_step_interrupted_by_the_engine_stays_and_the_ones_done_do_not_repeat(
     engine_up = True
     c.unwind()
     assert ran == ["sandbox", "emulator", "network"]
+
+
+def test_the_token_refresher_says_when_minting_fails_and_again_before_the_token_expires():
+    """A script whose token cannot be renewed gets 401s: the launcher says so, never silently."""
+    import threading
+    import time
+
+    from qsandbox.common.errors import SandboxError
+    from qsandbox.common.handoff import AccessToken
+    from qsandbox.launcher import run
+
+    class FailingBroker:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def mint(self) -> AccessToken:
+            self.calls += 1
+            if self.calls >= 4:
+                return AccessToken("eyJ.renewed.token", int(time.time()) + 3600)
+            raise SandboxError("IAM answered 503: busy")
+
+    class Attachment:
+        sent: list[bytes] = []
+
+        def send(self, data: bytes) -> None:
+            self.sent.append(data)
+
+    said: list[str] = []
+    prepared = run._Prepared("c" * 12, Attachment(), None)  # type: ignore[arg-type]  # only the stream is used
+    refresher = run._Refresher(FailingBroker(), prepared, int(time.time()) + 1, said.append)  # type: ignore[arg-type]
+    refresher.MIN_WAIT, refresher.WARN_BEFORE = 0.05, 3600.0  # every try "just before" expiry
+    refresher.start()
+    deadline = time.monotonic() + 10
+    while len(said) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    refresher.stop.set()
+    refresher.join(5)
+    assert said[0].startswith("could not renew the IAM access token (IAM answered 503: busy); retrying")
+    assert "could not be renewed: the script's calls to IBM will be refused (401)" in said[1]
+    assert said[2] == "the IAM access token was renewed" and len(Attachment.sent) == 1
+    assert not isinstance(threading.current_thread(), run._Refresher)

@@ -30,11 +30,12 @@ import docker
 from ..common.errors import ExitCode, QsandboxError
 from ..common.redact import Redactor
 from ..common.text import shown
-from . import localplatform, sandbox
+from . import egress, localplatform, sandbox
 from .credentials import KeySource, Secret
 from .ending import Ending
+from .relay import Egress, parse_connect_to
 from .report import Entry, Report, entry
-from .revoke import Revocation, api_keys, revoke
+from .revoke import Broker, Revocation
 from .run import SIGNAL_REASONS, EngineChecked, Run, RunResult, check_engine
 from .settings import RunSettings
 from .terminal import ControlFilter
@@ -322,8 +323,7 @@ class Batch:
                         queue_time=self.scripts[0][1].queue_time,  # --queue-time: one emulator, the batch's
                     )
                 if self.revoke_after:
-                    network, ca_pem = self._broker_network(client, platform)
-                    before = api_keys(client, self.scripts[0][1].image, self.secret, network=network, ca_pem=ca_pem)
+                    before = self._broker(client, platform).api_keys()
                 self._run_all(outcomes, platform, checked)
             finally:
                 if self.revoke_after and any(o.ran for o in outcomes):
@@ -469,23 +469,23 @@ class Batch:
         except (OSError, ValueError):  # our terminal is gone (SIGHUP): the reports still get it
             pass
 
-    def _broker_network(
-        self, client: docker.DockerClient, platform: localplatform.LocalPlatform | None
-    ) -> tuple[str | None, str | None]:
-        """Where the key broker finds IAM: the emulator's network and CA, or the engine's default."""
+    def _broker(self, client: docker.DockerClient, platform: localplatform.LocalPlatform | None) -> Broker:
+        """The batch's key broker: on the emulator's network with its CA, or with no network through
+        the relay, under the batch's --allow-host and --connect-to."""
+        assert self.secret is not None  # noqa: S101 - read in execute() first
+        first = self.scripts[0][1]
+        if platform is None and first.platform == "shared":
+            platform = localplatform.shared(client)
         if platform is not None:
-            return platform.network, platform.ca_pem
-        if self.scripts[0][1].platform == "shared":
-            shared = localplatform.shared(client)
-            return shared.network, shared.ca_pem
-        return None, None
+            return Broker(client, first.image, self.secret, network=platform.network, ca_pem=platform.ca_pem)
+        rules = Egress(egress.allowlist(first.allow_hosts), dict(parse_connect_to(c) for c in first.connect_to))
+        ca_pem = first.ca_file.read_text() if first.ca_file is not None else None
+        return Broker(client, first.image, self.secret, ca_pem=ca_pem, egress=rules)
 
     def _revoke(
         self, client: docker.DockerClient, platform: localplatform.LocalPlatform | None, before: tuple[str, ...] | None
     ) -> Revocation:
-        assert self.secret is not None  # noqa: S101 - read in execute() first
-        network, ca_pem = self._broker_network(client, platform)
-        result = revoke(client, self.scripts[0][1].image, self.secret, network=network, ca_pem=ca_pem, before=before)
+        result = self._broker(client, platform).revoke(before)
         self.err.write(result.line().encode() + b"\n")
         self.err.flush()
         return result

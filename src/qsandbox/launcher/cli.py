@@ -643,7 +643,7 @@ def revoke(
     from . import egress, engine, image, localplatform
     from .credentials import harden_process
     from .relay import Egress, parse_connect_to
-    from .revoke import revoke as revoke_key
+    from .revoke import Broker
     from .settings import IMAGE
 
     harden_process()
@@ -656,9 +656,9 @@ def revoke(
     image.check(client)
     if platform == "shared":
         shared = localplatform.shared(client)
-        result = revoke_key(client, IMAGE, secret, network=shared.network, ca_pem=shared.ca_pem)
+        result = Broker(client, IMAGE, secret, network=shared.network, ca_pem=shared.ca_pem).revoke()
     else:  # the broker reaches IBM through the relay, like a run
         rules = Egress(egress.allowlist(allow_hosts), dict(parse_connect_to(c) for c in connect_to))
-        result = revoke_key(client, IMAGE, secret, network=None, ca_pem=None, egress=rules)
+        result = Broker(client, IMAGE, secret, egress=rules).revoke()
     click.echo(result.line(), err=True)
     sys.exit(0 if result.ok else int(ExitCode.TOOL))

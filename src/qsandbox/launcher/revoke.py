@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import docker
 
 from ..common.errors import QsandboxError, SandboxError
+from ..common.handoff import AccessToken
 from . import sandbox
 from .credentials import Secret
 from .egress import allowlist
@@ -68,88 +69,75 @@ def _plural(n: int) -> str:
     return f"{n} API key{'' if n == 1 else 's'}"
 
 
-def _broker(
-    client: docker.DockerClient,
-    image: str,
-    op: str,
-    secret: Secret,
-    network: str | None,
-    ca_pem: str | None,
-    egress: Egress | None,
-    before: tuple[str, ...] | None = None,
-) -> dict[str, object]:
-    from ..common import handoff
-    from ..common.paths import CA_FILE
+@dataclass(frozen=True)
+class Broker:
+    """The key broker of one run, one batch or one `qsandbox revoke`: where its helper sandbox runs
+    (the emulator's network, or no network and the relay's rules) and with which key. Built once;
+    each call is one short-lived helper sandbox (sandbox.run_keyed_helper)."""
 
-    keep = ["-"] if before is None else list(before)  # "-": no list from before the run
-    if egress is None and network is None:  # the real platform: never the engine's open network
-        egress = Egress(allowlist(()))
-    try:
-        out = sandbox.run_keyed_helper(
-            client,
-            image,
-            module="qsandbox.inside.broker",
-            args=[op, *(keep if op == "revoke" else [])],
-            message=handoff.Start(token=secret.reveal(), channel="ibm_cloud", instance=None, ca_pem=ca_pem),
-            network=network,
-            egress=egress,
-            extra_env={"REQUESTS_CA_BUNDLE": str(CA_FILE)} if ca_pem else None,
-        )
-        result: dict[str, object] = json.loads(out.decode().strip().splitlines()[-1])  # the broker's one JSON object
-        return result
-    except (docker.errors.DockerException, QsandboxError, ValueError, IndexError) as e:
-        return {"ok": False, "error": f"the key broker failed: {e}"}
+    client: docker.DockerClient
+    image: str
+    secret: Secret
+    network: str | None = None  # the emulator's network (--platform local, shared)
+    ca_pem: str | None = None  # the CA the helper trusts (the emulator's, --ca-file)
+    egress: Egress | None = None  # the relay's rules; None with no network: IBM's hosts only
 
+    def __repr__(self) -> str:  # never print the key
+        return f"Broker(image={self.image!r}, network={self.network!r}, key=<hidden>)"
 
-def mint(
-    client: docker.DockerClient,
-    image: str,
-    secret: Secret,
-    *,
-    network: str | None,
-    ca_pem: str | None,
-    egress: Egress | None = None,
-) -> dict[str, object]:
-    """An IAM access token for the key (short-lived mode); raises SandboxError if IAM refuses."""
-    result = _broker(client, image, "token", secret, network, ca_pem, egress)
-    if not result.get("ok"):
-        raise SandboxError(f"could not get an IAM access token for the key: {result.get('error')}")
-    return result
+    def _call(self, op: str, before: tuple[str, ...] | None = None) -> dict[str, object]:
+        from ..common import handoff
+        from ..common.paths import CA_FILE
 
+        keep = ["-"] if before is None else list(before)  # "-": no list from before the run
+        egress = self.egress
+        if egress is None and self.network is None:  # the real platform: never the engine's open network
+            egress = Egress(allowlist(()))
+        try:
+            out = sandbox.run_keyed_helper(
+                self.client,
+                self.image,
+                module="qsandbox.inside.broker",
+                args=[op, *(keep if op == "revoke" else [])],
+                message=handoff.Start(
+                    token=self.secret.reveal(), channel="ibm_cloud", instance=None, ca_pem=self.ca_pem
+                ),
+                network=self.network,
+                egress=egress,
+                extra_env={"REQUESTS_CA_BUNDLE": str(CA_FILE)} if self.ca_pem else None,
+            )
+            result: dict[str, object] = json.loads(out.decode().strip().splitlines()[-1])  # its one JSON object
+            return result
+        except (docker.errors.DockerException, QsandboxError, ValueError, IndexError) as e:
+            return {"ok": False, "error": f"the key broker failed: {e}"}
 
-def api_keys(
-    client: docker.DockerClient,
-    image: str,
-    secret: Secret,
-    *,
-    network: str | None,
-    ca_pem: str | None,
-    egress: Egress | None = None,
-) -> tuple[str, ...]:
-    """--revoke-after, before the key goes in: the ids of the API keys of the key's identity.
-    SandboxError if IAM will not list them (keys made during the run could not be found then)."""
-    result = _broker(client, image, "keys", secret, network, ca_pem, egress)
-    listed = result.get("keys")
-    if not result.get("ok") or not isinstance(listed, list):
-        raise SandboxError(
-            f"--revoke-after: could not list the API keys of the key's identity ({result.get('error')}), so keys a "
-            "script made during the run could not be found and deleted; nothing was sent into the sandbox"
-        )
-    return tuple(str(k.get("id")) for k in listed if isinstance(k, dict))
+    def mint(self) -> AccessToken:
+        """An IAM access token for the key (short-lived mode); SandboxError if IAM refuses."""
+        result = self._call("token")
+        token, expiration = result.get("access_token"), result.get("expiration")
+        if not result.get("ok") or not isinstance(token, str) or not isinstance(expiration, int):
+            raise SandboxError(f"could not get an IAM access token for the key: {result.get('error')}")
+        return AccessToken(token, expiration)
+
+    def api_keys(self) -> tuple[str, ...]:
+        """--revoke-after, before the key goes in: the ids of the API keys of the key's identity.
+        SandboxError if IAM will not list them (keys made during the run could not be found then)."""
+        result = self._call("keys")
+        listed = result.get("keys")
+        if not result.get("ok") or not isinstance(listed, list):
+            raise SandboxError(
+                f"--revoke-after: could not list the API keys of the key's identity ({result.get('error')}), so "
+                "keys a script made during the run could not be found and deleted; nothing was sent into the sandbox"
+            )
+        return tuple(str(k.get("id")) for k in listed if isinstance(k, dict))
+
+    def revoke(self, before: tuple[str, ...] | None = None) -> Revocation:
+        """Delete the key; given `before` (api_keys' answer), every key of its identity made since first."""
+        return revocation_of(self._call("revoke", before))
 
 
-def revoke(
-    client: docker.DockerClient,
-    image: str,
-    secret: Secret,
-    *,
-    network: str | None,
-    ca_pem: str | None,
-    egress: Egress | None = None,
-    before: tuple[str, ...] | None = None,
-) -> Revocation:
-    """Delete the key; given `before` (api_keys' answer), every key of its identity made since first."""
-    result = _broker(client, image, "revoke", secret, network, ca_pem, egress, before)
+def revocation_of(result: dict[str, object]) -> Revocation:
+    """What the broker's `revoke` answered, as the line the user reads (IAM's ids only)."""
     made, failed = _keys(result.get("made")), _keys(result.get("failed"))
     problems = []
     if failed:

@@ -42,7 +42,7 @@ from . import deps, egress, engine, image, localplatform, preflight, sandbox, st
 from .credentials import KeySource, Secret
 from .ending import Ending
 from .relay import Egress, Relay, parse_connect_to
-from .revoke import Revocation, mint, revoke
+from .revoke import Broker, Revocation
 from .settings import IMAGE, Hardening, RunSettings
 from .terminal import ControlFilter, end_line
 
@@ -165,42 +165,40 @@ def _preflight(client: docker.DockerClient, settings: RunSettings, err: BinaryIO
 
 
 class _Refresher(threading.Thread):
-    """Short-lived mode: mint a fresh access token before the current one expires, and send it in."""
+    """Short-lived mode: mint a fresh access token before the current one expires, and send it in.
 
-    def __init__(
-        self,
-        client: docker.DockerClient,
-        settings: RunSettings,
-        secret: Secret,
-        ca_pem: str | None,
-        prepared: _Prepared,
-        expiration: int,
-    ) -> None:
+    A failure is retried; the first one is said on stderr, and again once the token is about to
+    expire (the script's calls fail with 401 after that), never silently."""
+
+    WARN_BEFORE = 60.0  # seconds before expiry: say it again if minting still fails
+    MIN_WAIT = 5.0  # seconds between tries, at least
+
+    def __init__(self, broker: Broker, prepared: _Prepared, expiration: int, say: Callable[[str], None]) -> None:
         super().__init__(daemon=True)
-        self.client, self.settings, self.secret, self.ca_pem = client, settings, secret, ca_pem
-        self.prepared, self.expiration = prepared, expiration
+        self.broker, self.prepared, self.expiration, self.say = broker, prepared, expiration, say
         self.stop = threading.Event()
-        self.egress: Egress | None = None  # the run's relay rules, for the broker
 
     def run(self) -> None:
-        while not self.stop.wait(max(5.0, (self.expiration - time.time()) * 0.8)):
+        failing, warned = False, False
+        while not self.stop.wait(max(self.MIN_WAIT, (self.expiration - time.time()) * (0.2 if failing else 0.8))):
             try:
-                minted = mint(
-                    self.client,
-                    self.settings.image,
-                    self.secret,
-                    network=self.settings.network,
-                    ca_pem=self.ca_pem,
-                    egress=self.egress,
-                )
-                self.expiration = int(minted["expiration"])  # type: ignore[call-overload]
-                self.prepared.attachment.send(
-                    stream.control(
-                        handoff.encode_access_token(handoff.AccessToken(str(minted["access_token"]), self.expiration))
+                token = self.broker.mint()
+                self.prepared.attachment.send(stream.control(handoff.encode_access_token(token)))
+            except (QsandboxError, OSError) as e:
+                left = self.expiration - time.time()
+                if not failing:
+                    self.say(f"could not renew the IAM access token ({e}); retrying, this one lasts {left:.0f} s")
+                elif left < self.WARN_BEFORE and not warned:
+                    self.say(
+                        f"the IAM access token expires in {max(0.0, left):.0f} s and could not be renewed: the "
+                        "script's calls to IBM will be refused (401) after that"
                     )
-                )
-            except (QsandboxError, OSError):
-                continue  # try again; the current token is still valid for a while
+                    warned = True
+                failing = True
+                continue
+            if failing:
+                self.say("the IAM access token was renewed")
+            self.expiration, failing, warned = token.expiration, False, False
 
 
 class _Heartbeat(threading.Thread):
@@ -437,7 +435,7 @@ class Run:
         self.left: list[str] = []  # what the engine still has of this run, after teardown
         self._key_read = False
         self._started = False  # the sandbox's container was started (the daemon will auto-remove it)
-        self._to_revoke: Secret | None = None
+        self._to_revoke: Broker | None = None
         self._done = threading.Event()  # the output stream ended
         self.inputs: transfer.Inputs
         self.receiver: transfer.OutputReceiver | None = None
@@ -596,18 +594,17 @@ class Run:
         client, settings, prepared = self.client, self.settings, self._ready()
         short_lived = settings.token_mode == "short-lived"  # noqa: S105 - a mode name
         self._closing = Redactor([secret.reveal()])  # for the closing line's refused hosts
-        minted = (
-            mint(client, settings.image, secret, network=settings.network, ca_pem=self.ca_pem, egress=self.egress)
-            if short_lived
-            else None
+        # The key broker: on the emulator's network for a rehearsal, else with no network, through the relay.
+        broker = Broker(
+            client,
+            settings.image,
+            secret,
+            network=settings.network if self.egress is None else None,
+            ca_pem=self.ca_pem,
+            egress=self.egress,
         )
-        from .revoke import api_keys  # --revoke-after: the identity's keys before the key goes in
-
-        before = (
-            api_keys(client, settings.image, secret, network=settings.network, ca_pem=self.ca_pem, egress=self.egress)
-            if settings.revoke_after
-            else None
-        )
+        minted = broker.mint() if short_lived else None
+        before = broker.api_keys() if settings.revoke_after else None  # the identity's keys before the key goes in
         start = handoff.Start(
             # short-lived: a meaningless placeholder; the sandbox never sees the key
             token=localplatform.throwaway_key().reveal() if short_lived else secret.reveal(),
@@ -616,10 +613,7 @@ class Run:
             ca_pem=self.ca_pem,
             output=self.receiver is not None,
         )
-        refresher = None
-        if minted is not None:
-            refresher = _Refresher(client, settings, secret, self.ca_pem, prepared, int(minted["expiration"]))  # type: ignore[call-overload]
-            refresher.egress = self.egress
+        refresher = _Refresher(broker, prepared, minted.expiration, self._say) if minted is not None else None
         self._pump = _Pump(
             self.out, self.err, [secret.reveal()] if settings.redact else None, self.receiver, raw=settings.raw_output
         )
@@ -628,7 +622,7 @@ class Run:
         self.relay = Relay(mux.Link(prepared.attachment.send), self.egress or Egress(frozenset()))
         threading.Thread(target=self._pump.run, args=(prepared.attachment, self.relay, self._say), daemon=True).start()
         if settings.revoke_after:
-            self._to_revoke = secret  # armed: the revocation step registered in _prepare_sandbox runs
+            self._to_revoke = broker  # armed: the revocation step registered in _prepare_sandbox runs
             self._keys_before = before  # keys the identity had; any other one is made by the run and deleted too
         if refresher is not None:
             refresher.start()
@@ -636,8 +630,7 @@ class Run:
         stream.send_start(prepared.attachment, start, self.inputs)
         del start
         if minted is not None:
-            token = handoff.AccessToken(str(minted["access_token"]), int(minted["expiration"]))  # type: ignore[call-overload]
-            prepared.attachment.send(stream.control(handoff.encode_access_token(token)))
+            prepared.attachment.send(stream.control(handoff.encode_access_token(minted)))
         heartbeat = _Heartbeat(prepared.attachment, self.err, suspend_note=not self.driven)
         heartbeat.start()
         local.callback(heartbeat.end)
@@ -742,15 +735,7 @@ class Run:
     def _revoke_if_armed(self) -> None:
         if self._to_revoke is None:
             return
-        self.revocation = revoke(
-            self.client,
-            self.settings.image,
-            self._to_revoke,
-            network=self.settings.network,
-            ca_pem=self.ca_pem,
-            egress=self.egress,
-            before=self._keys_before,
-        )
+        self.revocation = self._to_revoke.revoke(self._keys_before)
         self._to_revoke = None
         if self._pump is not None:
             self._pump.fresh_line()
