@@ -136,6 +136,8 @@ def test_two_users_with_rootless_podman_cannot_see_each_others_key(users, docker
         for me, other in ((alice, bob), (bob, alice)):
             seen = me.search(keys[other.name], began)
             assert "key found: False" in seen, seen
+            # ... by a search that found its own control, planted in the same call (a file, a process).
+            assert seen.rstrip().endswith("control found: file True, process True"), seen
             assert "(1 reachable)" in seen, seen  # only their own engine answers them
             assert int(seen.split()[2]) > 100, seen  # it did look
             # A third sandbox, inside: the other's key is not there either.

@@ -11,7 +11,8 @@ Files: every process's environ and cmdline, every process's view of the sandbox 
 (/proc/PID/root/...), other users' runtime dirs and homes (their container storage included),
 and the temp dirs. Engines: every Docker or Podman API socket on the machine; for each one that
 answers, every qsandbox container's key file through `exec` (what a docker-group member can do).
-Prints one line: what was looked at, and whether the key was found.
+Prints one line: what was looked at, whether the key was found, and whether the control planted
+in this same search (a file in /tmp, a process's argv; a key of the same shape) was found.
 """
 
 import base64
@@ -19,8 +20,11 @@ import glob
 import hashlib
 import os
 import re
+import secrets
 import stat
+import subprocess
 import sys
+import time
 import urllib.parse
 
 import docker
@@ -105,11 +109,27 @@ SANDBOX_FILES = ("run/qsandbox/token", "home/sandbox/.qiskit/qiskit-ibm.json")
 found, looked = [], 0
 
 
+def _holds(data, d):
+    global _SEEN
+    _SEEN = _seen_by[d]
+    return holds_key(data, d)
+
+
 def check(where, data):
     global looked
     looked += 1
-    if holds_key(data, digest):
+    if _holds(data, digest):
         found.append(where)
+    if _holds(data, control_digest):
+        control_found.add("file" if where == control_file else "process" if where.endswith("/cmdline") else where)
+
+
+def read_proc(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
 
 
 def read(path):
@@ -118,6 +138,21 @@ def read(path):
             return f.read()
     except OSError:
         return None
+
+
+# The positive control, in this same search: a key of the same shape, planted where the search
+# looks (a file in /tmp, a process's argv), known by its digest only, searched for alongside.
+control = secrets.token_urlsafe(64)[: _LENGTHS.start]
+control_digest = hashlib.sha256(control.encode()).digest()
+control_file = f"/tmp/qsbx-control-{secrets.token_hex(6)}"  # noqa: S108 - where the search looks
+with open(control_file, "w") as f:
+    f.write(f"some text key={control}; more text\n")
+control_proc = subprocess.Popen(["/bin/sh", "-c", "read -r _", "control", control], stdin=subprocess.PIPE)
+deadline = time.monotonic() + 30
+while control.encode() not in read_proc(control_proc.pid) and time.monotonic() < deadline:
+    time.sleep(0.01)  # until it has exec'd: its argv is the control's
+control_found = set()
+_seen_by = {digest: set(), control_digest: set()}  # the matcher remembers misses: one memory per digest
 
 
 for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -158,9 +193,13 @@ for sock in ["/var/run/docker.sock", *glob.glob("/run/user/*/podman/podman.sock"
             except Exception:  # noqa: BLE001
                 pass
 
+control_proc.kill()
+control_proc.wait()
+os.unlink(control_file)
 via_engine = [f for f in found if ".sock: " in f]
 via_files = [f for f in found if f not in via_engine]
 print(
     f"looked at {looked} files and {engines} engines ({reachable} reachable); key found: {bool(found)}; "
-    f"through files: {via_files[:2]}; through engines: {via_engine[:2]}"
+    f"through files: {via_files[:2]}; through engines: {via_engine[:2]}; "
+    f"control found: file {'file' in control_found}, process {'process' in control_found}"
 )
