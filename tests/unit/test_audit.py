@@ -101,3 +101,22 @@ def test_a_file_place_plants_its_control_finds_it_and_removes_it(tmp_path):
     place = blind._tree("project tree", "project", tmp_path)
     assert place.failed and "its own control was not found" in place.line(), place.line()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("url", ["ssh://me@engine.example", "tcp://engine.example:2376"])
+def test_a_remote_engine_from_docker_host_makes_its_hosts_places_not_searched(monkeypatch, tmp_path, url):
+    monkeypatch.setenv("DOCKER_HOST", url)
+    search = _search(new_canary(), tmp_path)  # NoEngine: the data root is not even asked for
+    assert search.remote == url
+    for place in (search.data_root(), *search.engine_runtime()):
+        assert place.failed and f"it is on the engine's host ({url}), not this machine" in place.line()
+    (host,) = [p for p in search.host_dirs() if p.key == "engine-host"]
+    assert host.line().startswith("NOT SEARCHED the engine's host: ")
+
+
+def test_a_rootless_engines_runtime_dir_is_a_place(monkeypatch, tmp_path):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///run/user/4242/docker.sock")
+    search = _search(new_canary(), tmp_path)
+    assert search.remote is None
+    assert Path("/run/user/4242") in search.runtime_dirs()
+    assert Path(f"/run/user/{os.getuid()}") in search.runtime_dirs()
