@@ -106,6 +106,7 @@ def test_a_file_place_plants_its_control_finds_it_and_removes_it(tmp_path):
 @pytest.mark.parametrize("url", ["ssh://me@engine.example", "tcp://engine.example:2376"])
 def test_a_remote_engine_from_docker_host_makes_its_hosts_places_not_searched(monkeypatch, tmp_path, url):
     monkeypatch.setenv("DOCKER_HOST", url)
+    monkeypatch.setenv("HOME", str(tmp_path))  # a small home to walk
     search = _search(new_canary(), tmp_path)  # NoEngine: the data root is not even asked for
     assert search.remote == url
     for place in (search.data_root(), *search.engine_runtime()):
