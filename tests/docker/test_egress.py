@@ -193,15 +193,6 @@ def closed_stand_in(image, docker_client, tmp_path, canary) -> Iterator[StandIn]
         yield s
 
 
-R6 = (
-    "finding R6: the key broker's sandbox (sandbox.run_keyed_helper -> stream.send_start(att, message, None)) "
-    "gets an INPUTS channel with no tar at all, and the entry point's unpack fails ('the inputs could not be "
-    "unpacked into /work: empty file; nothing was run'): --revoke-after, --token-mode short-lived and "
-    "`qsandbox revoke` get no answer from the broker"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=R6)
 def test_short_lived_token_mode_through_the_relay(popen, standin, canary, leak_search):
     """--token-mode short-lived: the broker mints the token through the relay, the sandbox never
     sees the key, and an unchanged example runs."""
@@ -211,7 +202,6 @@ def test_short_lived_token_mode_through_the_relay(popen, standin, canary, leak_s
     assert leak_search.all_hits() == []
 
 
-@pytest.mark.xfail(strict=True, reason=R6)
 def test_an_api_key_made_during_the_run_no_longer_works_after_it(popen, closed_stand_in, canary, leak_search):
     """Issue 23, finding 9, through the relay to IBM's (emulated) IAM: a script makes a new API key
     with the key. Without --revoke-after that key outlives the run (the control: the check after the

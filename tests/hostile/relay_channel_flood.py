@@ -6,7 +6,8 @@ the relay still serves once they are gone. One line per step.
 Opens N channels to TARGET (one thread only: non-blocking sends), asks the listener to read
 nothing ("stall"), and writes into each until it blocks or MIB MiB went in. Prints "opened K of N
 (first refusal: ...)", "filled: BYTES bytes in flight", then "holding" and waits until the
-listener answers one more channel ("hold go"; the test releases it); closes them all; then one fresh channel with "probe" ("after: ...").
+relay refuses one more channel ("hold: ... 503"); closes them all; then, once the test released
+the listener, one fresh channel with "probe" ("after: ...").
 """
 
 import os
@@ -53,17 +54,23 @@ for s in socks:
             break
 print(f"filled: {inflight} bytes in flight", flush=True)
 print("holding", flush=True)
-try:
-    go = tunnel(b"hold go\n")
-    print("released:", go.recv(100).decode().strip(), flush=True)
+try:  # every channel is taken: one more is refused at once, never left hanging
+    tunnel(b"hold\n").close()
+    print("hold: answered", flush=True)
 except OSError as e:
     print(f"hold: {type(e).__name__} {e}", flush=True)
 for s in socks:
     s.close()
-time.sleep(1)
-try:
-    p = tunnel(b"probe\n")
-    p.settimeout(30)
-    print("after:", p.recv(100).decode().strip(), flush=True)
-except OSError as e:
-    print(f"after: {type(e).__name__} {e}", flush=True)
+# The listener lets go of the stalled connections once the test releases it; until then their
+# channels are rightly open. A fresh channel is answered once they are gone (tried for 60 s).
+end, said = time.monotonic() + 60, ""
+while time.monotonic() < end:
+    try:
+        p = tunnel(b"probe\n")
+        p.settimeout(30)
+        said = p.recv(100).decode().strip()
+        break
+    except OSError as e:
+        said = f"{type(e).__name__} {e}"
+        time.sleep(0.5)
+print(f"after: {said}", flush=True)

@@ -295,3 +295,55 @@ def test_a_refused_name_is_never_resolved_or_connected_and_is_named(monkeypatch)
     refusals = [f.payload.decode() for f in sink.frames() if f.type == mux.Type.REFUSE]
     assert len(refusals) == 3 and any("unreachable from the launcher" in x for x in refusals)
     assert r.summary() == "6b6579.quantum.cloud.ibm.com:443, evil.example:443"
+
+
+def test_what_arrives_with_a_close_is_still_written_before_the_channel_ends():
+    """An answer, its EOF and CLOSE often arrive back to back: the answer reaches the socket whole
+    (it was dropped when CLOSE closed the socket at once: 13 answers in 20 lost)."""
+    chans, sink = launcher_side()
+    assert chans.peer_opens(17)
+    mine, theirs = socket.socketpair()
+    ch = chans.accepted(17, mine)
+    assert ch is not None
+    answer = os.urandom(200_000)
+    for i in range(0, len(answer), mux.MAX_PAYLOAD):
+        chans.dispatch(mux.Frame(mux.Type.DATA, 17, answer[i : i + mux.MAX_PAYLOAD]))
+    chans.dispatch(mux.Frame(mux.Type.EOF, 17, b""))
+    chans.dispatch(mux.Frame(mux.Type.CLOSE, 17, b""))
+    ch.start()  # started after it all arrived, as a channel whose 200 is still being written
+    got = bytearray()
+    theirs.settimeout(10)
+    while chunk := theirs.recv(1 << 16):
+        got += chunk
+    assert bytes(got) == answer
+    deadline = time.monotonic() + 5
+    while chans.count() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert chans.count() == 0
+    assert (mux.Type.CLOSE, 17) not in [(f.type, f.channel) for f in sink.frames()]  # no word back to a CLOSE
+    theirs.close()
+
+
+def test_refused_targets_are_named_up_to_a_bound_and_the_rest_counted(monkeypatch):
+    sink = Sink()
+    r = Relay(mux.Link(sink.write), Egress(frozenset()))
+    for i in range(relay.NAMED + 30):
+        r.on_frame(mux.Frame(mux.Type.OPEN, mux.FIRST_RELAY + 1 + 2 * i, f"name{i:03d}.example:443".encode()))
+    r.on_frame(mux.Frame(mux.Type.OPEN, mux.FIRST_RELAY + 1 + 2 * 60, b"name000.example:443"))
+    listed = r.summary()
+    assert listed.startswith("name000.example:443 x2, name001.example:443,")
+    assert listed.endswith(", and 30 more") and listed.count(".example:443") == relay.NAMED
+
+
+def test_plain_http_is_refused_by_name_and_never_connected(monkeypatch):
+    asked: list[str] = []
+    monkeypatch.setattr(relay, "connect", lambda host, egress: asked.append(host))
+    from qsandbox.inside.relay import target_of
+
+    target = target_of(b"GET http://quantum.cloud.ibm.com:443/x HTTP/1.1")
+    assert target == "http://quantum.cloud.ibm.com:443" and normalise(target) == "plain HTTP"
+    sink = Sink()
+    r = Relay(mux.Link(sink.write), Egress(frozenset({"quantum.cloud.ibm.com"})))
+    r.on_frame(mux.Frame(mux.Type.OPEN, mux.FIRST_RELAY + 1, target.encode()))
+    time.sleep(0.2)
+    assert asked == [] and r.summary() == "http://quantum.cloud.ibm.com:443"

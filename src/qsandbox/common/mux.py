@@ -51,7 +51,7 @@ from typing import NamedTuple
 HEADER = struct.Struct(">BII")
 MAX_PAYLOAD = 64 * 1024
 WINDOW = 256 * 1024
-MAX_CHANNELS = 256
+MAX_CHANNELS = 256  # two threads each in the entry point: 512, half the sandbox's default pids limit (1024)
 MAX_TARGET = 300
 GRANT_AT = 64 * 1024  # credit is given back in batches of this size (fewer WINDOW frames)
 OUTBOX = 1024  # answers (REFUSE, CLOSE) waiting to go out
@@ -151,6 +151,7 @@ class Channel:
         self._queue: deque[bytes] = deque()
         self._queued = 0  # what the peer sent that is not yet written (at most WINDOW)
         self._peer_eof = False
+        self._peer_closed = False  # the peer sent CLOSE: what it sent before is still written, then we end
         self._closed = False
         self._ends = 0  # our two directions that are done
         self.opened = threading.Event()  # the opener's: ACCEPT or REFUSE arrived
@@ -189,8 +190,11 @@ class Channel:
             self._cond.notify_all()
 
     def on_close(self) -> None:
-        """The peer is done with the channel: drop it without a word back."""
-        self._finish(tell=False)
+        """The peer is done with the channel: what it sent before is written out (an answer and its
+        end often arrive together), then the channel ends, without a word back."""
+        with self._cond:
+            self._peer_eof = self._peer_closed = True
+            self._cond.notify_all()
 
     # -- the two directions ---------------------------------------------------------------------
 
@@ -233,13 +237,17 @@ class Channel:
                     if not self._queue:  # the peer's EOF, everything written
                         break
                     chunk = self._queue.popleft()
+                    last = self._peer_closed and not self._queue
                 self.sock.sendall(chunk)
                 with self._cond:
                     self._queued -= len(chunk)
                 owed += len(chunk)
-                if owed >= GRANT_AT or not self._queue:
+                if (owed >= GRANT_AT or not self._queue) and not last:
                     self.link.send(window_frame(self.ident, owed))
                     owed = 0
+            if self._peer_closed:  # nothing more will come, and nothing we send is read: over
+                self._finish(tell=False)
+                return
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
             self._finish(tell=True)
@@ -260,9 +268,10 @@ class Channel:
             self._closed = True
             self._cond.notify_all()
         try:
-            self.sock.close()
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes a recv blocked on it in the other thread
         except OSError:
             pass
+        self.sock.close()
         if tell:
             try:
                 self.link.send(frame(Type.CLOSE, self.ident))

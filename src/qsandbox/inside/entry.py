@@ -107,16 +107,31 @@ class _Inputs:
     def __init__(self, stdin: _Stdin) -> None:
         self.stdin, self.buf, self.done = stdin, b"", False
 
+    def empty(self) -> bool:
+        """Whether the channel ends before any data (no inputs at all)."""
+        while not self.done and not self.buf:
+            self._next()
+        return self.done and not self.buf
+
+    def drain(self) -> None:
+        """Read to the channel's EOF (what is left after the archive's end is dropped)."""
+        while not self.done:
+            self._next()
+        self.buf = b""
+
+    def _next(self) -> None:
+        f = self.stdin.next()
+        if f is None:
+            raise HandoffError("the launcher went away while sending the inputs")
+        if f.channel != mux.INPUTS or f.type not in (mux.Type.DATA, mux.Type.EOF):
+            raise HandoffError(f"unexpected {f.type.name} frame among the inputs")
+        if f.type == mux.Type.EOF:
+            self.done = True
+        self.buf += f.payload
+
     def read(self, n: int = -1) -> bytes:
         while not self.done and (n < 0 or len(self.buf) < n):
-            f = self.stdin.next()
-            if f is None:
-                raise HandoffError("the launcher went away while sending the inputs")
-            if f.channel != mux.INPUTS or f.type not in (mux.Type.DATA, mux.Type.EOF):
-                raise HandoffError(f"unexpected {f.type.name} frame among the inputs")
-            if f.type == mux.Type.EOF:
-                self.done = True
-            self.buf += f.payload
+            self._next()
         if n < 0:
             n = len(self.buf)
         data, self.buf = self.buf[:n], self.buf[n:]
@@ -337,7 +352,10 @@ def _receive() -> tuple[handoff.Start, TokenServer | None] | None:
         return None
     write_account(msg)
     try:
-        unpack(_Inputs(_STDIN))  # type: ignore[arg-type]  # read() is all tarfile's stream mode uses
+        inputs = _Inputs(_STDIN)
+        if not inputs.empty():  # a helper (the key broker) sends no inputs at all
+            unpack(inputs)  # type: ignore[arg-type]  # read() is all tarfile's stream mode uses
+        inputs.drain()  # tar's end blocks leave the channel's EOF frame unread
     except (HandoffError, OSError, tarfile.TarError, mux.ProtocolError) as e:
         _say(f"the inputs could not be unpacked into {WORKDIR}: {e}; nothing was run")
         return None
@@ -364,10 +382,12 @@ def run(script: str, args: list[str]) -> int:
     output = start.output
     del start, received
     channels = mux.Channels(LINK, opens_odd=True)
+    server = None  # held for the run: its listening socket lives as long as this reference
     if os.environ.get("QSANDBOX_RELAY") == "1":
         from .relay import ConnectServer
 
-        ConnectServer(channels).start()
+        server = ConnectServer(channels)
+        server.start()
     started_at = time.time()
     child.start()
     try:
@@ -377,6 +397,7 @@ def run(script: str, args: list[str]) -> int:
         child.finish(5.0)  # the rest of its output, masked; then nothing more of it
         _forget_the_key()
         channels.close_all()
+        del server
     if deliver and output and not _GONE.is_set():  # also after an error or an abort: what was written so far
         try:
             send_output(lambda chunk: LINK.send(mux.frame(mux.Type.DATA, mux.OUTPUT, chunk)), _say)

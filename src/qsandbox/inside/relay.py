@@ -7,7 +7,7 @@ CONNECT becomes a channel of the attach stream (common/mux.py); the launcher alo
 the target may be reached (it normalises the name, checks the allowlist, resolves and connects on
 its own machine) and answers ACCEPT or REFUSE. Nothing is decided here, and nothing is resolved:
 the target goes to the launcher as the client wrote it. A plain-HTTP request (absolute URI) is sent
-as "host:port" too, so that the launcher refuses it (port 443 only) and names it; every answer to
+as "http://host:port", which the launcher refuses without connecting and names; every answer to
 such a request is 403. TLS runs end to end between the script and the host: neither the entry
 point nor the launcher sees the key or a token in what they relay.
 """
@@ -50,8 +50,9 @@ def _read_head(conn: socket.socket) -> tuple[bytes, bytes] | None:
 
 
 def target_of(request_line: bytes) -> str | None:
-    """The "host:port" a request line asks for: CONNECT's target as written, a plain-HTTP absolute
-    URI's host and port (so the launcher refuses and names it); None for anything else."""
+    """The target a request line asks for: CONNECT's "host:port" as written; for a plain-HTTP
+    absolute URI "http://host:port", which the launcher refuses (and names) without connecting;
+    None for anything else."""
     parts = request_line.split(b" ")
     if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
         return None
@@ -65,7 +66,7 @@ def target_of(request_line: bytes) -> str | None:
         return None
     if not url.hostname:
         return None
-    return f"{url.hostname}:{port}"[: mux.MAX_TARGET]
+    return f"http://{url.hostname}:{port}"[: mux.MAX_TARGET]
 
 
 class ConnectServer:
@@ -87,7 +88,11 @@ class ConnectServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            try:
+                threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            except RuntimeError:  # no thread to be had (the sandbox's pids limit): this one is refused
+                _reply(conn, "503 Service Unavailable", "qsandbox: no room for another connection")
+                conn.close()
 
     def _serve(self, conn: socket.socket) -> None:
         try:
@@ -124,7 +129,6 @@ class ConnectServer:
             return
         try:
             conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        except OSError:
+            ch.start(first=got[1])
+        except (OSError, RuntimeError):  # RuntimeError: no thread to be had (the pids limit)
             ch.abort()
-            return
-        ch.start(first=got[1])

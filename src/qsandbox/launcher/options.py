@@ -251,7 +251,13 @@ def run_options(f: F) -> F:
                 metavar="N",
                 help="CPU limit, as `docker run --cpus` [default: every CPU the engine has; never more].",
             ),
-            _opt("--pids", type=click.IntRange(min=1), default=512, show_default=True, help="Process/thread limit."),
+            _opt(
+                "--pids",
+                type=click.IntRange(min=1),
+                default=1024,
+                show_default=True,
+                help="Process/thread limit (the relay's threads count too: two per open connection).",
+            ),
             _opt(
                 "--platform",
                 type=click.Choice(["ibm", "local", "shared"]),

@@ -36,11 +36,15 @@ from ..common.paths import RELAY_PORT
 from ..common.text import shown
 
 CONNECT_TIMEOUT = 30.0
+NAMED = 10  # distinct targets named in the closing line; the rest are counted
+NAME_LENGTH = 100  # characters of each named one (a target may be 300)
 _NAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$")
 
 
 def normalise(target: str) -> tuple[str, int] | str:
     """(name, 443) for a target the allowlist may be asked about, else why it is refused."""
+    if target.startswith("http://"):  # a plain-HTTP request (inside/relay.py): never connected
+        return "plain HTTP"
     if "@" in target or "%" in target or "/" in target:
         return "userinfo, percent-encoding or a path"
     host, sep, port = target.rpartition(":")
@@ -139,14 +143,35 @@ def connect(host: str, egress: Egress) -> socket.socket:
     return sock
 
 
+class _Tally:
+    """Targets and how often each came: at most NAMED distinct ones kept (a script can make up names
+    without end, and neither the launcher's memory nor the closing line may grow with them)."""
+
+    def __init__(self) -> None:
+        self.named: Counter[str] = Counter()
+        self.more = 0
+
+    def add(self, target: str) -> None:
+        if len(target) > NAME_LENGTH:
+            target = target[: NAME_LENGTH - 3] + "..."
+        if target in self.named or len(self.named) < NAMED:
+            self.named[target] += 1
+        else:
+            self.more += 1
+
+    def listed(self) -> str:
+        """ "host:port xN, ..., and N more"."""
+        named = ", ".join(f"{t} x{n}" if n > 1 else t for t, n in sorted(self.named.items()))
+        return named + (f", and {self.more} more" if self.more else "")
+
+
 class Relay:
     """One sandbox's relay channels, as the stream's reader hands them over (never blocking it)."""
 
     def __init__(self, link: mux.Link, egress: Egress) -> None:
         self.channels = mux.Channels(link, opens_odd=False)
         self.egress = egress
-        self._refused: Counter[str] = Counter()
-        self._failed: Counter[str] = Counter()
+        self._refused, self._failed = _Tally(), _Tally()
         self._lock = threading.Lock()
 
     def on_frame(self, f: mux.Frame) -> None:
@@ -161,7 +186,7 @@ class Relay:
         got = normalise(target)
         if isinstance(got, str) or got[0] not in self.egress.allow:
             with self._lock:
-                self._refused[target] += 1
+                self._refused.add(target)
             why = got if isinstance(got, str) else "not on the allowlist"
             self.channels.refuse(f.channel, f"{target[:100]} refused: {why} (the launcher allows --allow-host names)")
             return
@@ -172,7 +197,7 @@ class Relay:
             sock = connect(host, self.egress)
         except OSError as e:
             with self._lock:
-                self._failed[f"{host}:443"] += 1
+                self._failed.add(f"{host}:443")
             try:
                 self.channels.refuse(ident, f"{host}:443 unreachable from the launcher ({e.strerror or e})")
             except OSError:
@@ -193,8 +218,9 @@ class Relay:
     def summary(self) -> str:
         """What was refused, "host:port xN, ...", for the closing line (escape and mask it there)."""
         with self._lock:
-            return ", ".join(f"{t} x{n}" if n > 1 else t for t, n in sorted(self._refused.items()))
+            return self._refused.listed()
 
     def unreachable(self) -> str:
+        """Allowed hosts this machine could not connect to, in the same form."""
         with self._lock:
-            return ", ".join(f"{t} x{n}" if n > 1 else t for t, n in sorted(self._failed.items()))
+            return self._failed.listed()

@@ -61,6 +61,7 @@ class RunResult:
     ending: Ending = Ending.EXITED
     revocation: Revocation | None = None  # --revoke-after's outcome, when it ran
     egress_refused: str = ""  # what the relay refused, "host:port xN, ..." (redacted)
+    egress_unreachable: str = ""  # allowed hosts this machine could not connect to, the same way
     started_at: datetime | None = None  # when the run began (UTC), for reports
     image_id: str | None = None  # the image the sandbox ran, as the engine names it (sha256:...)
 
@@ -77,6 +78,8 @@ class RunResult:
         )
         why = f" ({self.aborted})" if self.aborted else ""
         refused = f"; egress refused: {self.egress_refused} (allow with --allow-host)" if self.egress_refused else ""
+        if self.egress_unreachable:
+            refused += f"; unreachable from this machine: {self.egress_unreachable}"
         return f"qsandbox: run {self.run_id} exit {self.exit_code}{why} in {self.duration:.2f}s; {state}{refused}"
 
 
@@ -679,6 +682,7 @@ class Run:
             ending=self.ending or Ending.of_exit(self.code),
             revocation=self.revocation,
             egress_refused=self._closing.mask(shown(self.relay.summary())) if self.relay else "",
+            egress_unreachable=self._closing.mask(shown(self.relay.unreachable())) if self.relay else "",
             started_at=self.started_at,
             image_id=self.image_id,
         )

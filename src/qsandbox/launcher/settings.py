@@ -148,7 +148,7 @@ class Hardening:
     memory: int = 2 << 30  # numpy + Aer on a few qubits live well within this
     # None: every CPU the engine has (its info's NCPU, known once fitted: for_engine); never more.
     cpus: float | None = None
-    pids: int = 512  # Aer/OpenMP and BLAS threads count as pids
+    pids: int = 1024  # Aer/OpenMP and BLAS threads count as pids, and so do the relay's (2 per channel)
     tmp_size: int = 256 << 20
     secret_size: int = 64 << 10  # an account file and a key: a few hundred bytes
     # /work holds the inputs streamed in (sized per run from them); /output what the script leaves
