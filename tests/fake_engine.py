@@ -36,7 +36,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -544,14 +544,16 @@ class FakeEngine:
         try:
             first = next_frame()
             if first is None or first.type != mux.Type.CONTROL:
-                send(0, b"the launcher went away before the hand-off; nothing was run\n", stream=2)
+                with suppress(OSError):  # the launcher is gone: nobody reads the note
+                    send(0, b"the launcher went away before the hand-off; nothing was run\n", stream=2)
                 self._exited(c, 125)
                 return
             start = handoff.decode(first.payload)
             if not isinstance(start, handoff.Start):  # an abort (or anything) before the key: recorded
                 c.seen.controls.append(start)
                 self.say(f"refused {c.name}")
-                send(0, b"expected a start message\n", stream=2)
+                with suppress(OSError):
+                    send(0, b"expected a start message\n", stream=2)
                 self._exited(c, 125)
                 return
             c.seen.start = start

@@ -9,6 +9,7 @@ import io
 import re
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from fake_engine import Behaviour, FakeContainer, FakeEngine, engine_for
 from helpers import new_canary
 
 from qsandbox.common import mux
-from qsandbox.common.errors import HardeningMismatch
+from qsandbox.common.errors import HardeningMismatch, UsageError
 from qsandbox.launcher import run as run_mod
 from qsandbox.launcher.credentials import KeySource, Secret
 from qsandbox.launcher.settings import LABEL, RunSettings
@@ -304,3 +305,41 @@ def test_the_closing_line_names_what_the_engine_still_has(fake, script, source):
     ran = execute(RunSettings(script=script), source)
     assert ran.result.leftovers == ["container qsandbox-leak"]
     assert ran.result.summary().endswith("; LEFT BEHIND: container qsandbox-leak (run `qsandbox sweep`)")
+
+
+# -- at the prompt ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """stdin is a terminal, so a run without a key source prompts for the key."""
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr("sys.stdin", Tty())
+
+
+def test_at_the_prompt_the_sandbox_is_made_ready_while_the_user_types(fake, script, key, a_terminal):
+    def typing() -> str:  # the user types until the sandbox has started: it was made meanwhile
+        end = time.monotonic() + 10
+        while not any(e.startswith("start qsandbox-") for e in fake.events) and time.monotonic() < end:
+            time.sleep(0.02)
+        fake.say("typed")
+        return key
+
+    out, err = io.BytesIO(), io.BytesIO()
+    result = run_mod.run(RunSettings(script=script), KeySource(), out=out, err=err, prompt=typing)
+    name = fake.sandbox().name
+    assert in_order(fake.events, f"start {name}", "typed", f"key {name}")
+    assert result.exit_code == 0 and fake.sandbox().seen.start.token == key  # type: ignore[union-attr]
+
+
+def test_a_bad_key_at_the_prompt_tears_the_ready_sandbox_down_with_nothing_sent(fake, script, a_terminal):
+    with pytest.raises(UsageError, match="the API key from the prompt is only 5 characters long"):
+        run_mod.run(RunSettings(script=script), KeySource(), out=io.BytesIO(), err=io.BytesIO(), prompt=lambda: "short")
+    sandbox = fake.sandbox()
+    assert sandbox.seen.start is None  # nothing was sent: the stream closed, the entry point exits 125
+    assert fake.named("qsandbox-")[-3:] == ["exit 125", "removed", "gone"]
+    assert fake.containers == {}
