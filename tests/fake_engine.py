@@ -61,7 +61,9 @@ class Behaviour:
     prints: list[tuple[int, bytes]] = field(default_factory=list)  # (mux.STDOUT or mux.STDERR, bytes)
     output: dict[str, bytes] | None = None  # /output's files, sent (as the real one) if the start asked
     exit_code: int = 0
-    seconds: float = 0.0  # how long the script runs after printing
+    seconds: float = 0.0  # how long the script runs after printing (at most, with `until`)
+    until: Callable[[], bool] | None = None  # with `seconds`: it ends as soon as this is true...
+    at_least: float = 0.0  # ... and it has run this long
     hang: bool = False  # run until an abort (or EOF)
     honour_abort: bool = True  # False: an abort message is ignored (the launcher must force it)
     close_stream: bool = False  # close the stream after printing, then exit
@@ -624,9 +626,12 @@ class FakeEngine:
             return b.exit_code
         code = b.exit_code
         if b.hang or b.seconds:
-            end = time.monotonic() + (STREAM_WAIT if b.hang else b.seconds)
+            began = time.monotonic()
+            end = began + (STREAM_WAIT if b.hang else b.seconds)
             while time.monotonic() < end:
-                c.aborted.wait(max(0.0, end - time.monotonic()))
+                if b.until is not None and b.until() and time.monotonic() >= began + b.at_least:
+                    break
+                c.aborted.wait(max(0.0, min(0.02 if b.until else 1e9, end - time.monotonic())))
                 if eof.is_set():
                     return 137  # the dead-man switch: the launcher is gone, nothing more is sent
                 if c.abort_reason is not None and b.honour_abort:
