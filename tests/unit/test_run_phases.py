@@ -224,6 +224,18 @@ def test_an_engine_lost_mid_run_is_waited_for_then_the_clean_up_is_confirmed(fak
     assert "qsandbox: the engine is back and confirms the clean-up" in ran.err
 
 
+def test_after_an_engine_loss_revoke_after_runs_once_the_engine_is_back(fake, script, source, key):
+    fake.default = Behaviour(hang=True)
+    fake.hooks["inputs"] = after(0.2, fake.lose)
+    fake.hooks["key"] = lambda c: (
+        threading.Timer(1.5, fake.come_back).start() if c.name.startswith("qsandbox-") else None
+    )
+    ran = execute(RunSettings(script=script, revoke_after=True), source)
+    assert [op for op, _, _ in fake.broker_calls] == ["keys", "revoke"]
+    assert in_order(fake.events, "engine lost", "engine back", "create broker:revoke", "list containers")
+    assert ran.result.exit_code == 125 and "qsandbox: API key revoked" in ran.err
+
+
 # -- --revoke-after -----------------------------------------------------------------------------
 
 
