@@ -169,10 +169,12 @@ def start_emulator(
     hardening = hardening or sandbox.hardening_for(client)
     shared = run_id == SHARED_RUN_ID
     command = EMULATOR_COMMAND if shared else [*EMULATOR_COMMAND, "--exit-on-stdin-eof"]
-    container = sandbox.create_container(
+    service = sandbox.start_service(
         client,
         image,
         hardening,
+        "the emulator",
+        wait_removal=False,  # stopped by `stop` (a run's) or `platform down` (the shared one)
         entrypoint=ENTRYPOINT,
         command=command,
         name=SHARED if shared else f"qsandbox-{run_id}-platform",
@@ -188,18 +190,14 @@ def start_emulator(
         # Docker 20.10 already defaults this to 0 in a container's own network namespace;
         # stated so the non-root emulator can bind 443 on every engine.
         sysctls={"net.ipv4.ip_unprivileged_port_start": "0"},
-        stdin_open=True,
     )
-    container_id = cast(str, container.id)  # made from the engine's {"Id": ...}: never None
+    container_id, attachment = service.container_id, service.attachment
     try:
-        sandbox.verify(client, container_id, hardening, "the emulator")
-        attachment = sandbox.attach(client, container_id)
-        container.start()
         ca_pem = _read_ca(attachment)
         if shared:
             attachment.close()  # the shared emulator outlives this command
     except BaseException:
-        sandbox.destroy(client, container_id)
+        service.stop()
         raise
     return LocalPlatform(
         network=network, emulator_id=container_id, ca_pem=ca_pem, attachment=None if shared else attachment

@@ -311,6 +311,55 @@ def verify(client: docker.DockerClient, container_id: str, hardening: Hardening,
         raise HardeningMismatch(f"the engine did not apply {what}'s hardening: " + "; ".join(wrong))
 
 
+@dataclass
+class Service:
+    """A hardened helper container, started: the emulator, the key broker, the doctor's probe."""
+
+    client: docker.DockerClient
+    container_id: str
+    attachment: Attachment
+    removal: Removal | None  # the wait for its removal, when it is auto-removed
+
+    def stop(self) -> None:
+        """Close its stream (the dead-man switch ends it) and make sure it is gone."""
+        self.attachment.close()
+        destroy(self.client, self.container_id)
+
+
+def _network(name: str) -> dict[str, Any]:
+    """The create argument for a helper's network: a mode ("none", "bridge") or a network's name."""
+    return {"network_mode": name} if name in ("none", "bridge") else {"network": name}
+
+
+def start_service(
+    client: docker.DockerClient,
+    image: str,
+    hardening: Hardening,
+    what: str,
+    *,
+    wait_removal: bool = True,
+    **create: Any,
+) -> Service:
+    """Create a helper container with the sandbox's hardening, read the hardening back from the
+    engine (HardeningMismatch: destroyed, never started), attach and start it. The one lifecycle of
+    every helper; on any failure the container is destroyed before the error goes on."""
+    container = create_container(client, image, hardening, stdin_open=True, **create)
+    container_id = cast(str, container.id)  # made from the engine's {"Id": ...}: never None
+    try:
+        verify(client, container_id, hardening, what)
+        removal = Removal(client, container_id) if wait_removal else None
+        att = attach(client, container_id)
+        try:
+            start(container)
+        except BaseException:
+            att.close()
+            raise
+    except BaseException:
+        destroy(client, container_id)
+        raise
+    return Service(client, container_id, att, removal)
+
+
 def run_helper(
     client: docker.DockerClient,
     image: str,
@@ -324,37 +373,29 @@ def run_helper(
 ) -> bytes:
     """Run a short-lived helper container with the sandbox hardening; return its stdout.
 
-    Used for the doctor's probe and the key broker. Input goes over the attached stdin (never Env
-    or Cmd), output comes back over attach (log driver none), and the daemon removes it.
+    The doctor's probe. Input goes over the attached stdin (never Env or Cmd), output comes back
+    over attach (log driver none), and the daemon removes it.
     """
-    run_id = new_run_id()
-    container = create_container(
+    service = start_service(
         client,
         image,
         hardening,
+        "the helper",
         entrypoint=entrypoint,
         command=command,
-        labels=labels(run_id),
+        labels=labels(new_run_id()),
         environment=environment or {},
-        **({"network_mode": network} if network in ("none", "bridge") else {"network": network}),
-        stdin_open=True,
+        **_network(network),
     )
-    container_id = cast(str, container.id)  # made from the engine's {"Id": ...}: never None
     try:
-        verify(client, container_id, hardening, "the helper")
-        removal = Removal(client, container_id)
-        att = attach(client, container_id)
-        try:
-            start(container)
-            # No half-close after it: over ssh:// it fails (ENOTCONN) and over TLS it drops the TLS
-            # session; every helper reads only what it needs (a probe nothing, the broker one line).
-            att.send(stdin)
-            out = b"".join(data for stream, data in att.frames() if stream == 1)
-        finally:
-            att.close()
-        removal.exit_code()
+        # No half-close after it: over ssh:// it fails (ENOTCONN) and over TLS it drops the TLS
+        # session; the probe reads nothing.
+        service.attachment.send(stdin)
+        out = b"".join(data for stream, data in service.attachment.frames() if stream == 1)
+        assert service.removal is not None  # noqa: S101 - asked for above
+        service.removal.exit_code()
     finally:
-        destroy(client, container_id)
+        service.stop()
     return out
 
 
@@ -393,25 +434,21 @@ def run_keyed_helper(
         **(dict(Egress.environment()) if egress is not None else {}),
         **(extra_env or {}),
     }
-    hardening = hardening_for(client)
     net = "none" if egress is not None else (network or "bridge")
-    container = create_container(
+    service = start_service(
         client,
         image,
-        hardening,
+        hardening_for(client),
+        "the key broker",
         command=["run", "-m", module, *args],
         labels=labels(new_run_id()),
         environment=env,
         working_dir=str(WORKDIR),
-        **({"network_mode": net} if net in ("none", "bridge") else {"network": net}),
-        stdin_open=True,
+        **_network(net),
     )
-    container_id = cast(str, container.id)  # made from the engine's {"Id": ...}: never None
     out = bytearray()
+    att = service.attachment
     try:
-        verify(client, container_id, hardening, "the key broker")
-        removal = Removal(client, container_id)
-        att = attach(client, container_id)
         relay = Relay(mux.Link(att.send), egress or Egress(frozenset()))
         done = threading.Event()
 
@@ -429,14 +466,13 @@ def run_keyed_helper(
                 log.debug("key broker: %r", data[:500])
 
         try:
-            start(container)
             stream.send_start(att, message, None)
             threading.Thread(target=beat, daemon=True).start()
             stream.pump(att, output=collect, relay=relay, receiver=None, say=lambda s: log.warning("%s", s))
         finally:
             done.set()
-            att.close()
-        removal.exit_code()
+        assert service.removal is not None  # noqa: S101 - asked for by default
+        service.removal.exit_code()
     finally:
-        destroy(client, container_id)
+        service.stop()
     return bytes(out)
