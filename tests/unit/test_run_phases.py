@@ -355,3 +355,37 @@ def test_a_bad_key_at_the_prompt_tears_the_ready_sandbox_down_with_nothing_sent(
     assert sandbox.seen.start is None  # nothing was sent: the stream closed, the entry point exits 125
     assert fake.named("qsandbox-")[-3:] == ["exit 125", "removed", "gone"]
     assert fake.containers == {}
+
+
+def test_a_stale_default_image_is_refused_before_anything_is_created(fake, script, source, monkeypatch):
+    """An image built from other sources than this qsandbox's (its qsandbox.context label) is refused
+    with exit 2 and `qsandbox build`, before the key is read or any container made (issue 25)."""
+    import sys
+
+    from qsandbox.common.errors import ImageMissing
+    from qsandbox.launcher import image as image_mod
+
+    real = image_mod.context_digest
+
+    def moved_on() -> str:  # the image keeps the digest it was built with; the sources moved on
+        return real() if sys._getframe(1).f_globals["__name__"] == "fake_engine" else "f" * 64
+
+    monkeypatch.setattr(image_mod, "context_digest", moved_on)
+    with pytest.raises(ImageMissing, match=r"built from other sources .*run `qsandbox build`") as raised:
+        execute(RunSettings(script=script), source)
+    assert int(raised.value.exit_code) == 2
+    assert fake.sandboxes() == []
+
+
+def test_a_default_run_has_no_network_and_its_clients_use_the_entry_points_proxy(fake, script, source):
+    """--platform ibm, --network allowlist: network mode none, the proxy variables pointing at the
+    sandbox's own loopback, and no network object made (issue 24); --network open: none of them."""
+    execute(RunSettings(script=script), source)
+    body = fake.sandbox().body
+    env = dict(e.split("=", 1) for e in body["Env"])
+    assert body["HostConfig"]["NetworkMode"] == "none"
+    assert env["HTTPS_PROXY"] == env["https_proxy"] == "http://127.0.0.1:3128" and env["QSANDBOX_RELAY"] == "1"
+    assert not [e for e in fake.events if e.startswith("create network")]
+    execute(RunSettings(script=script, egress="open"), source)
+    body = fake.sandboxes()[-1].body
+    assert body["HostConfig"]["NetworkMode"] != "none" and not any(e.startswith("HTTPS_PROXY=") for e in body["Env"])
