@@ -524,7 +524,7 @@ class FakeEngine:
 
     def _entry_point(self, c: FakeContainer) -> None:
         sock = c.inside_end
-        assert sock is not None  # noqa: S101 - attached before start
+        assert sock is not None  # attached before start
         decoder = mux.Decoder()
         pending: list[mux.Frame] = []
 
@@ -652,7 +652,7 @@ class FakeEngine:
                     tar.addfile(info, io.BytesIO(data))
             for chunk in mux.data_frames(mux.OUTPUT, buf.getvalue()):
                 sock = c.inside_end
-                assert sock is not None  # noqa: S101
+                assert sock is not None
                 sock.sendall(struct.pack(">BxxxL", 1, len(chunk)) + chunk)
             send(mux.OUTPUT, b"", kind=mux.Type.EOF)
         return code

@@ -69,7 +69,7 @@ def wait_until(check: Callable[[], bool], timeout: float = 60.0, what: str = "")
 
 def stream_bytes(seed: int, size: int) -> Iterator[bytes]:
     """`size` bytes of random.Random(seed), in blocks of 1 MiB (as tests/hostile/relay_bulk.py makes them)."""
-    rng = random.Random(seed)  # noqa: S311 - test data, not a secret
+    rng = random.Random(seed)  # test data, not a secret
     while size:
         block = rng.randbytes(min(size, BLOCK))
         size -= len(block)

@@ -31,7 +31,7 @@ ENV = {k: v for k, v in os.environ.items() if not k.startswith("QISKIT_IBM")}
 def peers(tmp_path: Path) -> tuple[str, Path, Path]:
     """listen_MARKER.py and connect_MARKER.py, readable by the sandbox user."""
     marker = os.urandom(6).hex()
-    tmp_path.chmod(0o755)  # noqa: S103 - the scripts' directory; no secret in it
+    tmp_path.chmod(0o755)  # the scripts' directory; no secret in it
     paths = []
     for role in ("listen", "connect"):
         path = tmp_path / f"{role}_{marker}.py"
@@ -218,7 +218,7 @@ def test_a_killed_runs_network_is_taken_off_the_shared_emulator_by_the_next_run(
 
     hold = tmp_path / f"hold_{os.urandom(6).hex()}.py"
     shutil.copy(ROOT / "tests" / "scripts" / "sleep_forever.py", hold)
-    tmp_path.chmod(0o755)  # noqa: S103 - the script's directory; no secret in it
+    tmp_path.chmod(0o755)  # the script's directory; no secret in it
     hold.chmod(0o644)
     proc = subprocess.Popen(
         [sys.executable, "-m", "qsandbox", "run", "--platform", "shared", str(hold)],

@@ -58,7 +58,7 @@ def test_a_hook_planted_through_output_never_reaches_a_git_checkout(image, canar
     (repo / "README.md").write_text("mine\n")
     subprocess.run([*git, "add", "README.md"], check=True)
     subprocess.run([*git, "commit", "-qm", "one"], check=True)
-    ran = Path("/tmp/qsandbox-hook-ran")  # noqa: S108 - what the planted hook would touch
+    ran = Path("/tmp/qsandbox-hook-ran")  # what the planted hook would touch
     ran.unlink(missing_ok=True)
 
     refused = run(canary, "output_to_git.py", options=("--platform", "local", "--output", str(repo)))
@@ -94,7 +94,7 @@ def test_output_into_home_or_a_directory_others_can_write_is_refused_before_anyt
     assert "refusing to deliver the sandbox's output into a whole home directory or /" in done.stderr
     shared = tmp_path / "shared"
     shared.mkdir()
-    shared.chmod(0o777)  # noqa: S103 - the unsafe directory under test
+    shared.chmod(0o777)  # the unsafe directory under test
     done = run(canary, "output_to_git.py", options=("--output", str(shared)))
     assert done.returncode == 2
     assert "writable by group or others (mode 0777)" in done.stderr

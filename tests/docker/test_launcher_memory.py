@@ -78,7 +78,7 @@ finally:
 def public_dir() -> Iterator[Path]:
     """A directory nobody can reach, with the script (pytest's tmp_path lies under a root-only one)."""
     d = Path(tempfile.mkdtemp(prefix="qsandbox-nobody-"))
-    d.chmod(0o755)  # noqa: S103 - nobody must reach it; it holds no secret
+    d.chmod(0o755)  # nobody must reach it; it holds no secret
     shutil.copy(ROOT / "tests" / "scripts" / "sleep_forever.py", d / "sleep_forever.py")
     (d / "sleep_forever.py").chmod(0o644)
     yield d

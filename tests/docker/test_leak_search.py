@@ -195,7 +195,7 @@ def control_container(docker_client, image, value, canary):
     mount's source path."""
     forms = list(planted_forms(value).values())
     marker = f"control-{secrets.token_hex(6)}"
-    mount_src = Path(f"/tmp/qsandbox-control-{canary}")  # noqa: S108 - a name holding the key
+    mount_src = Path(f"/tmp/qsandbox-control-{canary}")  # a name holding the key
     mount_src.mkdir()
     c = docker_client.containers.run(
         image,
@@ -347,7 +347,7 @@ def _as_nobody(*argv: str, groups: tuple[int, ...] = (), cwd: Path = Path("/")) 
 def public_dir() -> Iterator[Path]:
     """A directory nobody can reach (pytest's tmp_path lies under a root-only directory)."""
     d = Path(tempfile.mkdtemp(prefix="qsandbox-nobody-"))
-    d.chmod(0o755)  # noqa: S103 - nobody must reach it; it holds no secret
+    d.chmod(0o755)  # nobody must reach it; it holds no secret
     yield d
     shutil.rmtree(d)
 

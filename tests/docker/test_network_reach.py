@@ -33,7 +33,7 @@ PYTHON = "/opt/qsandbox/bin/python"  # the image's interpreter
 @pytest.fixture
 def workdir() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="qsandbox-reach-"))
-    d.chmod(0o755)  # noqa: S103 - it becomes the sandbox's /work; no secret in it
+    d.chmod(0o755)  # it becomes the sandbox's /work; no secret in it
     shutil.copy(ROOT / "tests" / "scripts" / "reach_out.py", d / "reach_out.py")
     (d / "reach_out.py").chmod(0o644)
     yield d

@@ -201,7 +201,7 @@ def as_user(*argv: str, input: str | None = None) -> subprocess.CompletedProcess
         capture_output=True,
         text=True,
         timeout=120,
-        cwd="/tmp",  # noqa: S108 - a directory every user may be in
+        cwd="/tmp",  # a directory every user may be in
     )
 
 

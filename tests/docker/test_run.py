@@ -63,7 +63,7 @@ def held() -> Iterator[Path]:
     """A copy of hold_then_exit.py in a directory of its own that the sandbox user can reach (the
     launcher checks: pytest's tmp_path lies under a root-only directory). It becomes /work."""
     d = Path(tempfile.mkdtemp(prefix="qsandbox-held-"))
-    d.chmod(0o755)  # noqa: S103 - no secret in it
+    d.chmod(0o755)  # no secret in it
     script = d / "hold_then_exit.py"
     script.write_text((SCRIPTS / "hold_then_exit.py").read_text())
     script.chmod(0o644)

@@ -41,7 +41,7 @@ def _forms(key: str) -> dict[str, bytes]:
 def workdir() -> Iterator[Path]:
     """A project directory, sent in whole as /work (--workdir)."""
     d = Path(tempfile.mkdtemp(prefix="qsandbox-search-"))
-    d.chmod(0o755)  # noqa: S103 - no secret in it: the controls hold a throwaway value
+    d.chmod(0o755)  # no secret in it: the controls hold a throwaway value
     yield d
     shutil.rmtree(d)
 

@@ -144,7 +144,7 @@ def read(path):
 # looks (a file in /tmp, a process's argv), known by its digest only, searched for alongside.
 control = secrets.token_urlsafe(64)[: _LENGTHS.start]
 control_digest = hashlib.sha256(control.encode()).digest()
-control_file = f"/tmp/qsbx-control-{secrets.token_hex(6)}"  # noqa: S108 - where the search looks
+control_file = f"/tmp/qsbx-control-{secrets.token_hex(6)}"  # where the search looks
 with open(control_file, "w") as f:
     f.write(f"some text key={control}; more text\n")
 control_proc = subprocess.Popen(["/bin/sh", "-c", "read -r _", "control", control], stdin=subprocess.PIPE)

@@ -36,10 +36,10 @@ payload = header("injected") + header(PART) + header(PART + "/x")
 text = base64.b64encode(payload) + b"\n"
 assert len(payload) % 1536 == 0 and len(text) <= 4096  # one atomic pipe write
 
-open("/output/real", "w").close()  # noqa: SIM115 - one empty file
+open("/output/real", "w").close()  # one empty file
 os.mkdir("/output/zz")
 for i in range(COUNT):
-    open(f"/output/zz/{i:05d}", "w").close()  # noqa: SIM115 - empty files
+    open(f"/output/zz/{i:05d}", "w").close()  # empty files
 
 ready_r, ready_w = os.pipe()
 if os.fork() == 0:

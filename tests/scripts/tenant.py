@@ -35,7 +35,7 @@ def rest() -> dict[str, str]:
     return {"Authorization": f"Bearer {minted.json()['access_token']}", "Service-CRN": account.instance}
 
 
-def client(what: str, call) -> None:  # noqa: ANN001
+def client(what: str, call) -> None:
     try:
         call()
         print(f"{what}: ok", flush=True)

@@ -13,7 +13,7 @@ def test_saved_account_matches_the_clients_own_format(channel, instance):
     token = "k" * 44
     expected = accounts.Account.create_account(channel=channel, token=token, instance=instance).to_saved_format()
     expected["is_default_account"] = True
-    name = accounts.management.AccountManager._get_default_account_name(channel)  # noqa: SLF001
+    name = accounts.management.AccountManager._get_default_account_name(channel)
     ours = saved_account(Start(token=token, channel=channel, instance=instance))
     assert ours == {name: expected}
     loaded = accounts.Account.from_saved_format(ours[name])  # and the client reads it back as the same
@@ -54,8 +54,8 @@ def test_output_a_token_makes_the_redactor_hold_back_still_arrives(monkeypatch):
     monkeypatch.setattr(entry, "LINK", mux.Link(sent.append))
     script = entry.Script.__new__(entry.Script)
     script.out, script.err, script.tok, script.redact = os.pipe(), os.pipe(), os.pipe(), True
-    script._lock, script._silenced = threading.Lock(), False  # noqa: SLF001 - what __init__ sets
-    copy = threading.Thread(target=script._copy, daemon=True)  # noqa: SLF001 - the loop under test
+    script._lock, script._silenced = threading.Lock(), False  # what __init__ sets
+    copy = threading.Thread(target=script._copy, daemon=True)  # the loop under test
     token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
     os.write(script.tok[1], token.encode() + b"\n")
     copy.start()

@@ -213,9 +213,9 @@ def test_data_flows_both_ways_under_the_windows_and_memory_stays_bounded():
             if not data:
                 return
             got.extend(data)
-            launcher_ch = wire.launcher._live.get(ch.ident)  # noqa: SLF001 - the bound under test
+            launcher_ch = wire.launcher._live.get(ch.ident)  # the bound under test
             if launcher_ch is not None:
-                peak[0] = max(peak[0], launcher_ch._queued)  # noqa: SLF001
+                peak[0] = max(peak[0], launcher_ch._queued)
 
     reader = threading.Thread(target=read_far)
     reader.start()

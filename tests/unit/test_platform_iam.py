@@ -195,7 +195,7 @@ def test_a_key_whose_iam_id_collides_is_still_another_tenant():
         app: Any = client.app  # typed as a bare ASGI callable
         creds = app.state.platform.credentials
         own = client.get("/v1/apikeys/details", headers={**headers, "IAM-ApiKey": mine}).json()
-        creds._seen[own["id"]]["iam_id"] = other["iam_id"]  # noqa: SLF001 - the collision, made directly
+        creds._seen[own["id"]]["iam_id"] = other["iam_id"]  # the collision, made directly
         headers = _bearer(client, mine)  # a token that carries the colliding iam_id
         assert _ids(client, headers, iam_id=other["iam_id"]) == [own["id"]]
         assert client.delete(f"/v1/apikeys/{other['id']}", headers=headers).status_code == 403

@@ -144,7 +144,7 @@ def test_hardening_mismatch_destroys_the_container_and_exits_2(monkeypatch):
 
 
 class ImagelessClient:
-    class images:  # noqa: N801 - stands in for DockerClient.images
+    class images:  # stands in for DockerClient.images
         @staticmethod
         def get(name: str) -> None:
             import docker.errors

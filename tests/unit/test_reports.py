@@ -179,7 +179,7 @@ def test_junit_failure_body_is_the_redacted_tail_and_message_the_exception(tmp_p
     assert len(body.splitlines()) <= 3 + 40
     assert key not in path.read_text() and "line 0\n" in cases["fit.py"].system_out  # system-out: all of it
     # file is the script as given; classname its directory, the suite's name for the current one (never ".")
-    elements = {e.get("name"): e for e in suite._elem.iter("testcase")}  # noqa: SLF001 - the raw attributes
+    elements = {e.get("name"): e for e in suite._elem.iter("testcase")}  # the raw attributes
     assert (elements["fit.py"].get("file"), elements["fit.py"].get("classname")) == ("fit.py", "qsandbox")
     assert (elements["ok.py"].get("file"), elements["ok.py"].get("classname")) == ("sub/ok.py", "sub")
     # The suite says when and where it ran.

@@ -347,7 +347,7 @@ class Batch:
     def _run_all(
         self, outcomes: list[ScriptOutcome], platform: localplatform.LocalPlatform | None, checked: EngineChecked
     ) -> None:
-        assert self.secret is not None  # noqa: S101 - read in execute() first
+        assert self.secret is not None  # read in execute() first
         source = _KeyOnce(secret=self.secret)
         queue = list(enumerate(self.scripts))
         stopping = False
@@ -472,7 +472,7 @@ class Batch:
     def _broker(self, client: docker.DockerClient, platform: localplatform.LocalPlatform | None) -> Broker:
         """The batch's key broker: on the emulator's network with its CA, or with no network through
         the relay, under the batch's --allow-host and --connect-to."""
-        assert self.secret is not None  # noqa: S101 - read in execute() first
+        assert self.secret is not None  # read in execute() first
         first = self.scripts[0][1]
         if platform is None and first.platform == "shared":
             platform = localplatform.shared(client)

@@ -45,9 +45,9 @@ def connect(timeout: int = 120) -> docker.DockerClient:
         client = docker.from_env(timeout=timeout, version=_API_FLOOR, use_ssh_client=ssh_client_mode(os.environ))
         _pin_tls(client.api)
         _one_ssh_pool(client.api)
-        client.api._version = str(client.api.version(api_version=False)["ApiVersion"])  # type: ignore[attr-defined]  # noqa: SLF001 - docker-py's own negotiation, after the pin
+        client.api._version = str(client.api.version(api_version=False)["ApiVersion"])  # type: ignore[attr-defined]  # docker-py's own negotiation, after the pin
         client.ping()
-    except Exception as e:  # noqa: BLE001 - paramiko's and ssh's errors are not DockerExceptions: all mean no engine
+    except Exception as e:  # paramiko's and ssh's errors are not DockerExceptions: all mean no engine
         if not isinstance(e, docker.errors.DockerException | OSError | EOFError) and not _is_ssh_error(e):
             raise
         where, path = target(os.environ)
@@ -203,7 +203,7 @@ def answers(client: docker.DockerClient) -> bool:
     """Whether the engine answers a ping within 3 s (a hung engine does not count)."""
     api = client.api
     try:
-        return api.get(api._url("/_ping"), timeout=3).status_code == 200  # type: ignore[attr-defined]  # noqa: SLF001
+        return api.get(api._url("/_ping"), timeout=3).status_code == 200  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001 - any failure to answer is the answer
         return False
 
@@ -264,7 +264,7 @@ def _podman_rootless(client: docker.DockerClient) -> bool:
     """Podman's Docker-compatible /info does not say; its own /libpod/info does."""
     api = client.api
     try:
-        body = api.get(api._url("/libpod/info"), timeout=10).json()  # type: ignore[attr-defined]  # noqa: SLF001
+        body = api.get(api._url("/libpod/info"), timeout=10).json()  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001 - an older Podman: assume the safer reading for access, rootful
         return False
     return bool((body.get("host") or {}).get("security", {}).get("rootless"))

@@ -68,7 +68,7 @@ def ensure(
         say(f"offline base: importing as {name}")
         repository, _, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "latest")
         with subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE) as tar:
-            assert tar.stdout is not None  # noqa: S101 - stdout=PIPE
+            assert tar.stdout is not None  # stdout=PIPE
             try:
                 client.api.import_image_from_stream(
                     tar.stdout, repository=repository, tag=tag, changes=["ENV LANG=C.UTF-8", 'CMD ["python3"]']

@@ -690,7 +690,7 @@ class Run:
     # -- the steps behind them ------------------------------------------------------------------
 
     def _ready(self) -> _Prepared:
-        assert self.prepared is not None, "the sandbox is prepared before this phase"  # noqa: S101 - an invariant
+        assert self.prepared is not None, "the sandbox is prepared before this phase"  # an invariant
         return self.prepared
 
     def _unwind(self) -> None:

@@ -201,13 +201,13 @@ class Removal:
     def __init__(self, client: docker.DockerClient, container_id: str) -> None:
         api = client.api
         # docker-py's wait() blocks until the end; this is the same request, split in two.
-        self._resp = api._post(  # type: ignore[attr-defined]  # noqa: SLF001 - see the docstring; private: not in types-docker
-            api._url("/containers/{0}/wait", container_id),  # type: ignore[attr-defined]  # noqa: SLF001
+        self._resp = api._post(  # type: ignore[attr-defined]  # see the docstring; private: not in types-docker
+            api._url("/containers/{0}/wait", container_id),  # type: ignore[attr-defined]
             params={"condition": "removed"},
             stream=True,
             timeout=None,
         )
-        api._raise_for_status(self._resp)  # type: ignore[attr-defined]  # noqa: SLF001
+        api._raise_for_status(self._resp)  # type: ignore[attr-defined]
 
     def exit_code(self) -> int:
         """Blocks until the container is gone; returns its exit code."""
@@ -392,7 +392,7 @@ def run_helper(
         # session; the probe reads nothing.
         service.attachment.send(stdin)
         out = b"".join(data for stream, data in service.attachment.frames() if stream == 1)
-        assert service.removal is not None  # noqa: S101 - asked for above
+        assert service.removal is not None  # asked for above
         service.removal.exit_code()
     finally:
         service.stop()
@@ -471,7 +471,7 @@ def run_keyed_helper(
             stream.pump(att, output=collect, relay=relay, receiver=None, say=lambda s: log.warning("%s", s))
         finally:
             done.set()
-        assert service.removal is not None  # noqa: S101 - asked for by default
+        assert service.removal is not None  # asked for by default
         service.removal.exit_code()
     finally:
         service.stop()

@@ -441,7 +441,7 @@ class OutputReceiver:
         self._finish()
 
     def _finish(self) -> None:
-        assert self._extractor is not None  # noqa: S101 - set when the archive began
+        assert self._extractor is not None  # set when the archive began
         self._state = "after"
         self._extractor.close()
         self.delivered = self._extractor.delivered
@@ -456,7 +456,7 @@ class OutputReceiver:
     def flush(self) -> None:
         """At the end of the stream: an archive begun and never ended is damaged."""
         if self._state == "in":
-            assert self._extractor is not None  # noqa: S101 - set when the archive began
+            assert self._extractor is not None  # set when the archive began
             self._extractor.damaged("its end (the sandbox ended before it arrived)")
             self._finish()
 
@@ -499,7 +499,7 @@ class _Watching(tarfile.TarInfo):
     gave_up: list[int]  # offsets; a fresh list for each extraction (a subclass made in Extractor._run)
 
     @classmethod
-    def fromtarfile(cls, tarfile: Any) -> Any:  # noqa: ANN401 - tarfile's own signature, parameter name included
+    def fromtarfile(cls, tarfile: Any) -> Any:  # tarfile's own signature, parameter name included
         try:
             return super().fromtarfile(tarfile)
         except tarfile_mod.HeaderError as e:  # not typeshed's: Invalid-, Truncated-, EOF-, EmptyHeaderError
@@ -682,7 +682,7 @@ class _DirChain:
         self._chain: list[tuple[str, int]] = []
 
     def open(self, parts: tuple[str, ...], *, create: bool) -> int:
-        assert self.top is not None  # noqa: S101 - only called with a destination
+        assert self.top is not None  # only called with a destination
         keep = 0
         while keep < min(len(parts), len(self._chain)) and self._chain[keep][0] == parts[keep]:
             keep += 1
