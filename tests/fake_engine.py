@@ -495,10 +495,8 @@ class FakeEngine:
     def _kill(self, c: FakeContainer, code: int) -> None:
         """The container's processes end (killed, or the engine died): its stream closes, it is removed."""
         if c.inside_end is not None:
-            try:
+            with suppress(OSError):
                 c.inside_end.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         self._exited(c, code)
 
     def _exited(self, c: FakeContainer, code: int) -> None:
@@ -516,10 +514,8 @@ class FakeEngine:
         if c.inside_end is not None:
             # shutdown first: close() alone leaves the socket open while the stdin thread is in recv()
             for end in (lambda: c.inside_end.shutdown(socket.SHUT_RDWR), c.inside_end.close):  # type: ignore[union-attr]
-                try:
+                with suppress(OSError):
                     end()
-                except OSError:
-                    pass
         c.removed.set()
 
     def _entry_point(self, c: FakeContainer) -> None:

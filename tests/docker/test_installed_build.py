@@ -27,7 +27,8 @@ def sh(*cmd: str, cwd=None, timeout: float = 900) -> subprocess.CompletedProcess
 def test_sdist_carries_the_image_build(tmp_path):
     code = "import setuptools.build_meta as b, sys; print(b.build_sdist(sys.argv[1]))"
     name = sh(sys.executable, "-c", code, str(tmp_path), cwd=ROOT).stdout.strip().splitlines()[-1]
-    names = tarfile.open(tmp_path / name).getnames()
+    with tarfile.open(tmp_path / name) as archive:
+        names = archive.getnames()
     top = name.removesuffix(".tar.gz")
     for needed in ("image/Dockerfile", "image/requirements.txt", "inside/entry.py", "py.typed"):
         assert f"{top}/src/qsandbox/{needed}" in names

@@ -31,6 +31,7 @@ Broke at first, each fixed since and kept here as a test:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import re
@@ -97,10 +98,8 @@ def _remove_run(client, run_id: str) -> None:
     from qsandbox.launcher import localplatform
 
     for name in (f"qsandbox-{run_id}", f"qsandbox-{run_id}-platform"):
-        try:
+        with contextlib.suppress(docker.errors.NotFound):
             client.containers.get(name).remove(force=True)
-        except docker.errors.NotFound:
-            pass
     localplatform.remove_network(client, f"qsandbox-{run_id}")
 
 

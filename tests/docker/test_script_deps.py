@@ -6,6 +6,7 @@ FROM ours."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -220,10 +221,8 @@ def test_a_derived_tag_qsandbox_did_not_build_is_never_run(image, docker_client,
         assert POISON not in third.stdout + third.stderr
     finally:
         for ref in (tag, *made):
-            try:
+            with contextlib.suppress(docker.errors.APIError):
                 docker_client.images.remove(ref, force=True)
-            except docker.errors.APIError:
-                pass
 
 
 def test_a_derived_image_that_lost_its_labels_or_entry_point_is_not_reused(image, docker_client):

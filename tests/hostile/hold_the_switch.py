@@ -3,6 +3,7 @@ processes opened for writing (a write end of the attach stream's stdin keeps EOF
 heartbeats written into each one that opens; the entry point's memory read for its marker. Prints
 one line per attempt, then "sleeping" and sleeps until killed."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -38,8 +39,6 @@ print(f"marker in my frames: {found or 'none'}", flush=True)
 print("sleeping", flush=True)
 while True:
     for fd in held:
-        try:
+        with contextlib.suppress(OSError):
             os.write(fd, b'{"type":"alive"}\n')
-        except OSError:
-            pass
     time.sleep(1)

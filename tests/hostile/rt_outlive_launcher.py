@@ -2,6 +2,7 @@
 process group (setsid, double fork; PID 1 adopts them), one that ignores every signal it can, and
 a zombie nobody waits for. Prints "sleeping" and sleeps; the test kills the launcher."""
 
+import contextlib
 import os
 import signal
 import sys
@@ -14,10 +15,8 @@ for kind in ("plain", "deaf"):
             os._exit(0)
         if kind == "deaf":
             for sig in signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}:
-                try:
+                with contextlib.suppress(OSError, ValueError):
                     signal.signal(sig, signal.SIG_IGN)
-                except (OSError, ValueError):
-                    pass
         os.closerange(0, 3)
         while True:
             time.sleep(1)

@@ -4,6 +4,7 @@ cwd and root, ptrace, process_vm_readv, pidfd_getfd, kcmp. Each is tried on a ch
 first (the control: the same call works on a dumpable process of ours). Also lists our own
 descriptors and looks for a 32-hex marker in what we can read. One line per attempt."""
 
+import contextlib
 import ctypes
 import os
 import re
@@ -69,10 +70,8 @@ def attempts(pid: int, who: str) -> None:
 
 fds = {}
 for fd in sorted(os.listdir("/proc/self/fd"), key=int):
-    try:
+    with contextlib.suppress(OSError):  # the listing's own descriptor
         fds[int(fd)] = os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        pass  # the listing's own descriptor
 print("my fds: " + " ".join(f"{k}={'pipe' if v.startswith('pipe:') else v}" for k, v in fds.items()))
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], stdin=subprocess.PIPE)
 attempts(child.pid, "control")

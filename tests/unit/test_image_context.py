@@ -30,7 +30,8 @@ def test_the_wheel_carries_the_package_data_the_build_context_takes():
 
 
 def test_context_holds_every_module_and_the_dockerfile_at_its_path():
-    names = tarfile.open(fileobj=io.BytesIO(image.context_archive())).getnames()
+    with tarfile.open(fileobj=io.BytesIO(image.context_archive())) as archive:
+        names = archive.getnames()
     modules = {f"qsandbox/{p.relative_to(image.PACKAGE).as_posix()}" for p in image.PACKAGE.rglob("*.py")}
     assert modules and modules <= set(names)
     assert image.DOCKERFILE in names and "qsandbox/image/requirements.txt" in names

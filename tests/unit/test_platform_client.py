@@ -257,9 +257,8 @@ def test_calibration_id(svc, caplog):  # type: ignore[no-untyped-def]
 
     from qiskit.providers.exceptions import QiskitBackendNotFoundError
 
-    with caplog.at_level(logging.WARNING, logger="qiskit_ibm_runtime"):
-        with pytest.raises(QiskitBackendNotFoundError):
-            svc.backend("fake_manila", calibration_id="invalid_id")
+    with caplog.at_level(logging.WARNING, logger="qiskit_ibm_runtime"), pytest.raises(QiskitBackendNotFoundError):
+        svc.backend("fake_manila", calibration_id="invalid_id")
     assert "invalid_id" in caplog.text
     good = svc.backend("fake_manila").properties().to_dict().get("calibration_id")
     assert good and svc.backend("fake_manila", calibration_id=good).num_qubits == 5

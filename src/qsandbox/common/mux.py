@@ -39,6 +39,7 @@ broken the stream: the launcher ends the run.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import socket
 import struct
@@ -267,16 +268,12 @@ class Channel:
                 return
             self._closed = True
             self._cond.notify_all()
-        try:
+        with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)  # wakes a recv blocked on it in the other thread
-        except OSError:
-            pass
         self.sock.close()
         if tell:
-            try:
+            with contextlib.suppress(OSError):
                 self.link.send(frame(Type.CLOSE, self.ident))
-            except OSError:
-                pass
         self._gone(self)
 
     def abort(self) -> None:

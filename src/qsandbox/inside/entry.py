@@ -25,6 +25,7 @@ sandbox learns the engine itself died.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -320,10 +321,8 @@ def _kill_group(pid: int, first: signal.Signals, grace: float, done: threading.E
     except ProcessLookupError:
         return
     if first != signal.SIGKILL and not done.wait(grace):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _control() -> object | None:
@@ -423,10 +422,8 @@ def _kill_everything(pid: int) -> None:
 def _forget_the_key() -> None:
     """The script has ended: the key, the account and the CA leave the tmpfs before /output goes out."""
     for path in (TOKEN_FILE, QISKIT_DIR / "qiskit-ibm.json", CA_FILE):
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(path)
-        except OSError:
-            pass
 
 
 def _frame_write(data: bytes) -> None:

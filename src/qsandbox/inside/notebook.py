@@ -12,6 +12,7 @@ process reads and passes on). A failing cell ends the run with exit code 1 and n
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import re
@@ -268,10 +269,8 @@ def run(path: str) -> int:
     redactor = Redactor([])
     upstream = os.environ.get("QSANDBOX_TOKEN_FD")  # set only when output is masked (not --no-redact)
     if upstream:
-        try:
+        with contextlib.suppress(OSError):  # no key file: short-lived mode's placeholder is not a secret
             redactor.add(Path(str(TOKEN_FILE)).read_text().strip())
-        except OSError:
-            pass  # no key file: short-lived mode's placeholder is not a secret
         os.environ["QSANDBOX_TOKEN_FD"] = str(_tee_tokens(int(upstream), redactor))
     code = 0
     try:

@@ -14,6 +14,7 @@ point nor the launcher sees the key or a token in what they relay.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from urllib.parse import urlsplit
@@ -29,10 +30,8 @@ ANSWER_TIMEOUT = 60.0  # the launcher's verdict (it resolves and connects meanwh
 def _reply(conn: socket.socket, status: str, why: str = "") -> None:
     body = (why + "\n").encode("ascii", "replace") if why else b""
     head = f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-    try:
+    with contextlib.suppress(OSError):
         conn.sendall(head + body)
-    except OSError:
-        pass
 
 
 def _read_head(conn: socket.socket) -> tuple[bytes, bytes] | None:

@@ -7,6 +7,7 @@ line and its exit code there; anything else is a bug and keeps its traceback. Op
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -276,10 +277,8 @@ def run(script: Path, args: tuple[str, ...], output: Path | None, **o: Any) -> N
                 ended="error",
                 entries=[report.Entry(script=str(script), exit_code=int(e.exit_code), ended="error", error=str(e))],
             )
-            try:
+            with contextlib.suppress(QsandboxError):  # the run's own error is the one to report
                 _write_reports(failed, json_report, junit_report)
-            except QsandboxError:
-                pass  # the run's own error is the one to report
         raise
     click.echo(result.summary(), err=True)
     code = result.exit_code if not result.leftovers else int(ExitCode.TOOL)

@@ -283,10 +283,7 @@ def describe(client: docker.DockerClient) -> EngineInfo:
         any("podman" in name.lower() for name in components) or "podman" in str(info.get("OperatingSystem", "")).lower()
     )
     rootless = "rootless" in security or (is_podman and _podman_rootless(client))
-    if is_podman:
-        kind = "rootless Podman" if rootless else "Podman"
-    else:
-        kind = "rootless Docker" if rootless else "Docker"
+    kind = ("rootless " if rootless else "") + ("Podman" if is_podman else "Docker")
     return EngineInfo(
         kind=kind,
         version=str(version.get("Version", "?")),

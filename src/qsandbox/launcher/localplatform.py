@@ -20,6 +20,7 @@ shared emulator still has the emulator on it: it is taken off).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import threading
@@ -279,10 +280,8 @@ def stop(client: docker.DockerClient, platform: LocalPlatform) -> None:
 
 
 def remove_network(client: docker.DockerClient, name: str) -> None:
-    try:
+    with contextlib.suppress(docker.errors.NotFound):
         _remove_network(client.networks.get(name))
-    except docker.errors.NotFound:
-        pass
 
 
 def _remove_network(network: Network) -> None:

@@ -20,6 +20,7 @@ TLS runs end to end between the script and the host: nothing relayed here is rea
 from __future__ import annotations
 
 import base64
+import contextlib
 import ipaddress
 import re
 import socket
@@ -198,10 +199,8 @@ class Relay:
         except OSError as e:
             with self._lock:
                 self._failed.add(f"{host}:443")
-            try:
+            with contextlib.suppress(OSError):
                 self.channels.refuse(ident, f"{host}:443 unreachable from the launcher ({e.strerror or e})")
-            except OSError:
-                pass
             return
         try:
             ch = self.channels.accepted(ident, sock)

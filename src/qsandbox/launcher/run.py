@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, ExitStack, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import BinaryIO, Protocol, cast
@@ -871,10 +871,8 @@ def _abort(prepared: _Prepared, reason: str, forced: threading.Event | None = No
 
     A second signal stops the wait; for a driven run (`forced` given) a second `Run.abort()` does.
     """
-    try:
+    with suppress(OSError):
         prepared.attachment.send(stream.control(handoff.encode_abort(reason)))
-    except OSError:
-        pass
     if forced is not None:
         waiter = threading.Thread(target=prepared.removal.exit_code, daemon=True)
         waiter.start()

@@ -8,6 +8,7 @@ behind; `destroy` is the fallback for every path where the container never got t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import struct
@@ -175,10 +176,8 @@ class Attachment:
     def close(self) -> None:
         # Both must close: the SocketIO wrapper keeps the descriptor open on its own.
         for closer in (self.raw.close, self.sock.close):
-            try:
+            with contextlib.suppress(OSError):
                 closer()
-            except OSError:
-                pass
 
 
 def attach(client: docker.DockerClient, container_id: str) -> Attachment:
@@ -291,10 +290,8 @@ def disconnect_all(network: Network) -> None:
     except docker.errors.NotFound:
         return
     for container_id in network.attrs.get("Containers") or {}:
-        try:
+        with contextlib.suppress(docker.errors.APIError):  # gone meanwhile, or already being disconnected
             network.disconnect(container_id, force=True)
-        except docker.errors.APIError:  # gone meanwhile, or already being disconnected
-            pass
 
 
 def hardening_for(client: docker.DockerClient) -> Hardening:

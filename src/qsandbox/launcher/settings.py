@@ -230,7 +230,7 @@ class Hardening:
         ipc = host.get("IpcMode")
         core = _core(host.get("Ulimits"))
         if self.podman:  # read back in Podman's words (see PODMAN_*); each is equivalent, not weaker
-            dropped = ["ALL"] if PODMAN_DEFAULT_CAPS <= set(dropped) else dropped
+            dropped = ["ALL"] if set(dropped) >= PODMAN_DEFAULT_CAPS else dropped
             tmpfs = _podman_tmpfs(tmpfs or {})
             ipc = "private" if ipc == "shareable" else ipc  # its own namespace either way
             core = (0, 0) if core is None else core  # not reported; the entry point sets it too, the probe checks

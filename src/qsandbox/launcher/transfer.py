@@ -18,6 +18,7 @@ repository, a shell or a credential helper would act on are refused. Each refuse
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
@@ -692,10 +693,8 @@ class _DirChain:
         for part in parts[keep:]:
             parent = self._chain[-1][1] if self._chain else self.top
             if create:
-                try:
+                with contextlib.suppress(FileExistsError):
                     os.mkdir(part, 0o755, dir_fd=parent)
-                except FileExistsError:
-                    pass
             try:
                 fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
             except OSError as e:
