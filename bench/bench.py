@@ -268,7 +268,7 @@ def bench_files(mib: int = 200) -> dict:
         for i in range(mib // 8):
             (work / "data" / f"part{i}.bin").write_bytes(block * 8)
         limits = ["--output-limit", f"{mib + 64}m", "--input-limit", f"{mib + 64}m"]
-        base, c0, rss0 = timed([*LAUNCHER, str(work / "noop.py")], key())
+        base, _c0, rss0 = timed([*LAUNCHER, str(work / "noop.py")], key())
         out_dir = Path(d) / "out"
         w_out, _, rss_out = timed(
             [*LAUNCHER, *limits, "--output", str(out_dir), str(work / "write_big_output.py"), str(mib)], key()

@@ -222,7 +222,7 @@ def test_signal_mid_batch_tears_down_every_sandbox(image, canary, docker_client,
     assert len(seen) >= 6, "six sandboxes were never live at once"
     time.sleep(3)  # the scripts are running
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=90)
+    _out, err = proc.communicate(timeout=90)
     assert proc.returncode == code, err
     doc = json.loads(report.read_text())
     jsonschema.validate(doc, SCHEMA)

@@ -101,7 +101,7 @@ def test_sandbox_stops_itself_while_the_engine_is_down(own_dockerd, docker_clien
     )
 
     subprocess.run([*DOCKERD, "start"], check=True, timeout=120)
-    out, err = launcher.communicate(timeout=120)
+    _out, err = launcher.communicate(timeout=120)
     assert launcher.returncode == 125, err.decode()
     assert b"lost the container engine mid-run" in err
     assert b"the engine is back and confirms the clean-up" in err

@@ -125,6 +125,6 @@ def test_an_account_with_the_old_or_the_first_free_uid_cannot_read_roots_key(ima
                 assert any(canary in r.stdout for r in reads), (reader, path, [r.stderr for r in reads])
     finally:
         release(marker)
-        out, err = proc.communicate(timeout=120)
+        _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "container and secret destroyed (engine confirms)" in err

@@ -141,7 +141,7 @@ def test_interrupted_run_cancels_its_jobs(image, popen):
     jobs = submitted.split()[1:]
     assert proc.stdout.readline().strip() == "sleeping"
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=90)
+    _out, err = proc.communicate(timeout=90)
     assert proc.returncode == 130, err
     # The entry point reports each job it cancelled, after asking the platform for pending jobs.
     for job in jobs:

@@ -152,7 +152,7 @@ def test_signals_abort_cleanly(image, canary, leak_search, docker_client, popen,
     assert leak_search.live_hits(marker, proc.pid) == []
     run_id = _run_id(docker_client, marker)
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
     assert f"({reason})" in err
     assert "container and secret destroyed (engine confirms)" in err

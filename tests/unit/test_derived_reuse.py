@@ -111,7 +111,7 @@ def test_a_tag_moved_after_the_build_is_built_again_and_named(engine):
 
 
 def test_the_recorded_image_is_checked_too(engine):
-    client, tag = engine
+    client, _tag = engine
     built = deps.ensure_image(client, "qsandbox:test", NEEDS, lambda _l: None)
     client.images.get(built).attrs["Config"]["Env"] = ["PYTHONSTARTUP=/x\x1b[2J"]
     said: list[str] = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import copy
 import html
+import itertools
 import json
 import re
 
@@ -73,7 +74,7 @@ def shows(notebook: dict, key: str) -> list[bytes]:
 
 def split(text: str, *at: int) -> list[str]:
     cuts = [0, *at, len(text)]
-    return [text[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+    return [text[a:b] for a, b in itertools.pairwise(cuts)]
 
 
 def cases(key: str) -> dict[str, dict]:

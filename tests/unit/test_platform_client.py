@@ -52,8 +52,19 @@ def start_emulator(tmp: Path, *args: str, env: dict[str, str] | None = None) -> 
     ca = tmp / f"ca-{port}.pem"
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "qsandbox.platform", "serve", "--host", "127.0.0.1", "--port", str(port)]
-        + ["--ca-out", str(ca), *args],
+        [
+            sys.executable,
+            "-m",
+            "qsandbox.platform",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--ca-out",
+            str(ca),
+            *args,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

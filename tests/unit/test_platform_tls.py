@@ -14,7 +14,7 @@ def _load(pem: bytes) -> x509.Certificate:
 
 
 def test_server_cert_verifies_for_every_host_name():
-    tls = make_tls(list(HOSTNAMES) + ["localhost"])
+    tls = make_tls([*HOSTNAMES, "localhost"])
     ca, cert = _load(tls.ca_cert_pem), _load(tls.server_cert_pem)
     verifier_builder = PolicyBuilder().store(Store([ca]))
     for host in [*HOSTNAMES, "localhost"]:

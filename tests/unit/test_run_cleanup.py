@@ -1,6 +1,7 @@
 """The run's engine-side clean-up: last registered, first run; a step the engine interrupted runs again."""
 
 import functools
+from typing import ClassVar
 
 import pytest
 
@@ -66,7 +67,7 @@ def test_the_token_refresher_says_when_minting_fails_and_again_before_the_token_
             raise SandboxError("IAM answered 503: busy")
 
     class Attachment:
-        sent: list[bytes] = []
+        sent: ClassVar[list[bytes]] = []
 
         def send(self, data: bytes) -> None:
             self.sent.append(data)

@@ -289,7 +289,7 @@ def test_check_output_wants_a_new_or_empty_directory_of_your_own(tmp_path, monke
     assert (tmp_path / "new" / "dir").is_dir()
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
-    with pytest.raises(UsageError, match="not empty; .*--output-merge"):
+    with pytest.raises(UsageError, match=r"not empty; .*--output-merge"):
         check_output(tmp_path / "full", merge=False)
     check_output(tmp_path / "full", merge=True)
     (tmp_path / "open").mkdir()

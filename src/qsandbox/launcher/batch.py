@@ -403,7 +403,7 @@ class Batch:
         began = time.monotonic()
         try:
             result = run.execute()
-            if run.handed_off or self.aborted is None and run not in self._cancelled:
+            if run.handed_off or (self.aborted is None and run not in self._cancelled):
                 outcome.result = result  # else ended while waiting for its turn: not run
         except QsandboxError as e:
             outcome.error = e

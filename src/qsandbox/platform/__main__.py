@@ -68,7 +68,7 @@ def serve(args: argparse.Namespace) -> int:
         config = uvicorn.Config(app, **common)
         config.load()
     else:
-        tls = make_tls(list(HOSTNAMES) + ["localhost"])
+        tls = make_tls([*HOSTNAMES, "localhost"])
         ca_out = Path(args.ca_out)
         ca_out.parent.mkdir(parents=True, exist_ok=True)
         ca_out.write_bytes(tls.ca_cert_pem)

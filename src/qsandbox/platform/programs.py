@@ -186,7 +186,7 @@ def run_sampler(params: dict[str, Any], device: Device, logs: list[str]) -> str:
         start,
         stop,
         {
-            i: (pub.shape + (pub.shots,), slice(0, math.prod(pub.shape)), slice(0, pub.shots))
+            i: ((*pub.shape, pub.shots), slice(0, math.prod(pub.shape)), slice(0, pub.shots))
             for i, pub in enumerate(pubs)
         },
     )
@@ -249,7 +249,7 @@ def estimator_shots(options: dict[str, Any], precision: float, explicit: bool) -
 
     A pub's own precision is obeyed (1/precision² shots); otherwise ``default_shots`` overrides
     ``default_precision``. With twirling on (by default: measurement twirling from resilience level
-    1, gate twirling at level 2), ``num_randomizations × shots_per_randomization`` shots run, each
+    1, gate twirling at level 2), ``num_randomizations * shots_per_randomization`` shots run, each
     "auto" one derived as ``TwirlingOptions`` documents, and that product takes precedence over
     ``default_shots``.
     """
