@@ -412,7 +412,7 @@ class LeakSearch:
         place.left_out["git pack(s) searched object by object too"] += 1
         return result
 
-    def _files(
+    def _files(  # noqa: C901 - the leak search's walk (pseudo fs, overlays, archives): split later
         self,
         place: Place,
         root: Path,

@@ -65,7 +65,7 @@ class ControlFilter:
         self._params: list[str] = []
         self.last = "\n"  # the last character passed on (a newline before any output)
 
-    def feed(self, data: bytes, final: bool = False) -> bytes:
+    def feed(self, data: bytes, final: bool = False) -> bytes:  # noqa: C901 - one state machine over the escape grammar: a split risks the filter
         text = self._decoder.decode(data, final)
         if self._state == "text" and not _CONTROL.search(text):  # the common case: plain text
             if text:

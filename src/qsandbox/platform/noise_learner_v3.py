@@ -73,7 +73,7 @@ def _physical(circuit: Any, qubit: Any) -> int:
     return int(location.index)
 
 
-def run(params: dict[str, Any], device: Device, logs: list[str]) -> str:
+def run(params: dict[str, Any], device: Device, logs: list[str]) -> str:  # noqa: C901 - one parameter check per field of the program's schema
     version = params.get("schema_version")
     converter = NOISE_LEARNER_V3_PARAMS_CONVERTERS.get(version)
     encoder = RESULT_ENCODERS.get(str(version))
