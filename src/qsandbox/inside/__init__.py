@@ -1,9 +1,12 @@
 """Inside the sandbox: code that runs in the container, as the non-root sandbox user.
 
-`entry` is the container's entry point: it reads the key from its stdin (the hand-off), writes it
-to the tmpfs mounts, runs the user's script, masks tokens in its output, cancels its jobs on abort
-(`cancel`), and ends everything when the launcher's stream ends or its heartbeat stops. `tokenwatch`
-and `tokenserver` serve the short-lived token mode; `probe` reports the hardening for `doctor`;
-`broker` makes IAM calls for the launcher in a helper container. Code here may import Qiskit,
-never the docker SDK, click or the launcher: it has no engine to talk to.
+`entry` is the container's entry point (PID 1, non-dumpable): it reads the start message and the
+inputs from the framed stream (`transfer` unpacks them, and streams /output back), writes the key
+to the tmpfs mounts, spawns the script's own interpreter (`runner`), masks tokens in its output,
+serves the CONNECT proxy that is the sandbox's only way out (`relay`), cancels its jobs on abort
+(`cancel`), and ends everything when the launcher's stream ends or its heartbeat stops.
+`tokenwatch` and `tokenserver` serve the short-lived token mode; `notebook` and `kernel` run a
+notebook cell by cell; `probe` reports the hardening for `doctor`; `broker` makes IAM calls for the
+launcher as a helper sandbox's script. Code here may import Qiskit, never the docker SDK, click or
+the launcher: it has no engine to talk to.
 """

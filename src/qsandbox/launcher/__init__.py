@@ -1,11 +1,22 @@
 """The launcher: everything that runs on the user's machine, outside any container.
 
 It holds the API key in memory (as a `credentials.Secret`), talks to the container engine with the
-docker SDK, and never imports Qiskit. One run, in order: `cli` (commands) -> `settings` (run
-settings, the one hardening spec) -> `credentials` (key sources) -> `engine`, `preflight`, `image`
--> `localplatform` (the emulator's network and container) -> `sandbox` (container lifecycle) ->
-`run` (one run as an object: prepare, hand off, supervise, tear down, confirm). Also `doctor`,
-`audit`, `revoke`. Nothing here writes the key to a file, an argument, an environment or a log.
+docker SDK, and never imports Qiskit. Nothing here writes the key to a file, an argument, an
+environment or a log. The modules, in the order of one run:
+
+- `cli` (the commands), `options` (the one option set and settings builder of run and batch),
+  `config` (defaults from the lab's and the user's files, QSANDBOX_* variables), `units` (sizes,
+  durations), `settings` (run settings, the one hardening spec);
+- `credentials` (key sources), `engine` (connect, describe), `preflight` (the host's warnings),
+  `image` (build, freshness), `offlinebase` (a base image without a registry), `deps` (images
+  derived for a script's own dependencies);
+- `transfer` (inputs out, /output in) and `inputs_policy` (what --workdir leaves out);
+- `egress` (the allowlist), `relay` (the relay's authority), `stream` (the run's framed stream);
+- `sandbox` (the container's lifecycle, every helper's `start_service`), `localplatform` (the
+  emulator and its networks), `revoke` (the key broker), `terminal` (what reaches a terminal);
+- `run` (one run as an object: check, prepare, hand off, supervise, tear down, confirm), `ending`
+  (how it ended), `batch` (many runs), `report` (JSON and JUnit);
+- and beside the runs: `doctor`, `audit` (the leak search), `sweep` (leftovers).
 """
 
 import importlib
