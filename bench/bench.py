@@ -61,7 +61,7 @@ def floor_argv(script: str) -> list[str]:
         "--memory-swap",
         str(h.memory),
         "--cpus",
-        str(h.cpus),
+        str(h.cpus or os.cpu_count() or 1),
         "--pids-limit",
         str(h.pids),
         "--ulimit",
