@@ -140,7 +140,8 @@ def _apply_config(group: click.Group, ctx: click.Context) -> config_mod.Config:
     is_flag=True,
     envvar="QSANDBOX_SSH_CLIENT",
     help="Reach an ssh:// engine (DOCKER_HOST=ssh://user@host) with the ssh command, honouring "
-    "~/.ssh/config and the agent, instead of the built-in paramiko [env: QSANDBOX_SSH_CLIENT=1].",
+    "~/.ssh/config and the agent: the default, as the docker CLI does. QSANDBOX_SSH_CLIENT=0 uses "
+    "paramiko inside the launcher instead (pip install 'qsandbox[paramiko]').",
 )
 @click.pass_context
 def main(ctx: click.Context, debug: bool, ssh_client: bool) -> None:
