@@ -6,8 +6,8 @@ the relay still serves once they are gone. One line per step.
 Opens N channels to TARGET (one thread only: non-blocking sends), asks the listener to read
 nothing ("stall"), and writes into each until it blocks or MIB MiB went in. Prints "opened K of N
 (first refusal: ...)", "filled: BYTES bytes in flight", then "holding" and waits until the
-relay refuses one more channel ("hold: ... 503"); closes them all; then, once the test released
-the listener, one fresh channel with "probe" ("after: ...").
+listener answers one more channel ("hold go", once the test releases it; at the relay's limit it is
+refused: "hold: ... 503"); closes them all; then one fresh channel with "probe" ("after: ...").
 """
 
 import os
@@ -54,9 +54,10 @@ for s in socks:
             break
 print(f"filled: {inflight} bytes in flight", flush=True)
 print("holding", flush=True)
-try:  # every channel is taken: one more is refused at once, never left hanging
-    tunnel(b"hold\n").close()
-    print("hold: answered", flush=True)
+try:  # one more channel, answered once the test releases the listener; refused at once when every
+    # channel is taken (never left hanging)
+    go = tunnel(b"hold go\n")
+    print("released:", go.recv(100).decode().strip(), flush=True)
 except OSError as e:
     print(f"hold: {type(e).__name__} {e}", flush=True)
 for s in socks:
