@@ -20,6 +20,7 @@ import yaml
 from helpers import ROOT
 from junitparser import Failure, JUnitXml
 
+from qsandbox import __version__
 from qsandbox.launcher.report import SCHEMA_FILE
 
 CHECK = Path(sys.executable).with_name("check-jsonschema")
@@ -247,7 +248,7 @@ def test_github_action_steps_run_here(image, canary, tmp_path):
     inputs = {"scripts": "a.py sub/*.py", "platform": "local", "api-key": canary, "options": "--timeout 300"}
     code, log, out = _run_action(workspace, runner_temp, inputs, {}, cache)
     assert code == 1, log
-    key = f"qsandbox-image-Linux-X64-0.1.0-{_context(runner_temp / 'qsandbox-venv' / 'bin' / 'python')}"
+    key = f"qsandbox-image-Linux-X64-{__version__}-{_context(runner_temp / 'qsandbox-venv' / 'bin' / 'python')}"
     assert [p.name for p in cache.iterdir()] == [key], log
     assert (cache / key).stat().st_size > 100 << 20
     assert out["steps.run.outputs.exit-code"] == "1"
