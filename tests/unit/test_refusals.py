@@ -157,10 +157,10 @@ class ImagelessClient:
 
 
 def test_missing_image_is_a_refusal_in_run():
-    from qsandbox.launcher import run
+    from qsandbox.launcher import admission
 
     with pytest.raises(ImageMissing):
-        run._check_image(ImagelessClient(), "qsandbox:0.0.0-missing")  # type: ignore[arg-type]
+        admission.check_image(ImagelessClient(), "qsandbox:0.0.0-missing")  # type: ignore[arg-type]
 
 
 def test_missing_image_is_a_refusal_in_check():

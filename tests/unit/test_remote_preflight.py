@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from qsandbox.common.errors import EngineUnavailable, PreflightRefused
-from qsandbox.launcher import doctor, engine, preflight, run
+from qsandbox.launcher import admission, doctor, engine, preflight
 from qsandbox.launcher.engine import EngineInfo
 from qsandbox.launcher.settings import RunSettings
 
@@ -97,7 +97,7 @@ def test_run_says_what_it_did_not_check(monkeypatch, tmp_path):
     monkeypatch.setenv("DOCKER_HOST", SSH)
     monkeypatch.setattr(engine, "describe", lambda _client: DOCKER)
     err = io.BytesIO()
-    run._preflight(object(), _settings(tmp_path), err)  # type: ignore[arg-type]
+    admission.fit(object(), _settings(tmp_path), err)  # type: ignore[arg-type]
     lines = err.getvalue().decode().splitlines()
     assert (
         f"qsandbox: engine host swap: not checked: the engine runs on another host ({SSH}), where swap cannot be seen"
@@ -111,9 +111,9 @@ def test_no_limits_on_a_remote_engine_is_refused(monkeypatch, tmp_path):
     monkeypatch.setenv("DOCKER_HOST", SSH)
     monkeypatch.setattr(engine, "describe", lambda _client: ROOTLESS_V1)
     with pytest.raises(PreflightRefused, match="--allow-no-limits is refused on a remote engine"):
-        run._preflight(object(), _settings(tmp_path, allow_no_limits=True), io.BytesIO())  # type: ignore[arg-type]
+        admission.fit(object(), _settings(tmp_path, allow_no_limits=True), io.BytesIO())  # type: ignore[arg-type]
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent.sock")  # the same engine, local: allowed
-    run._preflight(object(), _settings(tmp_path, allow_no_limits=True), io.BytesIO())  # type: ignore[arg-type]
+    admission.fit(object(), _settings(tmp_path, allow_no_limits=True), io.BytesIO())  # type: ignore[arg-type]
 
 
 def test_ssh_client_mode_is_the_default_and_paramiko_is_chosen_by_env():

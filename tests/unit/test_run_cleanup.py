@@ -54,7 +54,7 @@ def test_the_token_refresher_says_when_minting_fails_and_again_before_the_token_
 
     from qsandbox.common.errors import SandboxError
     from qsandbox.common.handoff import AccessToken
-    from qsandbox.launcher import run
+    from qsandbox.launcher import keepalive
 
     class FailingBroker:
         def __init__(self) -> None:
@@ -73,8 +73,7 @@ def test_the_token_refresher_says_when_minting_fails_and_again_before_the_token_
             self.sent.append(data)
 
     said: list[str] = []
-    prepared = run._Prepared("c" * 12, Attachment(), None)  # type: ignore[arg-type]  # only the stream is used
-    refresher = run._Refresher(FailingBroker(), prepared, int(time.time()) + 1, said.append)  # type: ignore[arg-type]
+    refresher = keepalive.Refresher(FailingBroker(), Attachment().send, int(time.time()) + 1, said.append)  # type: ignore[arg-type]
     refresher.MIN_WAIT, refresher.WARN_BEFORE = 0.05, 3600.0  # every try "just before" expiry
     refresher.start()
     deadline = time.monotonic() + 10
@@ -85,4 +84,4 @@ def test_the_token_refresher_says_when_minting_fails_and_again_before_the_token_
     assert said[0].startswith("could not renew the IAM access token (IAM answered 503: busy); retrying")
     assert "could not be renewed: the script's calls to IBM will be refused (401)" in said[1]
     assert said[2] == "the IAM access token was renewed" and len(Attachment.sent) == 1
-    assert not isinstance(threading.current_thread(), run._Refresher)
+    assert not isinstance(threading.current_thread(), keepalive.Refresher)

@@ -14,8 +14,12 @@ environment or a log. The modules, in the order of one run:
 - `egress` (the allowlist), `relay` (the relay's authority), `stream` (the run's framed stream);
 - `sandbox` (the container's lifecycle, every helper's `start_service`), `localplatform` (the
   emulator and its networks), `revoke` (the key broker), `terminal` (what reaches a terminal);
-- `run` (one run as an object: check, prepare, hand off, supervise, tear down, confirm), `ending`
-  (how it ended), `batch` (many runs), `report` (JSON and JUnit);
+- `run` (one run's story: check, prepare, hand off, supervise, tear down, confirm), `plans` (what
+  each mode needs: relayed, open, own emulator, shared emulator; and what a run learns),
+  `admission` (every check before anything starts), `lifecycle` (the clean-up stack, signals,
+  abort, the sandbox made and waited for), `handover` (the key goes in), `live` (the script's
+  output, live), `keepalive` (heartbeat, token refresher), `ending` (how it ended), `batch` (many
+  runs), `report` (JSON and JUnit);
 - and beside the runs: `doctor`, `audit` (the leak search), `sweep` (leftovers).
 """
 

@@ -36,7 +36,7 @@ from .ending import Ending
 from .relay import Egress, parse_connect_to
 from .report import Entry, Report, entry
 from .revoke import Broker, Revocation
-from .run import SIGNAL_REASONS, EngineChecked, Run, RunResult, check_engine
+from .run import SIGNAL_REASONS, EngineChecked, InBatch, Run, RunResult, check_engine
 from .settings import RunSettings
 from .terminal import ControlFilter
 
@@ -366,10 +366,7 @@ class Batch:
                             out=buffer.out,
                             err=buffer.err,
                             prompt=None,
-                            driven=True,
-                            platform=platform,
-                            gate=self._turns.ticket(index),
-                            checked=checked,
+                            batch=InBatch(self._turns.ticket(index), checked, platform),
                         )
                         future = pool.submit(self._one, run, outcomes[index], buffer)
                         with self._lock:

@@ -6,9 +6,12 @@ exit code cannot disagree (the report once mapped the closing line's words back 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 from ..common.errors import ExitCode
+from .revoke import Revocation
 
 
 class Ending(StrEnum):
@@ -50,3 +53,36 @@ _EXIT = {
     Ending.HANGUP: int(ExitCode.SIGHUP),
     Ending.ENGINE_LOST: int(ExitCode.TOOL),
 }
+
+
+@dataclass
+class RunResult:
+    """One run's outcome: the closing line, the reports and the exit code are made from it."""
+
+    run_id: str
+    exit_code: int
+    duration: float
+    leftovers: list[str] = field(default_factory=list)
+    ending: Ending = Ending.EXITED
+    revocation: Revocation | None = None  # --revoke-after's outcome, when it ran
+    egress_refused: str = ""  # what the relay refused, "host:port xN, ..." (redacted)
+    egress_unreachable: str = ""  # allowed hosts this machine could not connect to, the same way
+    started_at: datetime | None = None  # when the run began (UTC), for reports
+    image_id: str | None = None  # the image the sandbox ran, as the engine names it (sha256:...)
+
+    @property
+    def aborted(self) -> str | None:
+        """What ended the run from outside the script (the closing line's words), if anything did."""
+        return self.ending.said if self.ending.aborted else None
+
+    def summary(self) -> str:
+        state = (
+            "container and secret destroyed (engine confirms)"
+            if not self.leftovers
+            else "LEFT BEHIND: " + ", ".join(self.leftovers) + " (run `qsandbox sweep`)"
+        )
+        why = f" ({self.aborted})" if self.aborted else ""
+        refused = f"; egress refused: {self.egress_refused} (allow with --allow-host)" if self.egress_refused else ""
+        if self.egress_unreachable:
+            refused += f"; unreachable from this machine: {self.egress_unreachable}"
+        return f"qsandbox: run {self.run_id} exit {self.exit_code}{why} in {self.duration:.2f}s; {state}{refused}"

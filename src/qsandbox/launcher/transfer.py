@@ -449,6 +449,13 @@ class OutputReceiver:
         for entry in self.refused:
             self.say(f"refused from /output: {shown(entry)}")
 
+    def closing_note(self) -> str:
+        """What the closing lines say of /output."""
+        got = self.delivered
+        if got is None:
+            return "/output: nothing arrived from the sandbox"
+        return f"/output: {len(got)} entr{'y' if len(got) == 1 else 'ies'} delivered to {self.dest}"
+
     @property
     def overflowed(self) -> bool:
         """The archive grew past any /output the budget allows: the stream should be cut."""
