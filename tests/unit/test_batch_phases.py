@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fake_engine import Behaviour, FakeContainer, FakeEngine, engine_for
+from fake_engine import Behaviour, FakeContainer, FakeEngine
 from helpers import new_canary
 
 from qsandbox.launcher.batch import Batch, BatchResult
@@ -22,15 +22,6 @@ from qsandbox.launcher.credentials import KeySource
 from qsandbox.launcher.settings import RunSettings
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeEngine]:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # deps.record_use's state file
-    for name in ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"):
-        monkeypatch.delenv(name, raising=False)
-    with engine_for(monkeypatch) as engine:
-        yield engine
 
 
 @pytest.fixture(autouse=True)

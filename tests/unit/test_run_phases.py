@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_engine import Behaviour, FakeContainer, FakeEngine, engine_for
+from fake_engine import Behaviour, FakeContainer
 from helpers import new_canary
 
 from qsandbox.common import mux
@@ -28,15 +28,6 @@ from qsandbox.launcher.settings import LABEL, RunSettings
 SIGNALS = [(signal.SIGINT, "interrupt", 130), (signal.SIGTERM, "terminate", 143), (signal.SIGHUP, "hangup", 129)]
 # The sandbox's own events, from creation to the engine's confirmation that it is gone.
 CLEAN_RUN = ["create", "inspect", "wait", "attach", "start", "key", "inputs", "exit 0", "removed", "gone"]
-
-
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeEngine]:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # deps.record_use's state file
-    for name in ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"):
-        monkeypatch.delenv(name, raising=False)
-    with engine_for(monkeypatch) as engine:
-        yield engine
 
 
 @pytest.fixture(autouse=True)

@@ -30,7 +30,7 @@ import docker
 from ..common.errors import ExitCode, QsandboxError
 from ..common.redact import Redactor
 from ..common.text import shown
-from . import egress, localplatform, sandbox
+from . import egress, localplatform, plans, sandbox
 from .credentials import KeySource, Secret
 from .ending import Ending
 from .relay import Egress, parse_connect_to
@@ -296,14 +296,12 @@ class Batch:
     def execute(self) -> BatchResult:
         began = time.monotonic()
         platform_kind = self.scripts[0][1].platform
-        local = platform_kind in ("local", "shared")
         # Engine, preflight and image checked once for every run (warnings said once), with one
         # client; before the key is read, so a refusal never waits for a prompt.
         checked = check_engine(self.scripts[0][1], self.err)
         # A rehearsal needs no real key: without a source, one throwaway key serves the whole batch.
-        self.secret = (
-            localplatform.throwaway_key() if local and self.source.interactive else self.source.read(self.prompt)
-        )
+        stand_in = plans.plan_for(self.scripts[0][1]).stand_in_key() if self.source.interactive else None
+        self.secret = stand_in or self.source.read(self.prompt)
         outcomes = [ScriptOutcome(label) for label, _ in self.scripts]
         revocation: Revocation | None = None
         before: tuple[str, ...] | None = None  # --revoke-after: the identity's API keys before any run
