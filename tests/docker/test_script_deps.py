@@ -34,8 +34,9 @@ def derived_tags(client) -> set[str]:
 
 def test_pep723_script_runs_in_a_derived_image_built_once_then_reused(image, docker_client, tmp_path):
     from qsandbox.launcher import deps
+    from qsandbox.launcher import needs as needs_mod
 
-    needs = deps.from_script(DEPS / "table_pep723.py")
+    needs = needs_mod.from_script(DEPS / "table_pep723.py")
     assert needs is not None
     tag = deps.derived_tag(docker_client.images.get(image).id, needs.normalized())
     if tag in derived_tags(docker_client):
@@ -64,9 +65,10 @@ def test_pep723_script_runs_in_a_derived_image_built_once_then_reused(image, doc
 
 def test_derived_image_keeps_the_hardening(image, docker_client):
     from qsandbox.launcher import deps, doctor
+    from qsandbox.launcher import needs as needs_mod
     from qsandbox.launcher.settings import VERSION_LABEL, Hardening
 
-    needs = deps.from_script(DEPS / "table_pep723.py")
+    needs = needs_mod.from_script(DEPS / "table_pep723.py")
     assert needs is not None
     tag = deps.ensure_image(docker_client, image, needs, say=lambda _l: None)
     base, derived = docker_client.images.get(image).attrs["Config"], docker_client.images.get(tag).attrs["Config"]
@@ -125,9 +127,10 @@ def test_conflict_with_the_pins_is_refused_before_the_key_is_read(image, docker_
 
 def test_images_lists_and_prune_removes_derived_images(image, docker_client, tmp_path):
     from qsandbox.launcher import deps
+    from qsandbox.launcher import needs as needs_mod
 
     env = {"XDG_CACHE_HOME": str(tmp_path)}
-    needs = deps.Needs((deps.Requirement("tabulate>=0.8"),), None, "test")
+    needs = needs_mod.Needs((deps.Requirement("tabulate>=0.8"),), None, "test")
     tag = deps.derived_tag(docker_client.images.get(image).id, needs.normalized())
     os.environ["XDG_CACHE_HOME"] = str(tmp_path)
     try:
@@ -157,13 +160,14 @@ def test_a_derived_tag_qsandbox_did_not_build_is_never_run(image, docker_client,
     entry point, and a .pth file that runs in every Python process there, the entry point's
     included. qsandbox must build its own instead, name the tag, and reuse only what it built."""
     from qsandbox.launcher import deps
+    from qsandbox.launcher import needs as needs_mod
 
     script = tmp_path / "needs_tabulate.py"
     script.write_text(
         '# /// script\n# dependencies = ["tabulate>=0.8.1"]\n# ///\n'
         'import tabulate\nprint("tabulate", tabulate.__version__)\n'
     )
-    needs = deps.from_script(script)
+    needs = needs_mod.from_script(script)
     assert needs is not None
     base_id = docker_client.images.get(image).id
     tag = deps.derived_tag(base_id, needs.normalized())

@@ -8,6 +8,7 @@ from packaging.specifiers import SpecifierSet
 
 from qsandbox.common.errors import ExitCode, UsageError
 from qsandbox.launcher import deps
+from qsandbox.launcher import needs as needs_mod
 
 # The example from PEP 723 itself.
 PEP_EXAMPLE = """\
@@ -25,49 +26,49 @@ import requests
 PINS = deps.parse_constraints("# python 3.11.2\nnumpy==2.3.4\nqiskit-ibm-runtime==0.51.0\nRich_Text==1.0\n")
 
 
-def needs(*reqs: str, python: str | None = None) -> deps.Needs:
-    return deps.Needs(tuple(Requirement(r) for r in reqs), SpecifierSet(python) if python else None, "s.py")
+def needs(*reqs: str, python: str | None = None) -> needs_mod.Needs:
+    return needs_mod.Needs(tuple(Requirement(r) for r in reqs), SpecifierSet(python) if python else None, "s.py")
 
 
 def test_pep723_example_reads_as_the_pep_says():
-    assert deps.read_pep723(PEP_EXAMPLE) == {"requires-python": ">=3.11", "dependencies": ["requests<3", "rich"]}
+    assert needs_mod.read_pep723(PEP_EXAMPLE) == {"requires-python": ">=3.11", "dependencies": ["requests<3", "rich"]}
 
 
 def test_pep723_block_details():
-    assert deps.read_pep723("import os\n") is None
+    assert needs_mod.read_pep723("import os\n") is None
     # a bare `#` line is an empty line of TOML; the block must end with `# ///` alone
-    assert deps.read_pep723('# /// script\n# dependencies = ["a"]\n#\n# ///\n') == {"dependencies": ["a"]}
-    assert deps.read_pep723('# /// script\n# dependencies = ["a"]\n') is None  # never closed
-    assert deps.read_pep723("# /// pyproject\n# x = 1\n# ///\n") is None  # another type
+    assert needs_mod.read_pep723('# /// script\n# dependencies = ["a"]\n#\n# ///\n') == {"dependencies": ["a"]}
+    assert needs_mod.read_pep723('# /// script\n# dependencies = ["a"]\n') is None  # never closed
+    assert needs_mod.read_pep723("# /// pyproject\n# x = 1\n# ///\n") is None  # another type
     with pytest.raises(ValueError, match="Multiple script blocks found"):
-        deps.read_pep723("# /// script\n# a = 1\n# ///\nx = 1\n# /// script\n# b = 1\n# ///\n")
+        needs_mod.read_pep723("# /// script\n# a = 1\n# ///\nx = 1\n# /// script\n# b = 1\n# ///\n")
 
 
 def test_from_script(tmp_path):
     script = tmp_path / "s.py"
     script.write_text(PEP_EXAMPLE)
-    found = deps.from_script(script)
+    found = needs_mod.from_script(script)
     assert found is not None and [str(r) for r in found.requirements] == ["requests<3", "rich"]
     assert found.requires_python == SpecifierSet(">=3.11") and found.source == "s.py (# /// script)"
     script.write_text('# /// script\n# dependencies = ["not a requirement!"]\n# ///\n')
     with pytest.raises(UsageError, match=r"s.py \(# /// script\): not a requirement: 'not a requirement!'"):
-        deps.from_script(script)
+        needs_mod.from_script(script)
     script.write_text('# /// script\n# dependencies = "tabulate"\n# ///\n')
     with pytest.raises(UsageError, match="`dependencies` must be a list of strings"):
-        deps.from_script(script)
+        needs_mod.from_script(script)
     script.write_text("# /// script\n# dependencies = [\n# ///\n")
     with pytest.raises(UsageError, match="malformed inline metadata"):
-        deps.from_script(script)
+        needs_mod.from_script(script)
 
 
 def test_requirements_file(tmp_path):
     reqs = tmp_path / "requirements.txt"
     reqs.write_text("# a comment\n\ntabulate>=0.9  # inline\nrich[jupyter]; python_version >= '3.8'\n")
-    found = deps.from_requirements(reqs)
+    found = needs_mod.from_requirements(reqs)
     assert [str(r) for r in found.requirements] == ["tabulate>=0.9", 'rich[jupyter]; python_version >= "3.8"']
     reqs.write_text("tabulate\n--index-url https://example.invalid/simple\n")
     with pytest.raises(UsageError, match=r"line 2: pip options \(--index-url\) are not supported"):
-        deps.from_requirements(reqs)
+        needs_mod.from_requirements(reqs)
 
 
 def test_metadata_and_requirements_together_are_refused(tmp_path):
@@ -75,10 +76,10 @@ def test_metadata_and_requirements_together_are_refused(tmp_path):
     script.write_text(PEP_EXAMPLE)
     reqs.write_text("tabulate\n")
     with pytest.raises(UsageError, match="already declares dependencies: drop --requirements"):
-        deps.for_script(script, reqs)
+        needs_mod.for_script(script, reqs)
     script.write_text("print(1)\n")
-    assert deps.for_script(script, None) is None
-    assert deps.for_script(script, reqs) is not None
+    assert needs_mod.for_script(script, None) is None
+    assert needs_mod.for_script(script, reqs) is not None
 
 
 def test_normalized_is_canonical_sorted_and_unique():

@@ -14,6 +14,7 @@ import pytest
 
 from qsandbox import __version__
 from qsandbox.launcher import deps
+from qsandbox.launcher import needs as needs_mod
 from qsandbox.launcher.settings import VERSION_LABEL, module_entrypoint
 
 BASE_CONFIG = {
@@ -49,7 +50,7 @@ class FakeClient:
         self.builds = 0
 
 
-NEEDS = deps.Needs((deps.Requirement("tabulate>=0.9"),), None, "s.py (# /// script)")
+NEEDS = needs_mod.Needs((deps.Requirement("tabulate>=0.9"),), None, "s.py (# /// script)")
 
 
 @pytest.fixture

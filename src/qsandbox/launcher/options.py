@@ -383,7 +383,7 @@ def settings_for(
 
     `fill_in` (a batch): --requirements serves the scripts without a PEP 723 block of their own, and
     a script with one keeps it; for one script (`run`) having both is refused as ambiguous."""
-    from .deps import for_script, from_script
+    from .needs import for_script, from_script
     from .settings import IMAGE, Hardening, RunSettings
 
     requirements = o["requirements"]

@@ -19,17 +19,23 @@ deleted by IAM's ids (a key's name is the script's choice, and could carry the k
 from __future__ import annotations
 
 import json
+import logging
 import re
+import threading
 from dataclasses import dataclass
 
 import docker
 
+from ..common import handoff, mux
 from ..common.errors import QsandboxError, SandboxError
 from ..common.handoff import AccessToken
-from . import sandbox
+from ..common.paths import HOME, TOKEN_FILE, WORKDIR
+from . import sandbox, stream
 from .credentials import Secret
 from .egress import allowlist
-from .relay import Egress
+from .relay import Egress, Relay
+
+log = logging.getLogger(__name__)
 
 _SHOWN = re.compile(r"[^A-Za-z0-9:+._-]")  # IAM's ids and timestamps need no other character
 
@@ -73,7 +79,7 @@ def _plural(n: int) -> str:
 class Broker:
     """The key broker of one run, one batch or one `qsandbox revoke`: where its helper sandbox runs
     (the emulator's network, or no network and the relay's rules) and with which key. Built once;
-    each call is one short-lived helper sandbox (sandbox.run_keyed_helper)."""
+    each call is one short-lived helper sandbox (run_keyed_helper below)."""
 
     client: docker.DockerClient
     image: str
@@ -94,7 +100,7 @@ class Broker:
         if egress is None and self.network is None:  # the real platform: never the engine's open network
             egress = Egress(allowlist(()))
         try:
-            out = sandbox.run_keyed_helper(
+            out = run_keyed_helper(
                 self.client,
                 self.image,
                 module="qsandbox.inside.broker",
@@ -161,3 +167,77 @@ def revocation_of(result: dict[str, object]) -> Revocation:
     state = "NOT revoked" if result.get("error") else "revoked"
     key = f"the key itself (id {_shown(result['id'])}) {state}{also}"
     return Revocation(False, "; ".join([*problems, key, *notes]), len(made))
+
+
+HELPER_OUTPUT_LIMIT = 1 << 20  # a helper answers in one line of JSON
+
+
+def run_keyed_helper(
+    client: docker.DockerClient,
+    image: str,
+    *,
+    module: str,
+    args: list[str],
+    message: handoff.Start,
+    network: str | None,
+    egress: Egress | None,
+    extra_env: dict[str, str] | None = None,
+) -> bytes:
+    """Run one of qsandbox's own modules as the script of a sandbox, with the key; return its stdout.
+
+    The key broker's way: the container is a sandbox like a run's (same image, entry point and
+    hardening, read back before anything is sent), the key goes in the start message (`message`, a
+    handoff.Start), and with `egress` (a relay.Egress) it has no network, its HTTPS relayed by the
+    launcher under the same rules as a run's; without, it joins `network` (the emulator's).
+    """
+    env = {
+        "HOME": str(HOME),
+        "QISKIT_IBM_TOKEN_FILE": str(TOKEN_FILE),
+        "QSANDBOX_PREWARM": "0",
+        "QSANDBOX_REDACT": "0",  # its answer may be a token the launcher asked for
+        "QSANDBOX_CANCEL_ON_ABORT": "0",
+        **(dict(Egress.environment()) if egress is not None else {}),
+        **(extra_env or {}),
+    }
+    net = "none" if egress is not None else (network or "bridge")
+    service = sandbox.start_service(
+        client,
+        image,
+        sandbox.hardening_for(client),
+        "the key broker",
+        command=["run", "-m", module, *args],
+        labels=sandbox.labels(sandbox.new_run_id()),
+        environment=env,
+        working_dir=str(WORKDIR),
+        **sandbox.network_kwargs(net),
+    )
+    out = bytearray()
+    att = service.attachment
+    try:
+        relay = Relay(mux.Link(att.send), egress or Egress(frozenset()))
+        done = threading.Event()
+
+        def beat() -> None:  # the entry point stops a sandbox that hears nothing for 20 s
+            while not done.wait(2.0):
+                try:
+                    att.send(stream.ALIVE)
+                except OSError:
+                    return
+
+        def collect(n: int, data: bytes) -> None:
+            if n == 1 and len(out) < HELPER_OUTPUT_LIMIT:
+                out.extend(data)
+            elif n != 1:
+                log.debug("key broker: %r", data[:500])
+
+        try:
+            stream.send_start(att, message, None)
+            threading.Thread(target=beat, daemon=True).start()
+            stream.pump(att, output=collect, relay=relay, receiver=None, say=lambda s: log.warning("%s", s))
+        finally:
+            done.set()
+        assert service.removal is not None  # asked for by default
+        service.removal.exit_code()
+    finally:
+        service.stop()
+    return bytes(out)

@@ -323,7 +323,7 @@ class Service:
         destroy(self.client, self.container_id)
 
 
-def _network(name: str) -> dict[str, Any]:
+def network_kwargs(name: str) -> dict[str, Any]:
     """The create argument for a helper's network: a mode ("none", "bridge") or a network's name."""
     return {"network_mode": name} if name in ("none", "bridge") else {"network": name}
 
@@ -382,7 +382,7 @@ def run_helper(
         command=command,
         labels=labels(new_run_id()),
         environment=environment or {},
-        **_network(network),
+        **network_kwargs(network),
     )
     try:
         # No half-close after it: over ssh:// it fails (ENOTCONN) and over TLS it drops the TLS
@@ -394,82 +394,3 @@ def run_helper(
     finally:
         service.stop()
     return out
-
-
-HELPER_OUTPUT_LIMIT = 1 << 20  # a helper answers in one line of JSON
-
-
-def run_keyed_helper(
-    client: docker.DockerClient,
-    image: str,
-    *,
-    module: str,
-    args: list[str],
-    message: Any,
-    network: str | None,
-    egress: Any,
-    extra_env: dict[str, str] | None = None,
-) -> bytes:
-    """Run one of qsandbox's own modules as the script of a sandbox, with the key; return its stdout.
-
-    The key broker's way: the container is a sandbox like a run's (same image, entry point and
-    hardening, read back before anything is sent), the key goes in the start message (`message`, a
-    handoff.Start), and with `egress` (a relay.Egress) it has no network, its HTTPS relayed by the
-    launcher under the same rules as a run's; without, it joins `network` (the emulator's).
-    """
-    from ..common import mux
-    from ..common.paths import HOME, TOKEN_FILE
-    from . import stream
-    from .relay import Egress, Relay
-
-    env = {
-        "HOME": str(HOME),
-        "QISKIT_IBM_TOKEN_FILE": str(TOKEN_FILE),
-        "QSANDBOX_PREWARM": "0",
-        "QSANDBOX_REDACT": "0",  # its answer may be a token the launcher asked for
-        "QSANDBOX_CANCEL_ON_ABORT": "0",
-        **(dict(Egress.environment()) if egress is not None else {}),
-        **(extra_env or {}),
-    }
-    net = "none" if egress is not None else (network or "bridge")
-    service = start_service(
-        client,
-        image,
-        hardening_for(client),
-        "the key broker",
-        command=["run", "-m", module, *args],
-        labels=labels(new_run_id()),
-        environment=env,
-        working_dir=str(WORKDIR),
-        **_network(net),
-    )
-    out = bytearray()
-    att = service.attachment
-    try:
-        relay = Relay(mux.Link(att.send), egress or Egress(frozenset()))
-        done = threading.Event()
-
-        def beat() -> None:  # the entry point stops a sandbox that hears nothing for 20 s
-            while not done.wait(2.0):
-                try:
-                    att.send(stream.ALIVE)
-                except OSError:
-                    return
-
-        def collect(n: int, data: bytes) -> None:
-            if n == 1 and len(out) < HELPER_OUTPUT_LIMIT:
-                out.extend(data)
-            elif n != 1:
-                log.debug("key broker: %r", data[:500])
-
-        try:
-            stream.send_start(att, message, None)
-            threading.Thread(target=beat, daemon=True).start()
-            stream.pump(att, output=collect, relay=relay, receiver=None, say=lambda s: log.warning("%s", s))
-        finally:
-            done.set()
-        assert service.removal is not None  # asked for by default
-        service.removal.exit_code()
-    finally:
-        service.stop()
-    return bytes(out)

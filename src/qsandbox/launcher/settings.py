@@ -32,7 +32,7 @@ from .units import parse_duration as parse_duration
 from .units import parse_size as parse_size
 
 if TYPE_CHECKING:
-    from .deps import Needs
+    from .needs import Needs
 
 IMAGE_REPOSITORY = "qsandbox"
 IMAGE = f"{IMAGE_REPOSITORY}:{__version__}"
