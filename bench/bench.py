@@ -28,7 +28,7 @@ from pathlib import Path
 
 import docker
 
-from qsandbox.launcher.settings import IMAGE, Hardening
+from qsandbox.launcher.core.settings import IMAGE, Hardening
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

@@ -16,7 +16,7 @@ from typing import cast
 
 import docker
 
-from qsandbox.launcher.settings import IMAGE, Hardening
+from qsandbox.launcher.core.settings import IMAGE, Hardening
 
 code = (Path(__file__).resolve().parent / "scripts" / sys.argv[1]).read_text()
 client = docker.from_env()

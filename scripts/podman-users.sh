@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 USERS=(${QSANDBOX_TEST_USERS:-qsbx-alice qsbx-bob})
 VENV=/opt/qsandbox-users
-IMAGE=$(.venv/bin/python -c 'from qsandbox.launcher.settings import IMAGE; print(IMAGE)')
+IMAGE=$(.venv/bin/python -c 'from qsandbox.launcher.core.settings import IMAGE; print(IMAGE)')
 say() { printf 'podman-users: %s\n' "$*" >&2; }
 
 [ "$(id -u)" = 0 ] || { say "needs root (it creates users)"; exit 1; }

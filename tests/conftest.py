@@ -13,7 +13,7 @@ from collections.abc import Callable, Generator, Iterator
 import pytest
 from helpers import ROOT, end, new_canary, problems
 
-from qsandbox.launcher.audit import LeakSearch  # one search, shared with `qsandbox audit`
+from qsandbox.launcher.checks.audit import LeakSearch  # one search, shared with `qsandbox audit`
 
 CI = bool(os.environ.get("CI"))
 NO_CHANGES = "--no-machine-changes"
@@ -106,8 +106,8 @@ def image(docker_client) -> Iterator[str]:
     reported, never swept.
     """
     from qsandbox.common.errors import ImageError
-    from qsandbox.launcher import image as image_mod
-    from qsandbox.launcher.settings import IMAGE
+    from qsandbox.launcher.core.settings import IMAGE
+    from qsandbox.launcher.engine import image as image_mod
 
     try:
         image_mod.check(docker_client)
@@ -117,7 +117,7 @@ def image(docker_client) -> Iterator[str]:
         )
         image_mod.build(docker_client, base=base, say=lambda _l: None)
     yield IMAGE
-    from qsandbox.launcher import sandbox
+    from qsandbox.launcher.engine import sandbox
 
     left = sandbox.leftovers(docker_client)
     if os.environ.get("QSANDBOX_TESTS_SHARED_ENGINE"):

@@ -322,8 +322,8 @@ class FakeEngine:
         }
 
     def _images(self, method: str, parts: list[str], url: str) -> requests.Response:
-        from qsandbox.launcher import image as image_mod
-        from qsandbox.launcher.settings import IMAGE, VERSION_LABEL
+        from qsandbox.launcher.core.settings import IMAGE, VERSION_LABEL
+        from qsandbox.launcher.engine import image as image_mod
 
         attrs = {
             "Id": IMAGE_ID,

@@ -13,8 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from qsandbox.launcher.audit import Place
-from qsandbox.launcher.audit import canary as new_canary
+from qsandbox.launcher.checks.audit import Place
+from qsandbox.launcher.checks.audit import canary as new_canary
 
 __all__ = ["ROOT", "end", "error_lines", "is_machine_note", "new_canary", "problems", "qsandbox"]
 

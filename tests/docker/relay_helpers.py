@@ -37,8 +37,9 @@ import docker.types
 from helpers import ROOT
 
 from qsandbox.common.platform_constants import HOSTNAMES, INSTANCE_CRN
-from qsandbox.launcher import egress, localplatform
-from qsandbox.launcher.settings import LABEL, VENV_PYTHON
+from qsandbox.launcher.core.settings import LABEL, VENV_PYTHON
+from qsandbox.launcher.engine import localplatform
+from qsandbox.launcher.run import egress
 
 HOSTILE = ROOT / "tests" / "hostile"
 EXAMPLES = ROOT / "examples"
@@ -295,7 +296,7 @@ def getaddrinfo(host, port, *args, **kwargs):
         return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, to))]
     return real(host, port, *args, **kwargs)
 socket.getaddrinfo = getaddrinfo
-from qsandbox.launcher.cli import main
+from qsandbox.launcher.cli.commands import main
 sys.argv[0] = "qsandbox"
 main()
 """

@@ -19,9 +19,9 @@ from helpers import ROOT, qsandbox
 from junitparser import JUnitXml
 
 from qsandbox.common.redact import forms
-from qsandbox.launcher import sandbox
-from qsandbox.launcher.audit import canary as new_canary
-from qsandbox.launcher.report import SCHEMA_FILE
+from qsandbox.launcher.checks.audit import canary as new_canary
+from qsandbox.launcher.engine import sandbox
+from qsandbox.launcher.run.report import SCHEMA_FILE
 
 SCHEMA = json.loads(SCHEMA_FILE.read_text())
 SCRIPTS = ROOT / "tests" / "scripts"

@@ -19,7 +19,7 @@ import docker.errors
 import pytest
 from helpers import ROOT, qsandbox
 
-from qsandbox.launcher.settings import LABEL
+from qsandbox.launcher.core.settings import LABEL
 
 PYTHON = "/opt/qsandbox/bin/python"  # the image's interpreter
 PEER = ROOT / "tests" / "scripts" / "peer.py"
@@ -214,7 +214,7 @@ def test_a_killed_runs_network_is_taken_off_the_shared_emulator_by_the_next_run(
 ):
     """SIGKILL leaves the run's network behind with the shared emulator still on it; the next run
     (once the network is older than a run needs to start) takes the emulator off and removes it."""
-    from qsandbox.launcher.localplatform import SHARED, STALE_AFTER
+    from qsandbox.launcher.engine.localplatform import SHARED, STALE_AFTER
 
     hold = tmp_path / f"hold_{os.urandom(6).hex()}.py"
     shutil.copy(ROOT / "tests" / "scripts" / "sleep_forever.py", hold)

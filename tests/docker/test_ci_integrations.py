@@ -21,7 +21,7 @@ from helpers import ROOT
 from junitparser import Failure, JUnitXml
 
 from qsandbox import __version__
-from qsandbox.launcher.report import SCHEMA_FILE
+from qsandbox.launcher.run.report import SCHEMA_FILE
 
 CHECK = Path(sys.executable).with_name("check-jsonschema")
 ACTION = ROOT / "action.yml"
@@ -35,7 +35,7 @@ SHA = re.compile(r"[0-9a-f]{40}")
 def _context(python: Path) -> str:
     """What names the cached image: the hash of the installed package's build context and the base
     (asked of the venv the job installed, as the checkout may change meanwhile)."""
-    code = "import hashlib; from qsandbox.launcher.image import context_archive as c; "
+    code = "import hashlib; from qsandbox.launcher.engine.image import context_archive as c; "
     code += "print(hashlib.sha256(c() + b'default').hexdigest()[:32])"
     return subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 

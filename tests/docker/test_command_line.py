@@ -14,8 +14,8 @@ import time
 import pytest
 from helpers import ROOT, error_lines, qsandbox
 
-from qsandbox.launcher.audit import release
-from qsandbox.launcher.settings import LABEL
+from qsandbox.launcher.checks.audit import release
+from qsandbox.launcher.core.settings import LABEL
 
 SCRIPTS = ROOT / "tests" / "scripts"
 DEPS = SCRIPTS / "deps"
@@ -127,7 +127,7 @@ def test_an_image_of_other_sources_is_refused(image, canary, docker_client, tmp_
     """A stale image (its build context's digest is not this installation's) is refused before
     anything starts, exit 2, with `qsandbox build` as the remedy; the same image FROM the fresh one is
     the control. (The base qsandbox:VERSION itself is not made stale here: the engine is shared.)"""
-    from qsandbox.launcher import image as image_mod
+    from qsandbox.launcher.engine import image as image_mod
 
     script = tmp_path / "args.py"
     script.write_text(ARGV)

@@ -39,9 +39,9 @@ from relay_helpers import (
     wait_until,
 )
 
-from qsandbox.launcher import localplatform
-from qsandbox.launcher.credentials import Secret
-from qsandbox.launcher.settings import LABEL
+from qsandbox.launcher.core.credentials import Secret
+from qsandbox.launcher.core.settings import LABEL
+from qsandbox.launcher.engine import localplatform
 
 pytestmark = pytest.mark.docker
 

@@ -18,7 +18,7 @@ import pytest
 from helpers import ROOT, qsandbox
 
 from qsandbox.common import handoff
-from qsandbox.launcher import sandbox
+from qsandbox.launcher.engine import sandbox
 
 SCRIPTS = ROOT / "tests" / "scripts"
 DOCKERD = ["bash", str(ROOT / "scripts" / "dockerd.sh")]

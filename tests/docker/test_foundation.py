@@ -35,8 +35,8 @@ def test_doctor_is_all_green(image):
 
 
 def test_probe_reports_hardening_from_inside(image, docker_client):
-    from qsandbox.launcher.doctor import probe
-    from qsandbox.launcher.settings import Hardening
+    from qsandbox.launcher.checks.doctor import probe
+    from qsandbox.launcher.core.settings import Hardening
 
     hardening = Hardening()
     seen = probe(docker_client, hardening)
@@ -75,7 +75,7 @@ def test_unpullable_base_is_one_line_with_remedy(docker_client):
 
 def test_outdated_image_is_reported(image, docker_client):
     from qsandbox.common.errors import ImageError
-    from qsandbox.launcher import image as image_mod
+    from qsandbox.launcher.engine import image as image_mod
 
     outdated = r"image qsandbox:99\.0\.0 missing; only outdated .*qsandbox:0\.1\.0.*run `qsandbox build`"
     with pytest.raises(ImageError, match=outdated):

@@ -26,7 +26,7 @@ from pathlib import Path
 from helpers import ROOT, qsandbox
 
 from qsandbox.common.handoff import HEARTBEAT_TIMEOUT, MAX_OUTPUT_DEPTH, MAX_OUTPUT_ENTRIES
-from qsandbox.launcher.settings import LABEL
+from qsandbox.launcher.core.settings import LABEL
 
 HOSTILE = ROOT / "tests" / "hostile"
 
@@ -42,7 +42,7 @@ def run(canary: str, script: str, *args: str, options: tuple[str, ...] = (), **e
 
 
 def _labelled_containers(client, run_id: str | None = None) -> list[str]:
-    from qsandbox.launcher import sandbox
+    from qsandbox.launcher.engine import sandbox
 
     return [n for n in sandbox.leftovers(client, run_id) if n.startswith("container ")]
 
@@ -187,7 +187,7 @@ def test_a_script_cannot_hold_the_dead_man_switch_after_the_launcher_is_killed(i
     while _labelled_containers(docker_client, run_id) and time.monotonic() - killed < bound:
         time.sleep(0.1)
     assert _labelled_containers(docker_client, run_id) == [], f"the sandbox outlived its launcher by {bound} s"
-    from qsandbox.launcher import localplatform
+    from qsandbox.launcher.engine import localplatform
 
     localplatform.remove_network(docker_client, f"qsandbox-{run_id}")  # a killed launcher's only leftover
 

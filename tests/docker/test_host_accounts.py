@@ -22,8 +22,8 @@ import pytest
 from helpers import ROOT
 
 from qsandbox.common.paths import QISKIT_DIR, SANDBOX_UID, TOKEN_FILE
-from qsandbox.launcher.audit import release
-from qsandbox.launcher.settings import LABEL, UNUSED_UID_BASE
+from qsandbox.launcher.checks.audit import release
+from qsandbox.launcher.core.settings import LABEL, UNUSED_UID_BASE
 
 pytestmark = [
     pytest.mark.changes_machine("adds host users and groups qsbx-u<uid> with chosen uids for the test's length"),

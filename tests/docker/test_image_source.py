@@ -34,7 +34,7 @@ def checkout() -> dict[str, str]:
 
 
 def installed(client, image: str) -> dict[str, object]:
-    from qsandbox.launcher.settings import VENV_PYTHON
+    from qsandbox.launcher.core.settings import VENV_PYTHON
 
     out = client.containers.run(
         image,

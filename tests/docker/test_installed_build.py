@@ -35,7 +35,7 @@ def test_sdist_carries_the_image_build(tmp_path):
 
 
 def test_wheel_installed_in_a_fresh_venv_builds_the_same_image_and_runs_bell(docker_client, tmp_path):
-    from qsandbox.launcher import image, offlinebase
+    from qsandbox.launcher.engine import image, offlinebase
 
     # One snapshot of the checkout for both builds: others may edit the working tree meanwhile.
     checkout = tmp_path / "checkout"

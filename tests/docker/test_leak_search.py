@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, new_canary
 
-from qsandbox.launcher.audit import LeakSearch, planted_forms
-from qsandbox.launcher.settings import LABEL
+from qsandbox.launcher.checks.audit import LeakSearch, planted_forms
+from qsandbox.launcher.core.settings import LABEL
 
 OLD = 946684800  # 2000-01-01: the timestamp a copy (cp -p, tar, copy2, utime) may keep
 
@@ -183,7 +183,7 @@ def test_a_journal_not_ours_to_read_is_not_searched(journald, public_dir):
 
 
 NOBODY_JOURNAL = """
-from qsandbox.launcher.audit import LeakSearch
+from qsandbox.launcher.checks.audit import LeakSearch
 print(LeakSearch(None, "x" * 44).journal().line())
 """
 
@@ -311,7 +311,7 @@ NOBODY_SEARCH = """
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from qsandbox.launcher.audit import LeakSearch
+from qsandbox.launcher.checks.audit import LeakSearch
 
 class Engine:  # what the engine says of itself; nobody may not read what it names
     def info(self):

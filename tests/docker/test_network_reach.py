@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from helpers import ROOT
 
-from qsandbox.launcher.settings import LABEL
+from qsandbox.launcher.core.settings import LABEL
 
 PYTHON = "/opt/qsandbox/bin/python"  # the image's interpreter
 

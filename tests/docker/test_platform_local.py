@@ -40,7 +40,7 @@ def test_bell_demo_with_a_throwaway_key(image, docker_client):
     _assert_bell(json.loads(_line(done.stdout, "counts:")), 1000)
     assert "Warning" not in done.stderr, done.stderr  # the main demo uses what IBM recommends today
     assert "container and secret destroyed (engine confirms)" in done.stderr
-    from qsandbox.launcher import sandbox
+    from qsandbox.launcher.engine import sandbox
 
     assert sandbox.leftovers(docker_client) == []
 

@@ -12,7 +12,7 @@ import pytest
 from helpers import ROOT, error_lines, qsandbox
 
 from qsandbox.common.platform_constants import INSTANCE_CRN
-from qsandbox.launcher.audit import canary as new_canary
+from qsandbox.launcher.checks.audit import canary as new_canary
 
 SCRIPTS = ROOT / "tests" / "scripts"
 # The emulator has no admin view: a key's jobs are read as the key's owner reads them, through the
@@ -44,7 +44,7 @@ def shared_platform(image, docker_client):
     yield
     done = qsandbox("platform", "down")
     assert done.returncode == 0 and "shared platform down" in done.stderr
-    from qsandbox.launcher import sandbox
+    from qsandbox.launcher.engine import sandbox
 
     assert sandbox.leftovers(docker_client) == []
     assert not docker_client.networks.list(names=["qsandbox-platform"])

@@ -49,9 +49,9 @@ import pytest
 from helpers import ROOT, qsandbox
 
 from qsandbox.common.handoff import HEARTBEAT_TIMEOUT
-from qsandbox.launcher import transfer
-from qsandbox.launcher.settings import LABEL
-from qsandbox.launcher.terminal import ControlFilter
+from qsandbox.launcher.core.settings import LABEL
+from qsandbox.launcher.run import transfer
+from qsandbox.launcher.run.terminal import ControlFilter
 
 HOSTILE = ROOT / "tests" / "hostile"
 _SGR = re.compile(rb"\x1b\[[0-9;:]*m")
@@ -86,7 +86,7 @@ def _run_of(client, marker: str) -> str:
 
 
 def _containers(client, run_id: str) -> list[str]:
-    from qsandbox.launcher import sandbox
+    from qsandbox.launcher.engine import sandbox
 
     return [n for n in sandbox.leftovers(client, run_id) if n.startswith("container ")]
 
@@ -95,7 +95,7 @@ def _remove_run(client, run_id: str) -> None:
     """What a killed launcher (or a sandbox that outlived it) leaves: removed by force."""
     import docker
 
-    from qsandbox.launcher import localplatform
+    from qsandbox.launcher.engine import localplatform
 
     for name in (f"qsandbox-{run_id}", f"qsandbox-{run_id}-platform"):
         with contextlib.suppress(docker.errors.NotFound):
@@ -283,7 +283,7 @@ def test_a_huge_declared_size_on_a_cut_stream_ends_quickly(tmp_path):
         f"""\
         import tarfile
         from pathlib import Path
-        from qsandbox.launcher import transfer
+        from qsandbox.launcher.run import transfer
         info = tarfile.TarInfo("big")
         info.pax_headers = {{"size": str(10**15)}}
         refused, dest = [], Path({str(tmp_path / "out")!r})

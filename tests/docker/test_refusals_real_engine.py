@@ -38,8 +38,8 @@ DENIED = (
 ALTERED_CREATE = """
 import sys
 import docker.api.container
-from qsandbox.launcher import sandbox
-from qsandbox.launcher.settings import LABEL
+from qsandbox.launcher.engine import sandbox
+from qsandbox.launcher.core.settings import LABEL
 
 field, run_id = sys.argv.pop(1), sys.argv.pop(1)
 sandbox.new_run_id = lambda: run_id
@@ -96,7 +96,7 @@ def create_container(self, image, command=None, **kw):
     return real(self, image, command, **kw)
 
 docker.api.container.ContainerApiMixin.create_container = create_container
-from qsandbox.launcher.cli import main
+from qsandbox.launcher.cli.commands import main
 main()
 """
 
@@ -162,10 +162,10 @@ def test_each_field_the_engine_applies_otherwise_is_refused_before_the_key(
 
 def test_missing_image_is_refused_with_exit_2(docker_client, tmp_path, canary, monkeypatch):
     from qsandbox.common.errors import ImageMissing
-    from qsandbox.launcher import sandbox
-    from qsandbox.launcher.credentials import KeySource
-    from qsandbox.launcher.run import run
-    from qsandbox.launcher.settings import RunSettings
+    from qsandbox.launcher.core.credentials import KeySource
+    from qsandbox.launcher.core.settings import RunSettings
+    from qsandbox.launcher.engine import sandbox
+    from qsandbox.launcher.run.run import run
 
     def create_container(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("a container was created although the image is missing")
@@ -181,7 +181,7 @@ def test_missing_image_is_refused_with_exit_2(docker_client, tmp_path, canary, m
 
 def test_outdated_image_is_refused_with_exit_2(image, docker_client):
     from qsandbox.common.errors import ImageMissing
-    from qsandbox.launcher import image as image_mod
+    from qsandbox.launcher.engine import image as image_mod
 
     with pytest.raises(ImageMissing) as raised:
         image_mod.check(docker_client, tag="qsandbox:99.0.0")
@@ -233,7 +233,7 @@ def _launcher_modules_bundle(where: Path) -> Path:
             sys.executable,
             "-c",
             "import sys, sysconfig\n"
-            "import qsandbox.launcher.cli, qsandbox.launcher.doctor, qsandbox.launcher.run\n"
+            "import qsandbox.launcher.cli.commands, qsandbox.launcher.checks.doctor, qsandbox.launcher.run.run\n"
             "from qsandbox.launcher import engine\n"
             "try: engine.connect()\n"  # loads the SDK's lazily imported transport modules too
             "except Exception: pass\n"
@@ -258,7 +258,8 @@ def _launcher_modules_bundle(where: Path) -> Path:
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, target / top)
     shutil.copytree(ROOT / "src" / "qsandbox", target / "qsandbox", ignore=shutil.ignore_patterns("__pycache__"))
     launcher = venv / "bin" / "qsandbox"
-    launcher.write_text(f"#!{venv}/bin/python3\nimport sys\nfrom qsandbox.launcher.cli import main\nsys.exit(main())\n")
+    entry = "from qsandbox.launcher.cli.commands import main"
+    launcher.write_text(f"#!{venv}/bin/python3\nimport sys\n{entry}\nsys.exit(main())\n")
     launcher.chmod(0o755)
     return launcher
 

@@ -45,8 +45,8 @@ from relay_helpers import (
 )
 
 from qsandbox.common import mux
-from qsandbox.launcher import relay as relay_mod
-from qsandbox.launcher.settings import LABEL
+from qsandbox.launcher.core.settings import LABEL
+from qsandbox.launcher.run import relay as relay_mod
 
 pytestmark = pytest.mark.docker
 SHARED_ENGINE = bool(os.environ.get("QSANDBOX_TESTS_SHARED_ENGINE"))

@@ -23,7 +23,7 @@ import docker
 import pytest
 from helpers import ROOT, problems
 
-from qsandbox.launcher.audit import LeakSearch
+from qsandbox.launcher.checks.audit import LeakSearch
 
 # The users must be able to read the scripts wherever the checkout lives (CI's may be under /root):
 # the fixture copies them to a world-readable directory.

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, error_lines, is_machine_note, qsandbox
 
-from qsandbox.launcher.audit import release
-from qsandbox.launcher.settings import LABEL, sandbox_uid
+from qsandbox.launcher.checks.audit import release
+from qsandbox.launcher.core.settings import LABEL, sandbox_uid
 
 SCRIPTS = ROOT / "tests" / "scripts"
 CRN = (
@@ -31,7 +31,7 @@ CRN = (
 
 
 def labelled(client, run_id: str | None = None) -> list[str]:
-    from qsandbox.launcher import sandbox
+    from qsandbox.launcher.engine import sandbox
 
     return sandbox.leftovers(client, run_id)
 
@@ -263,7 +263,7 @@ def test_missing_script_is_a_usage_error(docker_client):
     reason="`qsandbox sweep --all` removes every labelled object: on a shared engine, other people's live runs",
 )
 def test_sweep_removes_leftovers(image, docker_client):
-    from qsandbox.launcher.settings import LABEL
+    from qsandbox.launcher.core.settings import LABEL
 
     c = docker_client.containers.create(image, command=["probe"], labels={LABEL: "leftover-test"})
     n = docker_client.networks.create("qsandbox-leftover-test", labels={LABEL: "leftover-test"}, internal=True)

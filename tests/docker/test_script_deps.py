@@ -33,8 +33,8 @@ def derived_tags(client) -> set[str]:
 
 
 def test_pep723_script_runs_in_a_derived_image_built_once_then_reused(image, docker_client, tmp_path):
-    from qsandbox.launcher import deps
-    from qsandbox.launcher import needs as needs_mod
+    from qsandbox.launcher.core import needs as needs_mod
+    from qsandbox.launcher.engine import deps
 
     needs = needs_mod.from_script(DEPS / "table_pep723.py")
     assert needs is not None
@@ -64,9 +64,10 @@ def test_pep723_script_runs_in_a_derived_image_built_once_then_reused(image, doc
 
 
 def test_derived_image_keeps_the_hardening(image, docker_client):
-    from qsandbox.launcher import deps, doctor
-    from qsandbox.launcher import needs as needs_mod
-    from qsandbox.launcher.settings import VERSION_LABEL, Hardening
+    from qsandbox.launcher.checks import doctor
+    from qsandbox.launcher.core import needs as needs_mod
+    from qsandbox.launcher.core.settings import VERSION_LABEL, Hardening
+    from qsandbox.launcher.engine import deps
 
     needs = needs_mod.from_script(DEPS / "table_pep723.py")
     assert needs is not None
@@ -126,8 +127,8 @@ def test_conflict_with_the_pins_is_refused_before_the_key_is_read(image, docker_
 
 
 def test_images_lists_and_prune_removes_derived_images(image, docker_client, tmp_path):
-    from qsandbox.launcher import deps
-    from qsandbox.launcher import needs as needs_mod
+    from qsandbox.launcher.core import needs as needs_mod
+    from qsandbox.launcher.engine import deps
 
     env = {"XDG_CACHE_HOME": str(tmp_path)}
     needs = needs_mod.Needs((deps.Requirement("tabulate>=0.8"),), None, "test")
@@ -159,8 +160,8 @@ def test_a_derived_tag_qsandbox_did_not_build_is_never_run(image, docker_client,
     (issue 31, finding 3). Poisoned here as an attacker would: FROM our image, with our labels and
     entry point, and a .pth file that runs in every Python process there, the entry point's
     included. qsandbox must build its own instead, name the tag, and reuse only what it built."""
-    from qsandbox.launcher import deps
-    from qsandbox.launcher import needs as needs_mod
+    from qsandbox.launcher.core import needs as needs_mod
+    from qsandbox.launcher.engine import deps
 
     script = tmp_path / "needs_tabulate.py"
     script.write_text(
@@ -232,7 +233,7 @@ def test_a_derived_tag_qsandbox_did_not_build_is_never_run(image, docker_client,
 def test_a_derived_image_that_lost_its_labels_or_entry_point_is_not_reused(image, docker_client):
     """Even the image recorded as built is checked: labels and the base's entry point, user, command,
     environment and working directory (unit-level: the check itself, on real images)."""
-    from qsandbox.launcher import deps
+    from qsandbox.launcher.engine import deps
 
     base = docker_client.images.get(image)
     lines = ["tabulate>=0.8.2"]

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from helpers import qsandbox
 
-from qsandbox.launcher.settings import LABEL, sandbox_uid
+from qsandbox.launcher.core.settings import LABEL, sandbox_uid
 
 LIST_WORK = """
 import json, os

@@ -10,7 +10,7 @@ import pytest
 from helpers import new_canary
 
 from qsandbox.common.errors import UsageError
-from qsandbox.launcher.audit import LeakSearch, Place, audit, encodings, not_searched, planted_forms
+from qsandbox.launcher.checks.audit import LeakSearch, Place, audit, encodings, not_searched, planted_forms
 
 
 class NoEngine:

@@ -14,10 +14,10 @@ import pytest
 from helpers import new_canary
 
 from qsandbox.common.redact import forms
-from qsandbox.launcher.batch import Batch, ScriptOutcome, _KeyOnce, _Labelled, _Lines
-from qsandbox.launcher.credentials import Secret
-from qsandbox.launcher.run import RunResult
-from qsandbox.launcher.settings import RunSettings
+from qsandbox.launcher.core.credentials import Secret
+from qsandbox.launcher.core.settings import RunSettings
+from qsandbox.launcher.run.batch import Batch, ScriptOutcome, _KeyOnce, _Labelled, _Lines
+from qsandbox.launcher.run.run import RunResult
 
 FORGER, VICTIM = "a_forger.py", "b_victim.py"
 
@@ -156,7 +156,7 @@ def test_on_a_terminal_long_lines_are_cut_so_none_wraps_to_the_left_edge():
 
 
 def test_a_line_break_split_between_two_slices_is_one_line_break(monkeypatch):
-    import qsandbox.launcher.batch as batch_module
+    import qsandbox.launcher.run.batch as batch_module
 
     monkeypatch.setattr(batch_module, "_SLICE", 4)
     b, out = batch(new_canary())

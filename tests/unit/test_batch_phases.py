@@ -17,9 +17,9 @@ import pytest
 from fake_engine import Behaviour, FakeContainer, FakeEngine
 from helpers import new_canary
 
-from qsandbox.launcher.batch import Batch, BatchResult
-from qsandbox.launcher.credentials import KeySource
-from qsandbox.launcher.settings import RunSettings
+from qsandbox.launcher.core.credentials import KeySource
+from qsandbox.launcher.core.settings import RunSettings
+from qsandbox.launcher.run.batch import Batch, BatchResult
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 

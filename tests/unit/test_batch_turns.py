@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from qsandbox.launcher.batch import _Lines, _Turns
+from qsandbox.launcher.run.batch import _Lines, _Turns
 
 
 def _take_all(turns: _Turns, numbers: list[int], hold: float) -> list[int]:

@@ -13,10 +13,12 @@ from click.testing import CliRunner
 
 from qsandbox import __version__
 from qsandbox.common.errors import EngineUnavailable, UsageError
-from qsandbox.launcher import config, credentials, engine
-from qsandbox.launcher.cli import main
-from qsandbox.launcher.engine import EngineInfo
-from qsandbox.launcher.settings import Hardening, RunSettings
+from qsandbox.launcher.cli import config
+from qsandbox.launcher.cli.commands import main
+from qsandbox.launcher.core import credentials
+from qsandbox.launcher.core.settings import Hardening, RunSettings
+from qsandbox.launcher.engine import client as engine
+from qsandbox.launcher.engine.client import EngineInfo
 
 KEY = "k" * 44  # not a secret: nothing here reaches a sandbox
 DOCKER = EngineInfo(kind="Docker", version="27", api_version="1.47", rootless=False, log_driver="none", debug=False)
@@ -52,7 +54,7 @@ def script(tmp_path) -> Path:
 @pytest.fixture
 def started(monkeypatch) -> list[RunSettings]:
     """`qsandbox run` up to the core function: the settings it would run with."""
-    from qsandbox.launcher import run as run_mod
+    from qsandbox.launcher.run import run as run_mod
 
     seen: list[RunSettings] = []
 
@@ -219,7 +221,7 @@ def test_cpus_default_to_the_engines_and_never_exceed_them(script, started):
 
 @pytest.fixture
 def batched(monkeypatch) -> list[list[tuple[str, RunSettings]]]:
-    from qsandbox.launcher import batch as batch_mod
+    from qsandbox.launcher.run import batch as batch_mod
 
     seen: list[list[tuple[str, RunSettings]]] = []
 
@@ -404,7 +406,7 @@ def test_no_variable_chooses_a_key_source(script, started):
 
 
 def test_token_command_takes_the_first_line(tmp_path):
-    from qsandbox.launcher.options import key_source
+    from qsandbox.launcher.cli.options import key_source
 
     entry = tmp_path / "entry"
     entry.write_text(KEY + "\nuser: alice\nurl: https://cloud.ibm.com\n")
@@ -419,7 +421,7 @@ def test_token_command_takes_the_first_line(tmp_path):
 
 
 def test_doctor_json(monkeypatch):
-    from qsandbox.launcher import doctor
+    from qsandbox.launcher.checks import doctor
 
     def checks(say: Any) -> bool:
         say(doctor.Check("engine", True, "Docker 27"))
@@ -441,7 +443,7 @@ def test_doctor_json(monkeypatch):
 
 
 def test_images_json_and_quiet(monkeypatch):
-    from qsandbox.launcher import deps
+    from qsandbox.launcher.engine import deps
 
     rows = [
         deps.Listed("qsandbox:0.1.0", "base", 900_000_000, "2026-01-01 10:00:00", None, ""),

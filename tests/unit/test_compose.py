@@ -6,7 +6,7 @@ import yaml
 from helpers import ROOT
 
 from qsandbox import __version__
-from qsandbox.launcher.settings import IMAGE, SANDBOX_UID, Hardening
+from qsandbox.launcher.core.settings import IMAGE, SANDBOX_UID, Hardening
 
 
 def test_compose_sandbox_matches_launcher_hardening():

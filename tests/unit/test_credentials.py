@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from qsandbox.common.errors import ExitCode, UsageError
-from qsandbox.launcher.credentials import KeySource, Secret, validate
+from qsandbox.launcher.core.credentials import KeySource, Secret, validate
 
 
 def test_secret_never_prints_its_value():

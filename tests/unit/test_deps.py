@@ -7,8 +7,8 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
 from qsandbox.common.errors import ExitCode, UsageError
-from qsandbox.launcher import deps
-from qsandbox.launcher import needs as needs_mod
+from qsandbox.launcher.core import needs as needs_mod
+from qsandbox.launcher.engine import deps
 
 # The example from PEP 723 itself.
 PEP_EXAMPLE = """\

@@ -13,9 +13,9 @@ import docker.errors
 import pytest
 
 from qsandbox import __version__
-from qsandbox.launcher import deps
-from qsandbox.launcher import needs as needs_mod
-from qsandbox.launcher.settings import VERSION_LABEL, module_entrypoint
+from qsandbox.launcher.core import needs as needs_mod
+from qsandbox.launcher.core.settings import VERSION_LABEL, module_entrypoint
+from qsandbox.launcher.engine import deps
 
 BASE_CONFIG = {
     "Entrypoint": module_entrypoint(deps.ENTRY_MODULE),

@@ -4,7 +4,7 @@ import pytest
 
 from qsandbox.common import handoff
 from qsandbox.common.errors import UsageError
-from qsandbox.launcher.settings import Hardening, parse_size
+from qsandbox.launcher.core.settings import Hardening, parse_size
 
 
 def test_start_roundtrip_and_repr_hides_token():
@@ -77,7 +77,7 @@ def test_hardening_readback_catches_each_difference(key, value, name):
 
 def _podman_attrs(h: Hardening) -> dict:
     """What rootless Podman 4.3 on cgroup v1 reported for the sandbox (seen on this project's CI)."""
-    from qsandbox.launcher.settings import PODMAN_DEFAULT_CAPS
+    from qsandbox.launcher.core.settings import PODMAN_DEFAULT_CAPS
 
     attrs = _attrs(h)
     host = attrs["HostConfig"]

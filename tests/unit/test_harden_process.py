@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from qsandbox.launcher import credentials
+from qsandbox.launcher.core import credentials
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="prctl is Linux's")
 
@@ -55,11 +55,11 @@ def test_the_real_call_leaves_the_process_non_dumpable_without_core_dumps():
     """Read back with PR_GET_DUMPABLE in the process itself (Linux's /proc/PID/status has no
     Dumpable line; tests/docker/test_launcher_hardening.py shows what other processes see)."""
     code = (
-        "import ctypes, resource; from qsandbox.launcher.credentials import harden_process; harden_process(); "
+        "import ctypes, resource; from qsandbox.launcher.core.credentials import harden_process; harden_process(); "
         "print(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)); print(resource.getrlimit(resource.RLIMIT_CORE))"
     )
     # A control first: the same interpreter without the call is dumpable.
-    control = code.replace("from qsandbox.launcher.credentials import harden_process; harden_process(); ", "")
+    control = code.replace("from qsandbox.launcher.core.credentials import harden_process; harden_process(); ", "")
     before = subprocess.run([sys.executable, "-c", control], capture_output=True, text=True, timeout=60)
     assert before.stdout.splitlines()[0] == "1", before.stdout + before.stderr
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

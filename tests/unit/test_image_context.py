@@ -12,7 +12,7 @@ from pathlib import Path
 from helpers import ROOT
 from packaging.requirements import Requirement
 
-from qsandbox.launcher import image
+from qsandbox.launcher.engine import image
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 

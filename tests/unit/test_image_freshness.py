@@ -1,4 +1,4 @@
-"""The image's freshness label (launcher/image.py): the digest of the build context's files that
+"""The image's freshness label (launcher/engine/image.py): the digest of the build context's files that
 run in the image; an image whose label differs is refused with `qsandbox build` as the remedy."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 
 from qsandbox import __version__
 from qsandbox.common.errors import ExitCode, ImageError
-from qsandbox.launcher import image
-from qsandbox.launcher.settings import VERSION_LABEL
+from qsandbox.launcher.core.settings import VERSION_LABEL
+from qsandbox.launcher.engine import image
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from qsandbox.common.errors import UsageError
-from qsandbox.launcher import transfer
+from qsandbox.launcher.run import transfer
 
 SECRET = "SECRET-MARKER-outside-the-project"
 

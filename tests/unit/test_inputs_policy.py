@@ -1,12 +1,12 @@
-"""--workdir's leave-outs (launcher/inputs_policy.py): every credential store and private key the
+"""--workdir's leave-outs (launcher/run/inputs_policy.py): every credential store and private key the
 issue names, wherever it lies, and nothing an ordinary project holds."""
 
 from __future__ import annotations
 
 import pytest
 
-from qsandbox.launcher.inputs_policy import leave_out
-from qsandbox.launcher.transfer import CREDENTIAL_NAMES
+from qsandbox.launcher.run.inputs_policy import leave_out
+from qsandbox.launcher.run.transfer import CREDENTIAL_NAMES
 
 
 @pytest.mark.parametrize(

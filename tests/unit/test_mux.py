@@ -1,4 +1,4 @@
-"""The stream's one protocol (common/mux.py) and the relay's authority (launcher/relay.py), without an engine.
+"""The stream's one protocol (common/mux.py) and the relay's authority (launcher/run/relay.py), without an engine.
 
 The decoder is fuzzed (random and truncated frames, oversized lengths, unknown types, any cut of
 the bytes); the channel rules (ids, windows, a closed channel reused) are checked one by one; and
@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from qsandbox.common import mux
 from qsandbox.common.errors import UsageError
-from qsandbox.launcher import relay
-from qsandbox.launcher.relay import Egress, Relay, normalise, parse_connect_to
+from qsandbox.launcher.run import relay
+from qsandbox.launcher.run.relay import Egress, Relay, normalise, parse_connect_to
 
 frames_st = st.lists(
     st.tuples(

@@ -6,7 +6,7 @@ import docker.errors
 import pytest
 
 from qsandbox.common.errors import ExitCode, UsageError
-from qsandbox.launcher import offlinebase
+from qsandbox.launcher.engine import offlinebase
 
 
 class Images:

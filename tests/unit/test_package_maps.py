@@ -9,12 +9,16 @@ from pathlib import Path
 import pytest
 from helpers import ROOT
 
-PACKAGES = ("launcher", "inside", "common", "platform")
 SRC = ROOT / "src" / "qsandbox"
+# Every package below qsandbox, sub-packages too (launcher/run, ...), by its dotted name below qsandbox.
+PACKAGES = tuple(sorted(str(p.parent.relative_to(SRC)).replace("/", ".") for p in SRC.glob("*/**/__init__.py")))
 
 
 def modules(package: str) -> list[str]:
-    return sorted(p.stem for p in (SRC / package).glob("*.py") if not p.name.startswith("__"))
+    """Its modules and its sub-packages."""
+    here = SRC / package.replace(".", "/")
+    found = [p.stem for p in here.glob("*.py") if not p.name.startswith("__")]
+    return sorted(found + [p.parent.name for p in here.glob("*/__init__.py")])
 
 
 @pytest.mark.parametrize("package", PACKAGES)
@@ -27,6 +31,7 @@ def test_each_package_docstring_names_each_of_its_modules(package: str) -> None:
 def test_contributing_names_each_module_where_it_runs() -> None:
     text = (ROOT / "CONTRIBUTING.md").read_text()
     missing = [f"{p}/{m}" for p in PACKAGES for m in modules(p) if f"`{m}`" not in text]
+    assert "launcher.run" in PACKAGES and "run" in modules("launcher") and "plans" in modules("launcher.run")
     assert missing == [], f"CONTRIBUTING.md's map does not name {missing}"
 
 

@@ -1,4 +1,4 @@
-"""Each mode's plan (launcher/plans.py), and `Run` asking its plan rather than its mode: what each
+"""Each mode's plan (launcher/run/plans.py), and `Run` asking its plan rather than its mode: what each
 plan decides before the engine is contacted, what it makes around the sandbox (against the fake
 engine), and that the user's RunSettings never change while a run learns."""
 
@@ -12,10 +12,11 @@ import pytest
 from fake_engine import FakeEngine
 from helpers import new_canary
 
-from qsandbox.launcher import admission, localplatform, plans, run
-from qsandbox.launcher.credentials import KeySource
-from qsandbox.launcher.lifecycle import Cleanup
-from qsandbox.launcher.settings import RunSettings
+from qsandbox.launcher.core.credentials import KeySource
+from qsandbox.launcher.core.settings import RunSettings
+from qsandbox.launcher.engine import localplatform
+from qsandbox.launcher.run import admission, plans, run
+from qsandbox.launcher.run.lifecycle import Cleanup
 
 CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import os
 
-from qsandbox.launcher.engine import EngineInfo
-from qsandbox.launcher.preflight import engine_access, engine_logging, swap
+from qsandbox.launcher.engine.client import EngineInfo
+from qsandbox.launcher.engine.preflight import engine_access, engine_logging, swap
 
 INFO = EngineInfo(
     kind="Docker", version="20.10", api_version="1.41", rootless=False, log_driver="json-file", debug=False

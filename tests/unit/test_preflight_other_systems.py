@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from helpers import is_machine_note
 
-from qsandbox.launcher import preflight
-from qsandbox.launcher.engine import EngineInfo
+from qsandbox.launcher.engine import preflight
+from qsandbox.launcher.engine.client import EngineInfo
 
 DOCKER = EngineInfo(
     kind="Docker", version="27", api_version="1.47", rootless=False, log_driver="json-file", debug=False

@@ -28,9 +28,11 @@ from qsandbox.common.errors import (
     SandboxError,
     UsageError,
 )
-from qsandbox.launcher import credentials, engine, preflight, sandbox
-from qsandbox.launcher.cli import main
-from qsandbox.launcher.engine import EngineInfo
+from qsandbox.launcher.cli.commands import main
+from qsandbox.launcher.core import credentials
+from qsandbox.launcher.engine import client as engine
+from qsandbox.launcher.engine import preflight, sandbox
+from qsandbox.launcher.engine.client import EngineInfo
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "exit_with.py"
 KEY = "k" * 44  # not a secret: nothing here gets as far as a sandbox
@@ -126,8 +128,8 @@ class FakeClient:
 
 
 def test_hardening_mismatch_destroys_the_container_and_exits_2(monkeypatch):
-    from qsandbox.launcher.cli import _fail
-    from qsandbox.launcher.settings import RunSettings
+    from qsandbox.launcher.cli.commands import _fail
+    from qsandbox.launcher.core.settings import RunSettings
 
     class Created:
         id = "c0ffee"
@@ -157,14 +159,14 @@ class ImagelessClient:
 
 
 def test_missing_image_is_a_refusal_in_run():
-    from qsandbox.launcher import admission
+    from qsandbox.launcher.run import admission
 
     with pytest.raises(ImageMissing):
         admission.check_image(ImagelessClient(), "qsandbox:0.0.0-missing")  # type: ignore[arg-type]
 
 
 def test_missing_image_is_a_refusal_in_check():
-    from qsandbox.launcher import image
+    from qsandbox.launcher.engine import image
 
     with pytest.raises(ImageMissing):
         image.check(ImagelessClient(), "qsandbox:0.0.0-missing")  # type: ignore[arg-type]

@@ -15,9 +15,12 @@ import pytest
 import requests
 
 from qsandbox.common.errors import EngineUnavailable, PreflightRefused
-from qsandbox.launcher import admission, doctor, engine, preflight
-from qsandbox.launcher.engine import EngineInfo
-from qsandbox.launcher.settings import RunSettings
+from qsandbox.launcher.checks import doctor
+from qsandbox.launcher.core.settings import RunSettings
+from qsandbox.launcher.engine import client as engine
+from qsandbox.launcher.engine import preflight
+from qsandbox.launcher.engine.client import EngineInfo
+from qsandbox.launcher.run import admission
 
 DOCKER = EngineInfo(kind="Docker", version="20.10", api_version="1.41", rootless=False, log_driver="none", debug=False)
 ROOTLESS_V1 = replace(DOCKER, kind="rootless Docker", rootless=True, cgroup_version="1")
@@ -129,7 +132,7 @@ def test_the_launcher_does_not_import_paramiko_unless_it_is_used():
     import sys
 
     probe = (
-        "import sys, qsandbox.launcher.cli, qsandbox.launcher.run, docker;"
+        "import sys, qsandbox.launcher.cli.commands, qsandbox.launcher.run.run, docker;"
         "print(type(sys.modules['paramiko']).__name__, 'paramiko.client' in sys.modules);"
         "from docker.transport.sshconn import paramiko;"
         "paramiko.SSHClient;"

@@ -16,9 +16,9 @@ import pytest
 from junitparser import Error, Failure, JUnitXml, Skipped
 
 from qsandbox.common.redact import forms
-from qsandbox.launcher.audit import canary as new_canary
-from qsandbox.launcher.ending import Ending
-from qsandbox.launcher.report import (
+from qsandbox.launcher.checks.audit import canary as new_canary
+from qsandbox.launcher.run.ending import Ending
+from qsandbox.launcher.run.report import (
     SCHEMA_FILE,
     SCHEMA_ID,
     Capture,
@@ -29,8 +29,8 @@ from qsandbox.launcher.report import (
     last_exception,
     tail,
 )
-from qsandbox.launcher.revoke import Revocation
-from qsandbox.launcher.run import RunResult
+from qsandbox.launcher.run.revoke import Revocation
+from qsandbox.launcher.run.run import RunResult
 
 SCHEMA = json.loads(SCHEMA_FILE.read_text())
 SCHEMA_ENDED = SCHEMA["$defs"]["ended"]["enum"]

@@ -12,8 +12,8 @@ import pytest
 from ibm_cloud_sdk_core import ApiException
 
 from qsandbox.inside import broker
-from qsandbox.launcher import revoke as launcher_revoke
-from qsandbox.launcher.credentials import Secret
+from qsandbox.launcher.core.credentials import Secret
+from qsandbox.launcher.run import revoke as launcher_revoke
 
 KEY = "k" * 44
 NO_ENGINE: Any = None  # _broker is replaced: no engine is asked

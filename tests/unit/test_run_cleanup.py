@@ -5,7 +5,7 @@ from typing import ClassVar
 
 import pytest
 
-from qsandbox.launcher.run import Cleanup
+from qsandbox.launcher.run.run import Cleanup
 
 
 class EngineGone(Exception):
@@ -54,7 +54,7 @@ def test_the_token_refresher_says_when_minting_fails_and_again_before_the_token_
 
     from qsandbox.common.errors import SandboxError
     from qsandbox.common.handoff import AccessToken
-    from qsandbox.launcher import keepalive
+    from qsandbox.launcher.run import keepalive
 
     class FailingBroker:
         def __init__(self) -> None:

@@ -21,9 +21,9 @@ from helpers import new_canary
 
 from qsandbox.common import mux
 from qsandbox.common.errors import HardeningMismatch, UsageError
-from qsandbox.launcher import run as run_mod
-from qsandbox.launcher.credentials import KeySource, Secret
-from qsandbox.launcher.settings import LABEL, RunSettings
+from qsandbox.launcher.core.credentials import KeySource, Secret
+from qsandbox.launcher.core.settings import LABEL, RunSettings
+from qsandbox.launcher.run import run as run_mod
 
 SIGNALS = [(signal.SIGINT, "interrupt", 130), (signal.SIGTERM, "terminate", 143), (signal.SIGHUP, "hangup", 129)]
 # The sandbox's own events, from creation to the engine's confirmation that it is gone.
@@ -354,7 +354,7 @@ def test_a_stale_default_image_is_refused_before_anything_is_created(fake, scrip
     import sys
 
     from qsandbox.common.errors import ImageMissing
-    from qsandbox.launcher import image as image_mod
+    from qsandbox.launcher.engine import image as image_mod
 
     real = image_mod.context_digest
 

@@ -13,9 +13,12 @@ from types import SimpleNamespace
 import pytest
 
 from qsandbox.common.errors import PreflightRefused
-from qsandbox.launcher import doctor, engine, preflight, settings
-from qsandbox.launcher.engine import EngineInfo
-from qsandbox.launcher.settings import SANDBOX_UID, UNUSED_UID_BASE, Hardening, sandbox_uid, unused_uid
+from qsandbox.launcher.checks import doctor
+from qsandbox.launcher.core import settings
+from qsandbox.launcher.core.settings import SANDBOX_UID, UNUSED_UID_BASE, Hardening, sandbox_uid, unused_uid
+from qsandbox.launcher.engine import client as engine
+from qsandbox.launcher.engine import preflight
+from qsandbox.launcher.engine.client import EngineInfo
 
 BASE = UNUSED_UID_BASE
 DOCKER = EngineInfo(kind="Docker", version="20.10", api_version="1.41", rootless=False, log_driver="none", debug=False)

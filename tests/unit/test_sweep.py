@@ -1,4 +1,4 @@
-"""`qsandbox sweep`'s selection (launcher/sweep.py): what no live launcher holds, and nothing else
+"""`qsandbox sweep`'s selection (launcher/checks/sweep.py): what no live launcher holds, and nothing else
 unless --all; the shared emulator never. The engine's answers are canned; tests/docker/test_sweep.py
 proves it on a real engine with a live run."""
 
@@ -10,9 +10,11 @@ from typing import Any
 
 from click.testing import CliRunner
 
-from qsandbox.launcher import config, engine, sweep
-from qsandbox.launcher.cli import main
-from qsandbox.launcher.settings import LABEL
+from qsandbox.launcher.checks import sweep
+from qsandbox.launcher.cli import config
+from qsandbox.launcher.cli.commands import main
+from qsandbox.launcher.core.settings import LABEL
+from qsandbox.launcher.engine import client as engine
 
 NOW = time.time() - 1000  # the scene's clock, well apart from the real one
 

@@ -1,11 +1,11 @@
-"""What the sandbox's output may do to a terminal (launcher/terminal.py), and names shown escaped."""
+"""What the sandbox's output may do to a terminal (launcher/run/terminal.py), and names shown escaped."""
 
 from __future__ import annotations
 
 import pytest
 
 from qsandbox.common.text import shown
-from qsandbox.launcher.terminal import ControlFilter, end_line
+from qsandbox.launcher.run.terminal import ControlFilter, end_line
 
 
 def filtered(*chunks: bytes) -> bytes:

@@ -11,9 +11,9 @@ import pytest
 
 from qsandbox.common import mux
 from qsandbox.common.errors import UsageError
-from qsandbox.launcher import stream
-from qsandbox.launcher.relay import Egress, Relay
-from qsandbox.launcher.transfer import Inputs, OutputReceiver, check_output, collect, extract
+from qsandbox.launcher.run import stream
+from qsandbox.launcher.run.relay import Egress, Relay
+from qsandbox.launcher.run.transfer import Inputs, OutputReceiver, check_output, collect, extract
 
 
 def names(inputs: Inputs) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-SANDBOX_UID = 10001  # the image's user (Dockerfile); root's sandboxes get another: launcher/settings.py
+SANDBOX_UID = 10001  # the image's user (Dockerfile); root's sandboxes get another: launcher/core/settings.py
 HOME = PurePosixPath("/home/sandbox")
 QISKIT_DIR = HOME / ".qiskit"  # tmpfs: qiskit-ibm-runtime's saved-account file lives here
 SECRET_DIR = PurePosixPath("/run/qsandbox")  # tmpfs: raw key file (and the local platform's CA)

@@ -1,26 +1,18 @@
 """The launcher: everything that runs on the user's machine, outside any container.
 
-It holds the API key in memory (as a `credentials.Secret`), talks to the container engine with the
-docker SDK, and never imports Qiskit. Nothing here writes the key to a file, an argument, an
-environment or a log. The modules, in the order of one run:
+It holds the API key in memory (as a `core.credentials.Secret`), talks to the container engine with
+the docker SDK, and never imports Qiskit. Nothing here writes the key to a file, an argument, an
+environment or a log. Its sub-packages are layers, each importing only those below it (an
+import-linter `layers` contract in pyproject.toml fails CI otherwise):
 
-- `cli` (the commands), `options` (the one option set and settings builder of run and batch),
-  `config` (defaults from the lab's and the user's files, QSANDBOX_* variables), `units` (sizes,
-  durations), `settings` (run settings, the one hardening spec);
-- `credentials` (key sources), `engine` (connect, describe), `preflight` (the host's warnings),
-  `image` (build, freshness), `offlinebase` (a base image without a registry), `deps` (images
-  derived for a script's own dependencies);
-- `transfer` (inputs out, /output in) and `inputs_policy` (what --workdir leaves out);
-- `egress` (the allowlist), `relay` (the relay's authority), `stream` (the run's framed stream);
-- `sandbox` (the container's lifecycle, every helper's `start_service`), `localplatform` (the
-  emulator and its networks), `revoke` (the key broker), `terminal` (what reaches a terminal);
-- `run` (one run's story: check, prepare, hand off, supervise, tear down, confirm), `plans` (what
-  each mode needs: relayed, open, own emulator, shared emulator; and what a run learns),
-  `admission` (every check before anything starts), `lifecycle` (the clean-up stack, signals,
-  abort, the sandbox made and waited for), `handover` (the key goes in), `live` (the script's
-  output, live), `keepalive` (heartbeat, token refresher), `ending` (how it ended), `batch` (many
-  runs), `report` (JSON and JUnit);
-- and beside the runs: `doctor`, `audit` (the leak search), `sweep` (leftovers).
+- `cli`: the commands, their one option set, and the defaults from config files;
+- `checks`: beside the runs: the doctor, the leak search (audit) and sweep;
+- `run`: one run's story and everything it is made of (plans, the hand-off, the relay, files,
+  reports, batches);
+- `engine`: the container engine: connect and describe, preflight, the image, the sandbox's and
+  every helper's container lifecycle, the emulator and its networks, derived images;
+- `core`: what every layer above shares: the user's settings and their units, the one hardening
+  spec, a script's needs, and the key's sources.
 """
 
 import importlib
