@@ -207,12 +207,14 @@ class Removal:
             timeout=None,
         )
         api._raise_for_status(self._resp)  # type: ignore[attr-defined]
+        self.gone = False  # the engine answered the wait: the container is removed
 
     def exit_code(self) -> int:
         """Blocks until the container is gone; returns its exit code."""
         body = self._resp.json()
         if body.get("Error") and body["Error"].get("Message"):
             raise SandboxError(f"the engine reported: {body['Error']['Message']}")
+        self.gone = True
         return int(body["StatusCode"])
 
 
@@ -244,8 +246,9 @@ def is_shared_platform(labels_: dict[str, str] | None) -> bool:
     return (labels_ or {}).get(LABEL) == SHARED_PLATFORM_RUN
 
 
-def leftovers(client: docker.DockerClient, run_id: str | None = None) -> list[str]:
-    """Names of labelled objects the engine still has (for one run, or for all runs)."""
+def leftovers(client: docker.DockerClient, run_id: str | None = None, *, networks: bool = True) -> list[str]:
+    """Names of labelled objects the engine still has (for one run, or for all runs). `networks`:
+    False for a run that never makes a network object (no network can carry its label)."""
     flt: dict[str, str | list[str] | bool] = {"label": f"{LABEL}={run_id}" if run_id else LABEL}
     # The low-level list: the SDK's containers.list() inspects each one and raises NotFound for a
     # container the daemon removes meanwhile, which is exactly when this is asked.
@@ -256,7 +259,7 @@ def leftovers(client: docker.DockerClient, run_id: str | None = None) -> list[st
     ]
     found += [
         f"network {n.name}"
-        for n in client.networks.list(filters=flt)
+        for n in (client.networks.list(filters=flt) if networks or not run_id else [])
         if run_id or not is_shared_platform(n.attrs.get("Labels"))
     ]
     return found

@@ -120,8 +120,11 @@ def make_sandbox(
     container = sandbox.create(client, settings, run_id)
     container_id = cast(str, container.id)  # typed optional by the SDK; a created container has one
     running = threading.Event()
+    removal: sandbox.Removal | None = None
 
     def remove() -> None:
+        if removal is not None and removal.gone:
+            return  # the engine answered the wait for its removal: gone (the run's leftovers check confirms)
         if running.is_set():
             ensure_gone(client, container_id)  # the daemon auto-removes it; confirm, force if not
         else:

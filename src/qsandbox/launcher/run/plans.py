@@ -67,6 +67,7 @@ class Plan:
     """The IBM modes' common ground: the relay's rules, and nothing around the sandbox."""
 
     rehearsal = False  # the emulator plays IBM: without a key source, a throwaway key serves
+    makes_networks = False  # no network object ever carries this run's label: none to look for after
 
     def stand_in_key(self) -> Secret | None:
         """The key when the user gave no key source: None, ask for it (at the prompt)."""
@@ -116,6 +117,7 @@ class Open(Plan):
 
 class _Emulated(Plan):
     rehearsal = True
+    makes_networks = True  # a network of the run's own
 
     def rules(self, settings: RunSettings, learned: Learned, say: Callable[[str], None]) -> None:
         """The emulator's network is the sandbox's only way out; nothing is relayed."""

@@ -175,7 +175,7 @@ class Run:
     def _unwind(self) -> None:
         """Run the registered clean-up steps, then ask the engine what is left of this run."""
         self.cleanup.unwind()
-        self.left = sandbox.leftovers(self.client, self.run_id)
+        self.left = sandbox.leftovers(self.client, self.run_id, networks=self.plan.makes_networks)
 
     def _say(self, text: str) -> None:
         if self.handed is not None:
