@@ -126,3 +126,22 @@ def test_a_run_in_a_batch_with_its_emulator_runs_on_its_own_network_and_leaves_n
     assert fake.sandbox().seen.start is not None and fake.sandbox().seen.start.ca_pem == CA
     assert fake.networks == {} and "list networks" in fake.events  # a plan that makes one looks for it after
     assert repr(settings) == before and the_run.settings is settings  # what the run learned is elsewhere
+
+
+def test_revoke_after_on_an_emulators_network_runs_before_the_network_goes(fake: FakeEngine, script, source):
+    """--revoke-after's broker joins the emulator's network: its step runs after the sandbox is gone
+    and before the run's network is removed (the refactor once registered it first, so it ran last,
+    on a network already gone: caught by tests/docker/test_platform_shared.py)."""
+    settings = RunSettings(script=script, platform="local", revoke_after=True)
+    emulator = localplatform.LocalPlatform("batchnet", "emulator-id", CA, None)
+    checked = admission.check_engine(settings, io.BytesIO())
+    batch = run.InBatch(threading.Semaphore(1), checked, emulator)
+    err = io.BytesIO()
+    result = run.Run(settings, source, out=io.BytesIO(), err=err, prompt=None, batch=batch).execute()
+    network = f"qsandbox-{result.run_id}"
+    assert result.revocation is not None and result.revocation.ok, err.getvalue().decode()
+    revoke = next(c for c in fake._all if c.name == "broker:revoke")
+    assert revoke.body["HostConfig"]["NetworkMode"] == network
+    events = fake.events
+    assert events.index("create broker:revoke") < events.index(f"network remove {network}")
+    assert events.index(f"removed {fake.sandbox().name}") < events.index("create broker:revoke")

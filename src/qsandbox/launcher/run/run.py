@@ -184,13 +184,13 @@ class Run:
         self.err.flush()
 
     def _around_sandbox(self, secret: Secret | None, local: ExitStack) -> None:
-        # Runs after the sandbox is gone, before the emulator it may need stops; only once the key went in.
-        self.cleanup.push("revoke the key (--revoke-after)", self._revoke_if_armed)
         self.plan.around_sandbox(
             self.client, self.run_id, secret, self.learned, self.cleanup, lambda: self._make(local)
         )
 
     def _make(self, local: ExitStack) -> None:
+        # Runs after the sandbox is gone, before the emulator and network it may need go; only once the key went in.
+        self.cleanup.push("revoke the key (--revoke-after)", self._revoke_if_armed)
         spec = self.learned.sandbox_settings(self.settings)
         self.started = lifecycle.make_sandbox(self.client, spec, self.run_id, self.cleanup, local)
 
