@@ -5,3 +5,5 @@
 - `options`: the one option set and settings builder shared by run and batch;
 - `config`: defaults from the lab's and the user's config files and QSANDBOX_* variables.
 """
+
+from .commands import main as main  # the console script's old address (qsandbox.launcher.cli:main) still works
