@@ -16,6 +16,7 @@ import time
 import docker.errors
 import pytest
 from helpers import ROOT, qsandbox
+from packaging.requirements import Requirement
 
 DEPS = ROOT / "tests" / "scripts" / "deps"
 
@@ -131,7 +132,7 @@ def test_images_lists_and_prune_removes_derived_images(image, docker_client, tmp
     from qsandbox.launcher.engine import deps
 
     env = {"XDG_CACHE_HOME": str(tmp_path)}
-    needs = needs_mod.Needs((deps.Requirement("tabulate>=0.8"),), None, "test")
+    needs = needs_mod.Needs((Requirement("tabulate>=0.8"),), None, "test")
     tag = deps.derived_tag(docker_client.images.get(image).id, needs.normalized())
     os.environ["XDG_CACHE_HOME"] = str(tmp_path)
     try:

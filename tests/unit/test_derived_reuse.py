@@ -11,6 +11,7 @@ from typing import Any
 
 import docker.errors
 import pytest
+from packaging.requirements import Requirement
 
 from qsandbox import __version__
 from qsandbox.launcher.core import needs as needs_mod
@@ -50,7 +51,7 @@ class FakeClient:
         self.builds = 0
 
 
-NEEDS = needs_mod.Needs((deps.Requirement("tabulate>=0.9"),), None, "s.py (# /// script)")
+NEEDS = needs_mod.Needs((Requirement("tabulate>=0.9"),), None, "s.py (# /// script)")
 
 
 @pytest.fixture

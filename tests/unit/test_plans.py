@@ -145,3 +145,14 @@ def test_revoke_after_on_an_emulators_network_runs_before_the_network_goes(fake:
     events = fake.events
     assert events.index("create broker:revoke") < events.index(f"network remove {network}")
     assert events.index(f"removed {fake.sandbox().name}") < events.index("create broker:revoke")
+
+
+def test_run_tells_the_story_in_under_150_lines_and_never_asks_its_mode():
+    """Issue 26's bar, kept: a new mode is a new plan, and touches no `Run` method."""
+    import inspect
+    import re
+
+    source = inspect.getsource(run.Run)
+    assert len(source.splitlines()) < 150
+    asks = re.findall(r"settings\.(?:platform|egress)\b|[\"'](?:ibm|local|shared|open|allowlist)[\"']", source)
+    assert asks == []

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +56,8 @@ class Config:
 
 
 def _read(path: Path) -> dict[str, Any] | None:
+    import tomllib  # only where a file is there to read: a run with none does not pay for it
+
     try:
         with path.open("rb") as f:
             return tomllib.load(f)

@@ -29,12 +29,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import docker
 import docker.errors
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
 from ... import __version__
 from ...common.errors import ImageError, UsageError
@@ -42,6 +40,9 @@ from ...common.text import shown
 from ..core.needs import Needs
 from ..core.settings import IMAGE_REPOSITORY, VERSION_LABEL, module_entrypoint
 from . import image
+
+if TYPE_CHECKING:
+    from packaging.requirements import Requirement
 
 DERIVED_REPOSITORY = f"{IMAGE_REPOSITORY}-deps"
 DERIVED_LABEL = "qsandbox.derived-from"  # the base image's id
@@ -70,6 +71,8 @@ class Pins:
 
 
 def parse_constraints(text: str) -> Pins:
+    from packaging.utils import canonicalize_name  # a script with needs only (core/needs.py)
+
     python, versions = "", dict[str, str]()
     for line in text.splitlines():
         if line.startswith("# python "):
@@ -100,6 +103,8 @@ def read_pins(client: docker.DockerClient, base: str) -> Pins:
 
 def check(needs: Needs, pins: Pins) -> list[Requirement]:
     """Refuse what contradicts the pins or the image's Python; return the requirements to install."""
+    from packaging.utils import canonicalize_name
+
     env = {"python_version": ".".join(pins.python.split(".")[:2]), "python_full_version": pins.python}
     if needs.requires_python is not None and pins.python and not needs.requires_python.contains(pins.python, True):
         raise DependencyConflict(
