@@ -273,7 +273,7 @@ def test_lab_image_is_checked_by_label_and_entry_point(image, docker_client, tmp
         for tag, reason in [
             (moved, "has entry point ['/bin/sh'], not qsandbox's"),
             (other, "has no qsandbox.version label, so it is not built FROM qsandbox:"),
-            (old, "is built FROM qsandbox 0.0.9's image, this is 0.2.0: rebuild it FROM qsandbox:0.2.0"),
+            (old, "is built FROM qsandbox 0.0.9's image, this is 0.2.1.dev1: rebuild it FROM qsandbox:0.2.1.dev1"),
         ]:
             done = qsandbox(
                 "run", "--platform", "local", "--token-command", key_command(marker), "--image", tag, script

@@ -119,7 +119,7 @@ def test_requires_python_is_checked_against_the_image():
 def test_derived_tag_names_version_base_and_requirements():
     tag = deps.derived_tag("sha256:aaa", ["tabulate"])
     assert tag == deps.derived_tag("sha256:aaa", ["tabulate"])
-    assert tag.startswith("qsandbox-deps:0.2.0-") and len(tag.split("-")[-1]) == 16
+    assert tag.startswith("qsandbox-deps:0.2.1.dev1-") and len(tag.split("-")[-1]) == 16
     assert tag != deps.derived_tag("sha256:bbb", ["tabulate"]) != deps.derived_tag("sha256:aaa", ["tabulate<1"])
 
 
