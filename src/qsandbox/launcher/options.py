@@ -378,11 +378,13 @@ def settings_for(
     args: tuple[str, ...] = (),
     output: Path | None = None,
     fill_in: bool = False,
+    lab: bool = False,
 ) -> Any:
     """The one place options become a RunSettings (for `run`, and for each script of a `batch`).
 
     `fill_in` (a batch): --requirements serves the scripts without a PEP 723 block of their own, and
-    a script with one keeps it; for one script (`run`) having both is refused as ambiguous."""
+    a script with one keeps it; for one script (`run`) having both is refused as ambiguous. `lab`:
+    `script` is a lab's directory (launcher/lab.py sets its needs)."""
     from .deps import for_script, from_script
     from .settings import IMAGE, Hardening, RunSettings
 
@@ -417,5 +419,6 @@ def settings_for(
         ca_file=o["ca_file"],
         queue_time=o["queue_time"],
         image=o["image_name"] or IMAGE,
-        needs=for_script(script, requirements),
+        needs=None if lab else for_script(script, requirements),
+        lab=lab,  # qsandbox lab (launcher/lab.py): `script` is the lab's directory
     )

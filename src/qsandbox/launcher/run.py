@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, nullcontext, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import BinaryIO, Protocol, cast
+from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 
 import docker
 import docker.errors
@@ -45,6 +45,9 @@ from .relay import Egress, Relay, parse_connect_to
 from .revoke import Broker, Revocation
 from .settings import IMAGE, Hardening, RunSettings
 from .terminal import ControlFilter, end_line
+
+if TYPE_CHECKING:
+    from .lab import LabPlan  # qsandbox lab's seam (see Run.__init__)
 
 ABORT_GRACE = 30.0  # entry point: interrupt the script (5 s), then cancel jobs (<= 20 s)
 REMOVAL_WAIT = 10.0
@@ -411,13 +414,17 @@ class Run:
         platform: localplatform.LocalPlatform | None = None,
         gate: Gate | None = None,
         checked: EngineChecked | None = None,
+        lab: LabPlan | None = None,
     ) -> None:
         """`driven`: a batch runs this in a worker thread; its main thread owns the signals and calls
         `abort()` instead (signal handlers can only be set in the main thread). `platform`: an
         emulator the caller started and stops (one per batch), used as `--platform shared` uses its own.
         `gate`: the sandbox is made ready, then waits for a slot before the key goes in (a batch
         prepares the next sandboxes while others run); the wait is not part of the duration.
-        `checked`: the engine as the batch found it, instead of connecting and preflighting again."""
+        `checked`: the engine as the batch found it, instead of connecting and preflighting again.
+        `lab`: qsandbox lab's seam (launcher/lab.py): its inputs, its token in the start message, and
+        its listener once the start message is out; None for every other run."""
+        self.lab = lab  # qsandbox lab: the seam (launcher/lab.py)
         self.local = settings.platform in ("local", "shared")
         self.driven, self.platform = driven, platform
         self._abort_reason: str | None = None  # asked for by abort()
@@ -519,7 +526,11 @@ class Run:
             self.source.check()
         self._check_egress()
         s = self.settings
-        self.inputs = transfer.collect(s.script, workdir=s.workdir, includes=s.includes, limit=s.input_limit)
+        self.inputs = (  # qsandbox lab: the seam (launcher/lab.py)
+            self.lab.collect(s)
+            if self.lab
+            else transfer.collect(s.script, workdir=s.workdir, includes=s.includes, limit=s.input_limit)
+        )
         for note in self.inputs.left_out:
             self._say(f"not sent into the sandbox: {shown(note)}")
         if s.output is not None:
@@ -615,6 +626,7 @@ class Run:
             instance=settings.instance,
             ca_pem=self.ca_pem,
             output=self.receiver is not None,
+            lab_token=self.lab.token if self.lab else None,  # qsandbox lab: the seam (launcher/lab.py)
         )
         refresher = _Refresher(broker, prepared, minted.expiration, self._say) if minted is not None else None
         self._pump = _Pump(
@@ -634,6 +646,8 @@ class Run:
         del start
         if minted is not None:
             prepared.attachment.send(stream.control(handoff.encode_access_token(minted)))
+        if self.lab:  # qsandbox lab: the seam (launcher/lab.py); after the start message, as channels may follow
+            self.lab.serve(self.relay.channels, local, self._say)
         heartbeat = _Heartbeat(prepared.attachment, self.err, suspend_note=not self.driven)
         heartbeat.start()
         local.callback(heartbeat.end)
