@@ -71,6 +71,12 @@ def configure(token: str) -> None:
         "IdentityProvider": {"token": token},
         "LabApp": {"check_for_updates_class": "jupyterlab.NeverCheckForUpdate", "news_url": None},
     }
+    # No prompt about Jupyter's news feed: the sandbox could not fetch it anyway.
+    labconfig = Path(os.environ["JUPYTER_CONFIG_DIR"]) / "labconfig"
+    labconfig.mkdir(mode=0o700, exist_ok=True)
+    (labconfig / "page_config.json").write_text(
+        json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
+    )
     path = Path(os.environ["JUPYTER_CONFIG_DIR"]) / "jupyter_server_config.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:

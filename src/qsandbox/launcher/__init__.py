@@ -15,7 +15,8 @@ environment or a log. The modules, in the order of one run:
 - `sandbox` (the container's lifecycle, every helper's `start_service`), `localplatform` (the
   emulator and its networks), `revoke` (the key broker), `terminal` (what reaches a terminal);
 - `run` (one run as an object: check, prepare, hand off, supervise, tear down, confirm), `ending`
-  (how it ended), `batch` (many runs), `report` (JSON and JUnit);
+  (how it ended), `batch` (many runs), `report` (JSON and JUnit), `lab` (`qsandbox lab`: a run
+  whose browser connections the launcher relays in, and whose work comes back into DIR);
 - and beside the runs: `doctor`, `audit` (the leak search), `sweep` (leftovers).
 """
 

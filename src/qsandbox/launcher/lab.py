@@ -322,8 +322,11 @@ def run(
         staging = Path(tempfile.mkdtemp(prefix="qsandbox-lab-work-"))
         settings = replace(settings, output=staging)
     try:
-        result = Run(settings, source, out=out or sys.stdout.buffer, err=err, prompt=None, lab=plan).execute()
-        if staging is not None:
+        the_run = Run(settings, source, out=out or sys.stdout.buffer, err=err, prompt=None, lab=plan)
+        result = the_run.execute()
+        if staging is not None and (the_run.receiver is None or the_run.receiver.delivered is None):
+            say(f"nothing came back from the sandbox: {shown(str(plan.directory))} is as it was")
+        elif staging is not None:
             merged = merge(staging, plan.directory, plan.sent)
             shown_dir = shown(str(plan.directory))
             for name in merged.written:
@@ -335,6 +338,8 @@ def run(
                 )
             for what in merged.failed:
                 say(f"could not write back {shown(what)}")
+            if not (merged.written or merged.beside or merged.failed):
+                say(f"nothing changed under /work: {shown(str(plan.directory))} is as it was")
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)

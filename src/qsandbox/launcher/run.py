@@ -679,7 +679,7 @@ class Run:
         """The run's result; a failed revocation turns success into a failure."""
         if self._pump is not None:
             self._pump.fresh_line()  # the closing line starts a line of its own, in plain colours
-        if self.receiver is not None and self._key_read:
+        if self.receiver is not None and self._key_read and not self.lab:  # qsandbox lab: says its own
             got = self.receiver.delivered
             self._say(
                 f"/output: {len(got)} entr{'y' if len(got) == 1 else 'ies'} delivered to {self.settings.output}"
