@@ -157,6 +157,7 @@ def browser():
 
 
 def _run_cell(d, editor, code: str, shown: str, timeout: float = 240) -> str:
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
@@ -165,13 +166,18 @@ def _run_cell(d, editor, code: str, shown: str, timeout: float = 240) -> str:
     editor.send_keys(code)
     editor.send_keys(Keys.SHIFT, Keys.ENTER)
     panel = (By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output")
-    WebDriverWait(d, timeout).until(lambda d: any(shown in e.text for e in d.find_elements(*panel)))
+    try:
+        WebDriverWait(d, timeout).until(lambda d: any(shown in e.text for e in d.find_elements(*panel)))
+    except TimeoutException:
+        page = d.find_element(By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden)").text
+        raise AssertionError(f"{shown!r} not on the page within {timeout} s; the notebook shows:\n{page}") from None
     return next(e.text for e in d.find_elements(*panel) if shown in e.text)
 
 
 def test_a_real_browser_runs_a_bell_pair_and_the_notebook_comes_back_masked(
     image, canary, tmp_path, popen, browser, docker_client
 ):
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
@@ -188,6 +194,10 @@ def test_a_real_browser_runs_a_bell_pair_and_the_notebook_comes_back_masked(
     wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, '.jp-LauncherCard[data-category="Notebook"]'))).click()
     cell = (By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell .cm-content")
     editor = wait.until(ec.element_to_be_clickable(cell))
+    try:  # the kernel started (the status bar says so), before a cell is run
+        wait.until(lambda d: "| Idle" in d.find_element(By.ID, "jp-main-statusbar").text)
+    except TimeoutException:
+        raise AssertionError(f"the kernel never became idle; the lab says:\n{lab.stderr[-4000:]}") from None
     counts_text = _run_cell(d, editor, BELL, "counts: {")
     counts = json.loads(counts_text.split("counts:", 1)[1].strip().replace("'", '"'))
     assert counts.get("00", 0) + counts.get("11", 0) > 800, counts  # the Bell pair, read from the page
@@ -196,10 +206,16 @@ def test_a_real_browser_runs_a_bell_pair_and_the_notebook_comes_back_masked(
     # The key is the kernel's to read (the user's own screen shows it); what comes back masks it.
     editor = d.find_elements(*cell)[-1]
     assert _run_cell(d, editor, SHOW_KEY, "key: ") == f"key: {canary}"
+    # Saved: the first save of an untitled notebook asks for its name.
     editor.send_keys(Keys.CONTROL, "s")
+    name = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, ".jp-Dialog input")))
+    name.send_keys(Keys.CONTROL, "a")
+    name.send_keys("bell.ipynb")
+    d.find_element(By.CSS_SELECTOR, ".jp-Dialog .jp-mod-accept").click()
     end = time.monotonic() + 60
-    while "key: " not in http(f"{base}/api/contents/Untitled.ipynb", token)[2] and time.monotonic() < end:
+    while "key: " not in http(f"{base}/api/contents/bell.ipynb", token)[2] and time.monotonic() < end:
         time.sleep(0.5)
+    WebDriverWait(d, 30).until_not(lambda d: d.find_elements(By.CSS_SELECTOR, ".jp-Dialog"))
 
     # File > Shut Down, and the dialog's confirmation: the lab ends from its own menu.
     menus = d.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-item")
@@ -210,12 +226,12 @@ def test_a_real_browser_runs_a_bell_pair_and_the_notebook_comes_back_masked(
     wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, ".jp-Dialog .jp-mod-accept"))).click()
     assert lab.wait(120) == 0, lab.stderr[-3000:]
 
-    back = json.loads((work / "Untitled.ipynb").read_text())
+    back = json.loads((work / "bell.ipynb").read_text())
     text = json.dumps(back)
     assert "counts: {'00': " in text and "key: ***" in text
     assert canary not in text and token not in text
     assert (work / "notes.txt").read_text() == "mine\n"
-    assert f"back in {work}: Untitled.ipynb" in lab.stderr
+    assert f"back in {work}: bell.ipynb" in lab.stderr
     assert canary not in lab.stderr and token not in lab.stderr.replace(url, "")  # the URL line only
     assert "container and secret destroyed (engine confirms)" in lab.stderr.strip().splitlines()[-1]
     assert lab_containers(docker_client) == []
