@@ -16,6 +16,7 @@ import json
 import os
 import pwd
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -119,10 +120,16 @@ def http(url: str, token: str | None = None, method: str = "GET", body: object =
         return e.code, e.headers.get("Location", ""), e.read().decode(errors="replace")
 
 
-def ready(base: str, token: str) -> None:
-    """The lab answers (its first connection waits, in the sandbox, for JupyterLab to listen)."""
-    status, _, body = http(f"{base}/api/status", token)
+def ready(lab: Lab) -> tuple[str, str]:
+    """The lab answers (its first connection waits, in the sandbox, for JupyterLab to listen):
+    (base, token)."""
+    _, base, token = lab.url()
+    try:
+        status, _, body = http(f"{base}/api/status", token)
+    except OSError as e:
+        raise AssertionError(f"the lab's first request failed ({e!r}); the lab says:\n{lab.stderr[-4000:]}") from None
     assert status == 200, body
+    return base, token
 
 
 def lab_containers(client) -> list[str]:
@@ -251,8 +258,7 @@ def test_nothing_is_served_without_the_token_to_anyone_and_the_token_is_in_no_pr
     work = tmp_path / "work"
     work.mkdir()
     lab = start_lab(popen, work, canary)
-    _, base, token = lab.url()
-    ready(base, token)
+    base, token = ready(lab)
     # The positive control: with the token, the contents answer.
     assert http(f"{base}/api/contents", token)[0] == 200
     # Without it: the page sends to the login form, the API refuses, a wrong token too.
@@ -267,17 +273,23 @@ def test_nothing_is_served_without_the_token_to_anyone_and_the_token_is_in_no_pr
         "import os, sys, urllib.request, urllib.error\n"
         "try: urllib.request.urlopen(sys.argv[1] + '/api/contents', timeout=30); print('status 200')\n"
         "except urllib.error.HTTPError as e: print('status', e.code)\n"
-        "found = []\n"
+        "token, control = sys.stdin.read().split()  # not arguments: this very search would find them\n"
+        "found, controls = [], []\n"
         "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
-        "    try: found += [pid] if sys.argv[2].encode() in open(f'/proc/{pid}/cmdline', 'rb').read() else []\n"
-        "    except OSError: pass\n"
-        "print('token in argv of', found)\n"
-        "try: open(f'/proc/{sys.argv[3]}/environ', 'rb').read(); print('launcher environ readable')\n"
+        "    try: argv = open(f'/proc/{pid}/cmdline', 'rb').read()\n"
+        "    except OSError: continue\n"
+        "    found += [pid] if token.encode() in argv else []\n"
+        "    controls += [pid] if control.encode() in argv else []\n"
+        "print('token in argv of', found, 'control found:', len(controls) == 1)\n"
+        "try: open(f'/proc/{sys.argv[2]}/environ', 'rb').read(); print('launcher environ readable')\n"
         "except OSError as e: print('launcher environ:', e.strerror)\n"
     )
+    control = secrets.token_hex(16)  # in one process's arguments: the search finds what is there
+    popen([sys.executable, "-c", "import time; time.sleep(120)", control])
     python = shutil.which("python3", path="/usr/bin:/usr/local/bin")
     other = subprocess.run(
-        ["runuser", "-u", OTHER_USER, "--", python, "-c", probe, base, token, str(lab.proc.pid)],
+        ["runuser", "-u", OTHER_USER, "--", python, "-c", probe, base, str(lab.proc.pid)],
+        input=f"{token} {control}",
         capture_output=True,
         text=True,
         timeout=60,
@@ -285,7 +297,7 @@ def test_nothing_is_served_without_the_token_to_anyone_and_the_token_is_in_no_pr
     )
     assert other.stdout.splitlines() == [
         "status 403",
-        "token in argv of []",
+        "token in argv of [] control found: True",
         "launcher environ: Permission denied",
     ], other.stderr
     assert token.encode() not in Path(f"/proc/{lab.proc.pid}/environ").read_bytes()
@@ -297,8 +309,7 @@ def test_a_sigkilled_launcher_leaves_nothing(image, canary, tmp_path, popen, doc
     work = tmp_path / "work"
     work.mkdir()
     lab = start_lab(popen, work, canary)
-    _, base, token = lab.url()
-    ready(base, token)
+    base, _ = ready(lab)
     running = lab_containers(docker_client)
     assert running, "the control: the lab's sandbox runs before the launcher dies"
     run_ids = [docker_client.api.inspect_container(c)["Config"]["Labels"][sandbox.LABEL] for c in running]
@@ -335,10 +346,10 @@ def test_work_comes_back_without_overwriting_what_changed_here_and_credential_st
     (work / "sub").mkdir(parents=True)
     (work / "kept.py").write_text("print('host')\n")
     (work / "edited.py").write_text("print('before')\n")
+    (work / "sub" / "old.txt").write_text("old\n")
     (work / ".env").write_text("SECRET=1\n")
     lab = start_lab(popen, work, canary)
-    _, base, token = lab.url()
-    ready(base, token)
+    base, token = ready(lab)
     names = {c["name"] for c in json.loads(http(f"{base}/api/contents", token)[2])["content"]}
     assert ".env" not in names and {"kept.py", "edited.py", "sub"} <= names
     assert "not sent into the sandbox: .env" in lab.stderr
@@ -362,8 +373,7 @@ def test_output_variant_leaves_the_directory_untouched(image, canary, tmp_path, 
     (work / "a.txt").write_text("a\n")
     before = {p: p.read_bytes() for p in work.rglob("*")}
     lab = start_lab(popen, work, canary, "--output", str(out))
-    _, base, token = lab.url()
-    ready(base, token)
+    base, token = ready(lab)
     _put(base, token, "a.txt", "changed\n")
     _put(base, token, "b.txt", "new\n")
     assert http(f"{base}/api/shutdown", token, "POST")[0] == 200
