@@ -607,8 +607,11 @@ def platform_down() -> None:
     "--path",
     "paths",
     multiple=True,
-    type=click.Choice(["success", "error", "timeout", "sigint", "sigterm", "sighup", "sigkill", "engine-restart"]),
-    help="Exit path to audit (repeatable) [default: all; engine-restart only with --engine-restart].",
+    type=click.Choice(
+        ["success", "error", "timeout", "sigint", "sigterm", "sighup", "sigkill", "engine-restart", "lab"]
+    ),
+    help="Exit path to audit (repeatable) [default: all; engine-restart only with --engine-restart; lab, a "
+    "`qsandbox lab` session whose kernel writes the key into /work, only when named].",
 )
 @click.option(
     "--engine-restart",
