@@ -29,6 +29,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import qsandbox
 
 from qsandbox.common.paths import LAB_TARGET
 from qsandbox.launcher import sandbox
@@ -501,3 +502,16 @@ def test_a_run_that_is_not_a_lab_refuses_every_launcher_opened_channel(image, ca
     ).execute()
     assert result.exit_code == 0
     assert answers == {LAB_TARGET.encode(): "nothing listens here", b"127.0.0.1:3128": "nothing listens here"}
+
+
+def test_audit_of_a_lab_session_finds_nothing(image):
+    """`qsandbox audit --path lab`: the kernel (driven over its WebSocket, as a browser does) reads
+    the key and writes it into /work; the live sandbox, the launcher, the engine and the host are
+    searched, and what came back into DIR holds the key masked."""
+    done = qsandbox("audit", "--path", "lab", timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "exit path lab: launcher exit 0, 0 hit(s)" in done.stdout
+    assert "NOT SEARCHED" not in done.stdout and "NOT TAKEN" not in done.stdout
+    assert "0 hit(s) in the live sandbox (inspect, top, diff): 1 searched" in done.stdout
+    assert "0 hit(s) in the launcher's argv and environment (/proc): 2 searched" in done.stdout
+    assert done.stderr.strip().endswith("qsandbox: audit found 0 hit(s)")
