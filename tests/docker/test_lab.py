@@ -288,6 +288,7 @@ def test_nothing_is_served_without_the_token_to_anyone_and_the_token_is_in_no_pr
     control = secrets.token_hex(16)  # in one process's arguments: the search finds what is there
     popen([sys.executable, "-c", "import time; time.sleep(120)", control])
     python = shutil.which("python3", path="/usr/bin:/usr/local/bin")
+    assert python, "no system python3 to run as the other user"
     other = subprocess.run(
         ["runuser", "-u", OTHER_USER, "--", python, "-c", probe, base, str(lab.proc.pid)],
         input=f"{token} {control}",
