@@ -20,6 +20,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -516,3 +517,65 @@ def test_audit_of_a_lab_session_finds_nothing(image):
     assert "0 hit(s) in the live sandbox (inspect, top, diff): 1 searched" in done.stdout
     assert "0 hit(s) in the launcher's argv and environment (/proc): 2 searched" in done.stdout
     assert done.stderr.strip().endswith("qsandbox: audit found 0 hit(s)")
+
+
+HOSTILE_CELL = r"""
+import os, socket, stat
+def attempt(what, call):
+    try:
+        call()
+        print(what + ": done")
+    except OSError as e:
+        print(what + ": " + (e.strerror or type(e).__name__))
+def connect(address):
+    return lambda: socket.create_connection(address, timeout=3).close()
+port = PORT
+attempt("connect the launcher's port on the sandbox's loopback", connect(("127.0.0.1", port)))
+routes = open("/proc/net/route").read().split("\n")[1:]
+gateways = [r.split()[2] for r in routes if r.split() and r.split()[2] != "00000000"]
+host = socket.inet_ntoa(bytes.fromhex(gateways[0])[::-1]) if gateways else "172.17.0.1"
+attempt("connect the launcher's port on the engine's host", connect((host, port)))
+frame = b"\x01\x00\x00\x00\x12\x00\x00\x00\x0c127.0.0.1:22"  # an OPEN, as only the entry point may send
+attempt("write a frame into the entry point's stream", lambda: open("/proc/1/fd/1", "wb").write(frame))
+os.symlink("/etc/passwd", "/work/link-out")
+os.mkfifo("/work/a-fifo")
+open("/work/run.sh", "w").write("#!/bin/sh\necho pwned\n"); os.chmod("/work/run.sh", 0o4755)
+open("/work/.bashrc", "w").write("echo pwned\n")
+os.makedirs("/work/sub/.git/hooks"); open("/work/sub/.git/hooks/post-checkout", "w").write("echo pwned\n")
+open("/work/\x1b]0;pwned\x07title.txt", "w").write("x\n")
+open("/work/key.txt", "w").write(open(os.environ["QISKIT_IBM_TOKEN_FILE"]).read())
+print("planted")
+"""
+
+
+def test_a_hostile_kernel_reaches_nothing_outside_and_what_it_plants_lands_harmless(image, canary, tmp_path, popen):
+    """A cell is code the user did not read: from the kernel it tries the launcher's port (on the
+    sandbox's loopback and on the engine's host), the entry point's stream, and plants links, FIFOs,
+    a setuid script, a top-level dotfile, repository hooks and a name with a terminal escape in
+    /work. The lab reaches nothing; what comes back lands as plain, inert files, the key masked."""
+    from qsandbox.launcher import lab as lab_mod
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "keep.txt").write_text("mine\n")
+    lab = start_lab(popen, work, canary)
+    base, token = ready(lab)
+    url = f"{base}/lab?token={token}"
+    said = lab_mod.execute(url, HOSTILE_CELL.replace("PORT", base.rsplit(":", 1)[1]))
+    assert said.splitlines() == [
+        "connect the launcher's port on the sandbox's loopback: Connection refused",
+        *[line for line in said.splitlines() if line.startswith("connect the launcher's port on the engine's host: ")],
+        "write a frame into the entry point's stream: Permission denied",
+        "planted",
+    ], said
+    assert "on the engine's host: done" not in said
+    assert http(f"{base}/api/shutdown", token, "POST")[0] == 200
+    assert lab.wait(120) == 0, lab.stderr[-3000:]
+    landed = sorted(str(p.relative_to(work)) for p in work.rglob("*"))
+    assert landed == ["keep.txt", "key.txt", "run.sh"], landed
+    assert (work / "key.txt").read_text().strip() == "***"
+    assert stat.S_IMODE((work / "run.sh").stat().st_mode) == 0o644  # no exec, no setuid bit back
+    assert "\x1b" not in lab.stderr and "\\x1b]0;pwned" in lab.stderr  # named, escaped
+    assert "refused from /output: .bashrc" in lab.stderr
+    assert "refused from /output: sub/.git/hooks/post-checkout" in lab.stderr
+    assert (work / "keep.txt").read_text() == "mine\n"

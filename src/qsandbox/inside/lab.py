@@ -20,6 +20,7 @@ A lab is a run whose start message carries `lab_token`. Then, in the entry point
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -166,7 +167,8 @@ def stage_changes(manifest: Manifest, redactor: Redactor, say: Callable[[str], N
     out = str(OUTPUT_DIR)
     _empty(out)
     count = 0
-    for path, name in manifest.changed():
+    changed = manifest.changed()
+    for i, (path, name) in enumerate(changed):
         dest = os.path.join(out, *name.split("/"))
         try:
             os.makedirs(os.path.dirname(dest), mode=0o700, exist_ok=True)
@@ -181,6 +183,12 @@ def stage_changes(manifest: Manifest, redactor: Redactor, say: Callable[[str], N
             count += 1
         except OSError as e:
             say(f"/work/{shown(name)} could not be sent back ({e.strerror}); left out")
+            with contextlib.suppress(OSError):
+                os.unlink(dest)  # what was cut short would come back as if whole
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):  # /output is full: the rest cannot go either
+                if len(changed) - i - 1:
+                    say(f"{len(changed) - i - 1} more changed file(s) under /work left out (raise --output-limit)")
+                break
     return count
 
 

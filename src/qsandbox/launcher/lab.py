@@ -239,17 +239,21 @@ class Merged:
     written: list[str] = field(default_factory=list)
     beside: list[tuple[str, str]] = field(default_factory=list)  # (name in DIR, where the sandbox's went)
     failed: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # names DIR does not take (control characters)
 
 
 def merge(staging: Path, directory: Path, sent: Mapping[str, str]) -> Merged:
     """Each file of `staging` into `directory` at its place: written if the file there is as it was
-    sent (or absent), else written beside it. Directories are opened one by one with O_NOFOLLOW
-    below DIR: nothing follows a link out of it."""
+    sent (or absent), else written beside it; a name with a control character is refused.
+    Directories are opened one by one with O_NOFOLLOW below DIR: nothing follows a link out of it."""
     result = Merged()
     top = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         for path in sorted(p for p in staging.rglob("*") if p.is_file() and not p.is_symlink()):
             name = path.relative_to(staging).as_posix()
+            if any(ord(c) < 32 or ord(c) == 127 for c in name):  # a terminal would act on it: not in DIR
+                result.refused.append(name)
+                continue
             try:
                 _merge_one(top, path, name, sent.get(name), result)
             except OSError as e:
@@ -344,7 +348,9 @@ def run(
                 )
             for what in merged.failed:
                 say(f"could not write back {shown(what)}")
-            if not (merged.written or merged.beside or merged.failed):
+            for name in merged.refused:
+                say(f"refused from the lab: {shown(name)} (control characters in its name; not written to DIR)")
+            if not (merged.written or merged.beside or merged.failed or merged.refused):
                 say(f"nothing changed under /work: {shown(str(plan.directory))} is as it was")
     finally:
         if staging is not None:
