@@ -579,3 +579,17 @@ def test_a_hostile_kernel_reaches_nothing_outside_and_what_it_plants_lands_harml
     assert "refused from /output: .bashrc" in lab.stderr
     assert "refused from /output: sub/.git/hooks/post-checkout" in lab.stderr
     assert (work / "keep.txt").read_text() == "mine\n"
+
+
+def test_timeout_ends_the_lab_and_the_work_still_comes_back(image, canary, tmp_path, popen):
+    work = tmp_path / "work"
+    work.mkdir()
+    lab = start_lab(popen, work, canary, "--timeout", "40")
+    base, token = ready(lab)
+    _put(base, token, "saved.txt", "saved before the time was up\n")
+    assert lab.wait(180) == 124, lab.stderr[-3000:]
+    assert (work / "saved.txt").read_text() == "saved before the time was up\n"
+    assert "(timeout)" in lab.stderr.strip().splitlines()[-1]
+    # JupyterLab's image is derived on first use, not the base image, and listed with the others.
+    listed = qsandbox("images").stdout
+    assert any(line.split()[-1] == "jupyterlab==4.6.6" and " derived " in line for line in listed.splitlines()), listed

@@ -306,7 +306,8 @@ in the URL; nothing is served without it). End the lab with File > Shut Down, Ct
 a signal: what changed under /work comes back into DIR, masked, and a file changed here meanwhile
 is kept, the sandbox's version written beside it (NAME.sandbox.EXT). --output OUT: the work goes
 to OUT instead, and DIR is left untouched. JupyterLab lives in an image derived on first use
-(`qsandbox images` lists it); --requirements adds packages to it.
+(`qsandbox images` lists it); --requirements adds packages to it. Exit codes as for run: 0 after
+File > Shut Down, 130 Ctrl-C, 124 --timeout, 143 SIGTERM, 129 SIGHUP; 2 nothing started.
 """
 
 
