@@ -69,7 +69,13 @@ def configure(token: str) -> None:
             "allow_remote_access": False,
         },
         "IdentityProvider": {"token": token},
-        "LabApp": {"check_for_updates_class": "jupyterlab.NeverCheckForUpdate", "news_url": None},
+        # Nothing of JupyterLab's own reaches out (the sandbox's way out is for IBM's hosts): no update
+        # check, no news feed, and an extension manager that lists what is installed, never PyPI.
+        "LabApp": {
+            "check_for_updates_class": "jupyterlab.NeverCheckForUpdate",
+            "news_url": None,
+            "extension_manager": "readonly",
+        },
     }
     # No prompt about Jupyter's news feed: the sandbox could not fetch it anyway.
     labconfig = Path(os.environ["JUPYTER_CONFIG_DIR"]) / "labconfig"
