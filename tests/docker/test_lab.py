@@ -593,3 +593,48 @@ def test_timeout_ends_the_lab_and_the_work_still_comes_back(image, canary, tmp_p
     # JupyterLab's image is derived on first use, not the base image, and listed with the others.
     listed = qsandbox("images").stdout
     assert any(line.split()[-1] == "jupyterlab==4.6.6" and " derived " in line for line in listed.splitlines()), listed
+
+
+RELAY_CELL = r"""
+import socket
+for target in ("127.0.0.1:PORT", "localhost:PORT", "[::1]:PORT", "localhost:443", "127.0.0.1:443"):
+    s = socket.create_connection(("127.0.0.1", 3128), timeout=30)
+    s.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+    print(target, s.recv(200).split(b"\r\n", 1)[0].decode())
+    s.close()
+"""
+
+
+def test_a_kernel_cannot_make_the_launcher_connect_back_to_the_lab_or_the_host(image, canary, tmp_path, popen):
+    """On --platform ibm the sandbox's one way out is the relay: asked for the launcher's own port
+    (or anything else on the host's loopback), it refuses before connecting, and says so."""
+    from qsandbox.launcher import lab as lab_mod
+
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QISKIT_IBM")}
+    proc = popen(
+        [sys.executable, "-m", "qsandbox", "lab", "--no-browser", "--token-stdin", str(work)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    proc.stdin.write(canary + "\n")
+    proc.stdin.close()
+    proc.stdin = None
+    lab = Lab(proc)
+    base, token = ready(lab)
+    port = base.rsplit(":", 1)[1]
+    said = lab_mod.execute(f"{base}/lab?token={token}", RELAY_CELL.replace("PORT", port))
+    assert said.splitlines() == [
+        f"{t} HTTP/1.1 403 Forbidden"
+        for t in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "localhost:443", "127.0.0.1:443")
+    ], said
+    assert http(f"{base}/api/shutdown", token, "POST")[0] == 200
+    assert lab.wait(120) == 0, lab.stderr[-3000:]
+    closing = lab.stderr.strip().splitlines()[-1]
+    assert "egress refused: " in closing, closing
+    for target in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
+        assert target in closing.split("egress refused: ", 1)[1], closing
