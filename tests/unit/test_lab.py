@@ -62,7 +62,28 @@ def test_the_door_refuses_every_target_but_the_labs_at_once(target):
     assert channels.refused == {16: f"refused: only the lab ({LAB_TARGET}) is reachable from outside"}
 
 
-def test_the_door_connects_the_labs_target_to_its_port_only():
+def test_the_door_waits_for_jupyterlab_to_serve_before_it_connects(tmp_path, monkeypatch):
+    """jupyter_server binds, listens on and closes a probe socket before its real one: a connection
+    made then is reset unanswered. The door connects only once the server's info file is there."""
+    monkeypatch.setattr(inside_lab, "RUNTIME", str(tmp_path))
+    monkeypatch.setattr(inside_lab, "READY_WAIT", 1.0)
+    try:
+        server = socket.create_server(("127.0.0.1", LAB_PORT))  # listening, but not yet serving
+    except OSError:
+        pytest.skip(f"127.0.0.1:{LAB_PORT} is taken on this machine")
+    with server:
+        server.settimeout(0.1)
+        channels = _Channels()
+        inside_lab.Door(channels, threading.Event()).on_open(16, LAB_TARGET.encode())  # type: ignore[arg-type]
+        assert channels.done.wait(10)
+        assert channels.refused == {16: "the lab is not listening"}
+        with pytest.raises(TimeoutError):
+            server.accept()  # never connected
+
+
+def test_the_door_connects_the_labs_target_to_its_port_only(tmp_path, monkeypatch):
+    monkeypatch.setattr(inside_lab, "RUNTIME", str(tmp_path))
+    (tmp_path / "jpserver-7.json").write_text("{}")
     try:
         server = socket.create_server(("127.0.0.1", LAB_PORT))
     except OSError:

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from ..common.paths import LAB_PORT, LAB_TOKEN_FILE, WORKDIR
-from .lab import TOKEN_LOG
+from .lab import RUNTIME, TOKEN_LOG
 from .notebook import JUPYTER
 
 KERNEL_ARGV = [sys.executable, "-m", "qsandbox.inside.kernel", "-f", "{connection_file}"]
@@ -43,6 +43,7 @@ def configure(token: str) -> None:
     for name, path in dirs.items():
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.environ[name] = str(path)
+    assert os.environ["JUPYTER_RUNTIME_DIR"] == RUNTIME, "the entry point's door watches it"  # an invariant
     os.environ["JUPYTER_PATH"] = str(JUPYTER / "data")
     os.environ["JUPYTER_PLATFORM_DIRS"] = "1"
     # The kernels' IAM tokens go to a file (Jupyter closes the token pipe's descriptor in its kernels).

@@ -42,6 +42,7 @@ TOKEN_LOG = "/tmp/qsandbox-jupyter/tokens"  # noqa: S105, S108 - a path, in the 
 # Jupyter's own working files under /work: never sent back.
 SKIPPED = frozenset({".ipynb_checkpoints", "__pycache__", ".virtual_documents"})
 MAX_TOKEN_LOG = 1 << 20
+RUNTIME = "/tmp/qsandbox-jupyter/runtime"  # noqa: S108 - JupyterLab's runtime directory (inside/jupyter.py)
 
 
 def write_token(token: str) -> None:
@@ -49,6 +50,16 @@ def write_token(token: str) -> None:
     fd = os.open(str(LAB_TOKEN_FILE), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as f:
         f.write(token)
+
+
+def serving() -> bool:
+    """JupyterLab serves: its server info file is written once its real socket listens. Before that,
+    a connection can land in the backlog of the probe socket jupyter_server binds, listens on and
+    closes to find its port (ServerApp._find_http_port), and be reset unanswered."""
+    try:
+        return any(n.startswith("jpserver-") and n.endswith(".json") for n in os.listdir(RUNTIME))
+    except OSError:
+        return False
 
 
 class Door:
@@ -71,6 +82,8 @@ class Door:
         end = time.monotonic() + READY_WAIT
         while True:
             try:
+                if not serving():
+                    raise OSError("JupyterLab is still starting")
                 sock = socket.create_connection(("127.0.0.1", LAB_PORT), timeout=5)
                 break
             except OSError:
