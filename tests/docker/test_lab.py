@@ -638,3 +638,26 @@ def test_a_kernel_cannot_make_the_launcher_connect_back_to_the_lab_or_the_host(i
     assert "egress refused: " in closing, closing
     for target in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
         assert target in closing.split("egress refused: ", 1)[1], closing
+
+
+def test_requests_from_the_moment_the_url_is_printed_are_all_answered(image, canary, tmp_path, popen):
+    """The URL is printed before JupyterLab listens: a browser's first requests wait in the sandbox
+    and are answered, none reset (jupyter_server's port probe listens and closes a socket first)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    work = tmp_path / "work"
+    work.mkdir()
+    lab = start_lab(popen, work, canary)
+    _, base, token = lab.url()
+
+    def status(i: int) -> object:
+        time.sleep(i * 0.25)  # over JupyterLab's start, from the URL on
+        try:
+            return http(f"{base}/api/status", token)[0]
+        except OSError as e:
+            return repr(e)
+
+    with ThreadPoolExecutor(24) as pool:
+        assert list(pool.map(status, range(24))) == [200] * 24
+    assert http(f"{base}/api/shutdown", token, "POST")[0] == 200
+    assert lab.wait(120) == 0, lab.stderr[-3000:]
