@@ -661,3 +661,15 @@ def test_requests_from_the_moment_the_url_is_printed_are_all_answered(image, can
         assert list(pool.map(status, range(24))) == [200] * 24
     assert http(f"{base}/api/shutdown", token, "POST")[0] == 200
     assert lab.wait(120) == 0, lab.stderr[-3000:]
+
+
+def test_the_example_notebook_the_readme_opens_in_a_lab_runs(image, tmp_path):
+    """examples/bell.ipynb, which the README's `qsandbox lab --platform local examples/` opens, runs
+    as it is (here headless, with the same kernel and account)."""
+    from helpers import ROOT
+
+    out = tmp_path / "out"
+    done = qsandbox("run", "--platform", "local", "--output", str(out), str(ROOT / "examples" / "bell.ipynb"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts = json.loads(done.stdout.split("counts:", 1)[1].strip().splitlines()[0].replace("'", '"'))
+    assert counts.get("00", 0) + counts.get("11", 0) > 800, counts
