@@ -48,6 +48,7 @@ def test_output_a_token_makes_the_redactor_hold_back_still_arrives(monkeypatch):
     import time
 
     from qsandbox.common import mux
+    from qsandbox.common.redact import Redactor
     from qsandbox.inside import entry
 
     sent: list[bytes] = []
@@ -55,6 +56,7 @@ def test_output_a_token_makes_the_redactor_hold_back_still_arrives(monkeypatch):
     script = entry.Script.__new__(entry.Script)
     script.out, script.err, script.tok, script.redact = os.pipe(), os.pipe(), os.pipe(), True
     script._lock, script._silenced = threading.Lock(), False  # what __init__ sets
+    script.redactors = {mux.STDOUT: Redactor([]), mux.STDERR: Redactor([])}
     copy = threading.Thread(target=script._copy, daemon=True)  # the loop under test
     token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
     os.write(script.tok[1], token.encode() + b"\n")

@@ -4,7 +4,8 @@ this module, so the format is defined once. The key travels only here: never in 
 an archive upload, or a log.
 
 Launcher -> entry point:
-  {"type": "start", "token": KEY, "channel": ..., "instance": ..., "ca_pem": PEM or null, "output": BOOL}
+  {"type": "start", "token": KEY, "channel": ..., "instance": ..., "ca_pem": PEM or null, "output": BOOL,
+   "lab_token": TOKEN or null}   (lab_token: `qsandbox lab`, JupyterLab's token, made by the launcher)
   followed at once by the INPUTS channel: a tar stream of the script and the inputs the user named
   (DATA frames, then EOF), which the entry point unpacks into the /work tmpfs as it arrives
   (nothing of the host is mounted).
@@ -44,9 +45,14 @@ class Start:
     instance: str | None
     ca_pem: str | None = None
     output: bool = False  # send /output back when the script has ended
+    # qsandbox lab: JupyterLab's token (the launcher made it and prints it in the lab's URL). Set, it
+    # makes the run a lab: /work stays writable, the launcher's channels reach LAB_PORT, and what
+    # changed under /work goes back instead of /output (inside/lab.py).
+    lab_token: str | None = None
 
     def __repr__(self) -> str:  # never print the token
-        return f"Start(channel={self.channel!r}, instance={self.instance!r}, token=<hidden>)"
+        lab = ", lab_token=<hidden>" if self.lab_token else ""
+        return f"Start(channel={self.channel!r}, instance={self.instance!r}, token=<hidden>{lab})"
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,8 @@ def encode_start(start: Start) -> bytes:
         "ca_pem": start.ca_pem,
         "output": start.output,
     }
+    if start.lab_token is not None:
+        body["lab_token"] = start.lab_token
     return _line(body)
 
 
@@ -122,6 +130,7 @@ def decode(line: bytes) -> Start | Abort | AccessToken | Alive:
             instance=body.get("instance"),
             ca_pem=body.get("ca_pem"),
             output=body.get("output") is True,
+            lab_token=body["lab_token"] if isinstance(body.get("lab_token"), str) else None,
         )
     if kind == "alive":
         return Alive()

@@ -19,3 +19,6 @@ OUTPUT_DIR = PurePosixPath("/output")
 VENV_PYTHON = "/opt/qsandbox/bin/python"  # the image's interpreter (Dockerfile)
 TOKEN_SERVER_PORT = 8765  # short-lived mode: the sandbox's own IAM token endpoint, on loopback
 RELAY_PORT = 3128  # the entry point's CONNECT proxy, on the sandbox's loopback (inside/relay.py)
+LAB_PORT = 8888  # qsandbox lab: JupyterLab, on the sandbox's loopback; the only port a launcher-opened channel reaches
+LAB_TARGET = f"127.0.0.1:{LAB_PORT}"  # what the launcher's OPEN names (inside/lab.py refuses anything else)
+LAB_TOKEN_FILE = SECRET_DIR / "lab-token"  # the lab's token, from the entry point to JupyterLab (read, then removed)

@@ -6,7 +6,9 @@ to the tmpfs mounts, spawns the script's own interpreter (`runner`), masks token
 serves the CONNECT proxy that is the sandbox's only way out (`relay`), cancels its jobs on abort
 (`cancel`), and ends everything when the launcher's stream ends or its heartbeat stops.
 `tokenwatch` and `tokenserver` serve the short-lived token mode; `notebook` and `kernel` run a
-notebook cell by cell; `probe` reports the hardening for `doctor`; `broker` makes IAM calls for the
+notebook cell by cell; `lab` is the entry point's half of `qsandbox lab` (the launcher's channels
+to JupyterLab's port only, and what changed under /work back, masked) and `jupyter` its script
+(JupyterLab on the sandbox's loopback); `probe` reports the hardening for `doctor`; `broker` makes IAM calls for the
 launcher as a helper sandbox's script. Code here may import Qiskit, never the docker SDK, click or
 the launcher: it has no engine to talk to.
 """

@@ -45,6 +45,7 @@ from ..common.paths import CA_FILE, QISKIT_DIR, TOKEN_FILE, WORKDIR
 from .transfer import send_output, unpack
 
 if TYPE_CHECKING:
+    from .lab import Door, Manifest  # imported where used: only a lab needs them
     from .tokenserver import TokenServer  # imported where used: only short-lived mode needs it
 
 GRACE = 5.0  # seconds between SIGINT and SIGKILL of the script on abort
@@ -196,8 +197,17 @@ class Script:
             os.close(fd)
         self._lock = threading.Lock()
         self._silenced = False
+        from ..common.redact import Redactor
+
+        self.redactors = {mux.STDOUT: Redactor([]), mux.STDERR: Redactor([])}
         self.thread = threading.Thread(target=self._copy, daemon=True)
         self.thread.start()
+
+    def mask(self, secret: str) -> None:
+        """Mask `secret` too in what the script prints (a lab's token: JupyterLab logs its URL). Called
+        before `start`: the script has printed nothing yet."""
+        for r in self.redactors.values():
+            r.add(secret)
 
     def start(self) -> None:
         """The account is written and the inputs are in /work: run the script."""
@@ -216,9 +226,7 @@ class Script:
             self._silenced = True
 
     def _copy(self) -> None:
-        from ..common.redact import Redactor
-
-        streams = {self.out[0]: (mux.STDOUT, Redactor([])), self.err[0]: (mux.STDERR, Redactor([]))}
+        streams = {fd: (n, self.redactors[n]) for fd, n in ((self.out[0], mux.STDOUT), (self.err[0], mux.STDERR))}
         tok = self.tok[0] if self.tok else None
         if tok is not None:
             os.set_blocking(tok, False)
@@ -265,7 +273,11 @@ class _LauncherGone(OSError):
 
 
 def _watch_stdin(
-    events: queue.Queue[tuple[str, str]], tokens: TokenServer | None, heard: list[float], channels: mux.Channels
+    events: queue.Queue[tuple[str, str]],
+    tokens: TokenServer | None,
+    heard: list[float],
+    channels: mux.Channels,
+    door: Door | None = None,
 ) -> None:
     while True:
         try:
@@ -280,9 +292,12 @@ def _watch_stdin(
         heard[0] = time.monotonic()
         if f.type != mux.Type.CONTROL:
             try:
-                if f.type == mux.Type.OPEN:  # nothing in the sandbox is reachable from outside
+                if f.type == mux.Type.OPEN:  # nothing in the sandbox is reachable from outside, but a lab
                     if channels.peer_opens(f.channel):
-                        channels.refuse(f.channel, "nothing listens here")
+                        if door is not None:  # qsandbox lab: JupyterLab's port, and only it (inside/lab.py)
+                            door.on_open(f.channel, f.payload)
+                        else:
+                            channels.refuse(f.channel, "nothing listens here")
                 elif f.channel >= mux.FIRST_RELAY:
                     channels.dispatch(f)
             except mux.ProtocolError as e:
@@ -353,7 +368,8 @@ def _receive() -> tuple[handoff.Start, TokenServer | None] | None:
     try:
         inputs = _Inputs(_STDIN)
         if not inputs.empty():  # a helper (the key broker) sends no inputs at all
-            unpack(inputs)  # type: ignore[arg-type]  # read() is all tarfile's stream mode uses
+            # A lab saves into /work: writable then, else read-only.
+            unpack(inputs, writable=msg.lab_token is not None)  # type: ignore[arg-type]  # read() is all tarfile's stream mode uses
         inputs.drain()  # tar's end blocks leave the channel's EOF frame unread
     except (HandoffError, OSError, tarfile.TarError, mux.ProtocolError) as e:
         _say(f"the inputs could not be unpacked into {WORKDIR}: {e}; nothing was run")
@@ -379,8 +395,20 @@ def run(script: str, args: list[str]) -> int:
         return 125
     start, tokens = received
     output = start.output
+    lab: tuple[Manifest, str] | None = None  # qsandbox lab: what /work held, and the key (to mask what goes back)
+    if start.lab_token is not None:
+        from .lab import Manifest, write_token
+
+        write_token(start.lab_token)
+        child.mask(start.lab_token)
+        lab = (Manifest(), start.token)
     del start, received
     channels = mux.Channels(LINK, opens_odd=True)
+    door = None
+    if lab is not None:
+        from .lab import Door
+
+        door = Door(channels, _GONE)
     server = None  # held for the run: its listening socket lives as long as this reference
     if os.environ.get("QSANDBOX_RELAY") == "1":
         from .relay import ConnectServer
@@ -390,7 +418,7 @@ def run(script: str, args: list[str]) -> int:
     started_at = time.time()
     child.start()
     try:
-        code, deliver = _supervise(child.pid, tokens, started_at, channels)
+        code, deliver = _supervise(child.pid, tokens, started_at, channels, door)
     finally:
         _kill_everything(child.pid)
         child.finish(5.0)  # the rest of its output, masked; then nothing more of it
@@ -398,6 +426,11 @@ def run(script: str, args: list[str]) -> int:
         channels.close_all()
         del server
     if deliver and output and not _GONE.is_set():  # also after an error or an abort: what was written so far
+        if lab is not None:  # what changed under /work goes back, masked, through /output
+            from .lab import redactor_for, stage_changes
+
+            stage_changes(lab[0], redactor_for(lab[1]), _say)
+            lab = None
         try:
             send_output(lambda chunk: LINK.send(mux.frame(mux.Type.DATA, mux.OUTPUT, chunk)), _say)
             LINK.send(mux.frame(mux.Type.EOF, mux.OUTPUT))
@@ -440,7 +473,9 @@ def _frame_write(data: bytes) -> None:
 LINK = mux.Link(_frame_write)  # every frame this process sends, whole, one writer at a time
 
 
-def _supervise(pid: int, tokens: TokenServer | None, started_at: float, channels: mux.Channels) -> tuple[int, bool]:
+def _supervise(
+    pid: int, tokens: TokenServer | None, started_at: float, channels: mux.Channels, door: Door | None = None
+) -> tuple[int, bool]:
     """Wait for the script's exit, an abort, EOF or silence. Returns the exit code, and whether the
     launcher is still there to receive /output."""
     events: queue.Queue[tuple[str, str]] = queue.Queue()
@@ -468,7 +503,7 @@ def _supervise(pid: int, tokens: TokenServer | None, started_at: float, channels
         tokens.start()
     threading.Thread(target=reap, daemon=True).start()
     heard = [time.monotonic()]
-    threading.Thread(target=_watch_stdin, args=(events, tokens, heard, channels), daemon=True).start()
+    threading.Thread(target=_watch_stdin, args=(events, tokens, heard, channels, door), daemon=True).start()
     threading.Thread(target=_watch_silence, args=(events, heard, handoff.HEARTBEAT_TIMEOUT), daemon=True).start()
 
     kind, reason = events.get()

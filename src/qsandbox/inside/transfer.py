@@ -1,7 +1,8 @@
 """The entry point's half of the file transfer (the launcher's is `launcher.transfer`).
 
 In: the tar stream that follows the start message (the INPUTS channel) is unpacked, as it arrives,
-into the /work tmpfs, owned by the sandbox user and made read-only (files 0400, directories 0500).
+into the /work tmpfs, owned by the sandbox user and made read-only (files 0400, directories 0500;
+a lab's stay writable: JupyterLab saves there).
 Only plain files and directories with relative names are accepted: the launcher made the archive,
 but the entry point does not trust a stream it did not make.
 
@@ -28,8 +29,8 @@ from ..common.paths import OUTPUT_DIR, WORKDIR
 from ..common.text import shown
 
 
-def unpack(stream: IO[bytes], top: str = str(WORKDIR)) -> None:
-    """Unpack the tar stream as it is read (nothing held whole)."""
+def unpack(stream: IO[bytes], top: str = str(WORKDIR), *, writable: bool = False) -> None:
+    """Unpack the tar stream as it is read (nothing held whole); read-only unless `writable` (a lab)."""
     dirs: list[str] = []
     with tarfile.open(fileobj=stream, mode="r|") as tar:
         for member in tar:
@@ -47,9 +48,11 @@ def unpack(stream: IO[bytes], top: str = str(WORKDIR)) -> None:
                 with os.fdopen(fd, "wb") as f:
                     if src is not None:
                         shutil.copyfileobj(src, f, 1 << 16)
-                os.chmod(path, 0o400)
+                os.chmod(path, 0o600 if writable else 0o400)
             else:
                 raise HandoffError(f"refused input {member.name!r}: not a plain file or directory")
+    if writable:
+        return
     for d in sorted(dirs, key=len, reverse=True):
         os.chmod(d, 0o500)
     os.chmod(top, 0o500)

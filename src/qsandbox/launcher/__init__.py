@@ -8,7 +8,7 @@ import-linter `layers` contract in pyproject.toml fails CI otherwise):
 - `cli`: the commands, their one option set, and the defaults from config files;
 - `checks`: beside the runs: the doctor, the leak search (audit) and sweep;
 - `run`: one run's story and everything it is made of (plans, the hand-off, the relay, files,
-  reports, batches);
+  reports, batches, and `qsandbox lab`);
 - `engine`: the container engine: connect and describe, preflight, the image, the sandbox's and
   every helper's container lifecycle, the emulator and its networks, derived images;
 - `core`: what every layer above shares: the user's settings and their units, the one hardening

@@ -2,5 +2,6 @@
 
 - `doctor`: what this machine's engine and host give a sandbox;
 - `audit`: the leak search, every place a key could be left, each with its own control;
-- `sweep`: whatever a killed launcher left behind.
+- `sweep`: whatever a killed launcher left behind;
+- `labclient`: a lab's JupyterLab as a browser uses it (the audit's lab path drives a kernel with it).
 """

@@ -64,6 +64,10 @@ from ..engine import localplatform, sandbox
 # its engine is managed, and it disturbs every other user of the engine), so it is opt-in.
 EXIT_PATHS = ("success", "error", "timeout", "sigint", "sigterm", "sighup", "sigkill")
 ENGINE_RESTART = "engine-restart"
+# `qsandbox lab`: a lab session whose kernel reads the key and writes it into /work; what comes back
+# must be masked, and nothing may be left anywhere. Opt-in (`--path lab`): its first run builds the
+# lab's derived image (JupyterLab).
+LAB = "lab"
 # What the launcher must exit with on each path (SIGKILL: the signal itself); anything else means
 # the path was not really taken, and its zero hits prove nothing.
 EXPECTED_EXIT = {
@@ -75,6 +79,7 @@ EXPECTED_EXIT = {
     "sighup": 129,
     "sigkill": -signal.SIGKILL,
     ENGINE_RESTART: 125,
+    LAB: 0,  # shut down from its own API, as File > Shut Down does
 }
 _SIGNALS = {"sigint": signal.SIGINT, "sigterm": signal.SIGTERM, "sighup": signal.SIGHUP, "sigkill": signal.SIGKILL}
 TIMEOUT_SECONDS = 30  # the timeout path: long enough to search the live sandbox, controls and all, before it fires
@@ -1018,6 +1023,57 @@ def _launch(
     return subprocess.CompletedProcess(argv, p.returncode, out + rest, err), live
 
 
+LAB_CELL = """
+from qiskit_ibm_runtime.accounts import AccountManager
+key = AccountManager.get().token
+open("/tmp/scratch.txt", "w").write(key)             # tmpfs: gone with the container
+open("/work/audit.txt", "w").write("key: " + key + "\\ncontrol: CONTROL\\n")  # back into DIR, masked
+print("wrote", len(key), flush=True)
+"""
+LAB_MARKER = "qsandbox.inside.jupyter"  # the lab sandbox's command holds it
+
+
+def _launch_lab(
+    value: str, search: LeakSearch, run_options: tuple[str, ...] = ()
+) -> tuple[subprocess.CompletedProcess[bytes], list[Place]]:
+    """A lab session through the real launcher: its kernel reads the key and writes it into /work,
+    the lab is searched live, shut down, and what came back into DIR is the run's "output"."""
+    from .labclient import execute
+
+    with tempfile.TemporaryDirectory(prefix="qsandbox-audit-lab-") as tmp:
+        work = Path(tmp, "work")
+        work.mkdir()
+        argv = [sys.executable, "-m", "qsandbox", "lab", "--token-stdin", "--no-browser", *run_options, str(work)]
+        p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert p.stdin and p.stderr
+        p.stdin.write(value.encode() + b"\n")
+        p.stdin.close()
+        p.stdin = None  # communicate() must not flush it again
+        err, url = b"", ""
+        while not url:
+            line = p.stderr.readline()
+            if not line:
+                break
+            err += line
+            if line.startswith(b"qsandbox: lab at "):
+                url = line.decode().split(" at ", 1)[1].strip()
+        live: list[Place] = []
+        if url:
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                execute(url, LAB_CELL.replace("CONTROL", search.control))
+            live = search.live(LAB_MARKER, launcher=p.pid)
+            with contextlib.suppress(OSError):
+                from .labclient import _request
+
+                token = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["token"][0]
+                _request(url.split("/lab?", 1)[0] + "/api/shutdown", token, "POST")
+        else:
+            p.kill()
+        rest, more = p.communicate(timeout=180)
+        back = Path(work, "audit.txt").read_bytes() if Path(work, "audit.txt").is_file() else b""
+    return subprocess.CompletedProcess(argv, p.returncode, rest + back, err + more), live
+
+
 def _wait_gone(client: docker.DockerClient, run_ids: list[str], limit: float = 10.0) -> Place:
     """The run's own labelled objects (containers, networks) left after it, waited for a while.
 
@@ -1096,7 +1152,10 @@ def audit(
         for path in paths:
             value = canary()
             search = LeakSearch(client, value)
-            done, live = _launch(path, value, script, search, restart_engine, run_options)
+            if path == LAB:
+                done, live = _launch_lab(value, search, run_options)
+            else:
+                done, live = _launch(path, value, script, search, restart_engine, run_options)
             output = Place("the run's stdout and stderr (redacted)", "output", searched=1)
             found = search._scan(done.stdout + done.stderr)
             if found & 1:

@@ -300,6 +300,48 @@ def run(script: Path, args: tuple[str, ...], output: Path | None, **o: Any) -> N
     sys.exit(code)
 
 
+LAB_HELP = """\b
+The notebooks and files of DIR (default: the current directory) go in as --workdir sends them; the
+browser reaches JupyterLab through this process (a random port of 127.0.0.1, Jupyter's own token
+in the URL; nothing is served without it). End the lab with File > Shut Down, Ctrl-C, --timeout or
+a signal: what changed under /work comes back into DIR, masked, and a file changed here meanwhile
+is kept, the sandbox's version written beside it (NAME.sandbox.EXT). --output OUT: the work goes
+to OUT instead, and DIR is left untouched. JupyterLab lives in an image derived on first use
+(`qsandbox images` lists it); --requirements adds packages to it. Exit codes as for run: 0 after
+File > Shut Down, 130 Ctrl-C, 124 --timeout, 143 SIGTERM, 129 SIGHUP; 2 nothing started.
+"""
+
+
+@main.command(epilog=LAB_HELP + "\n" + KEY_ORDER + "\n" + CONFIG_HELP)
+@click.argument("directory", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@run_options
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Directory that receives what changed under /work when the lab ends, instead of DIR (left untouched).",
+)
+@click.option("--no-browser", is_flag=True, help="Print the lab's URL, open no browser.")
+def lab(directory: Path | None, output: Path | None, no_browser: bool, **o: Any) -> None:
+    """JupyterLab in a fresh sandbox, in this machine's browser; the key never leaves the sandbox."""
+    from ..core.credentials import harden_process
+    from ..run.lab import run as run_lab
+    from .options import lab_settings_for as lab_settings
+
+    harden_process()
+    if o["json_report"] or o["junit_report"]:
+        raise UsageError("--json-report and --junit are for run and batch, not for a lab")
+    directory = directory or Path.cwd()
+    settings = lab_settings(directory, o, output)
+    source = key_source(o)
+    check_source(source, o["platform"])
+    if o["no_redact"]:
+        click.echo("qsandbox: WARNING: --no-redact: the key and IAM tokens are not masked in the lab's log", err=True)
+    result = run_lab(directory, settings, source, open_browser=not no_browser)
+    click.echo(result.summary(), err=True)
+    sys.exit(result.exit_code if not result.leftovers else int(ExitCode.TOOL))
+
+
 BATCH_HELP = """\b
 SCRIPTs (.py files and .ipynb notebooks) take no arguments; options may come before or after them.
 Each script gets every run option: its own PEP 723 dependencies (or --requirements, for the
@@ -570,8 +612,11 @@ def platform_down() -> None:
     "--path",
     "paths",
     multiple=True,
-    type=click.Choice(["success", "error", "timeout", "sigint", "sigterm", "sighup", "sigkill", "engine-restart"]),
-    help="Exit path to audit (repeatable) [default: all; engine-restart only with --engine-restart].",
+    type=click.Choice(
+        ["success", "error", "timeout", "sigint", "sigterm", "sighup", "sigkill", "engine-restart", "lab"]
+    ),
+    help="Exit path to audit (repeatable) [default: all; engine-restart only with --engine-restart; lab, a "
+    "`qsandbox lab` session whose kernel writes the key into /work, only when named].",
 )
 @click.option(
     "--engine-restart",

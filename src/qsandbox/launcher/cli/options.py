@@ -13,6 +13,7 @@ import os
 import shlex
 import shutil
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -378,11 +379,13 @@ def settings_for(
     args: tuple[str, ...] = (),
     output: Path | None = None,
     fill_in: bool = False,
+    lab: bool = False,
 ) -> Any:
     """The one place options become a RunSettings (for `run`, and for each script of a `batch`).
 
     `fill_in` (a batch): --requirements serves the scripts without a PEP 723 block of their own, and
-    a script with one keeps it; for one script (`run`) having both is refused as ambiguous."""
+    a script with one keeps it; for one script (`run`) having both is refused as ambiguous. `lab`:
+    `script` is a lab's directory (launcher/run/lab.py sets its needs)."""
     from ..core.needs import for_script, from_script
     from ..core.settings import IMAGE, Hardening, RunSettings
 
@@ -417,5 +420,18 @@ def settings_for(
         ca_file=o["ca_file"],
         queue_time=o["queue_time"],
         image=o["image_name"] or IMAGE,
-        needs=for_script(script, requirements),
+        needs=None if lab else for_script(script, requirements),
+        lab=lab,  # qsandbox lab (launcher/run/lab.py): `script` is the lab's directory
     )
+
+
+def lab_settings_for(directory: Path, o: Mapping[str, Any], output: Path | None) -> Any:
+    """The run's settings for a lab of `directory` (the shared options, as `run` reads them)."""
+    from ..core.needs import from_requirements
+    from ..run import lab
+
+    if o["workdir"] is not None:
+        raise UsageError("qsandbox lab sends DIR whole: --workdir does not apply (name the directory as DIR)")
+    settings = settings_for(directory, {**o, "requirements": None}, args=(lab.MODULE,), output=output, lab=True)
+    reqs = from_requirements(o["requirements"]) if o["requirements"] is not None else None
+    return replace(settings, workdir=directory.resolve(), needs=lab.needs(reqs))

@@ -329,9 +329,12 @@ class RunSettings:
     # "api-key": the key goes into the sandbox's tmpfs. "short-lived": only an IAM access token
     # minted outside does; the client inside gets it from a local token endpoint.
     token_mode: str = "api-key"  # noqa: S105 - a mode name, not a secret
+    # qsandbox lab (launcher/run/lab.py): `script` is the lab's directory (sent whole, as --workdir) and
+    # the sandbox runs JupyterLab (`run -m qsandbox.inside.jupyter`) instead of a script.
+    lab: bool = False
 
     def __post_init__(self) -> None:
-        if not self.script.is_file():
+        if not self.lab and not self.script.is_file():
             raise UsageError(f"script not found: {self.script}: give the path of a Python file")
         if self.timeout is not None and self.timeout <= 0:
             raise UsageError("--timeout must be a positive number of seconds")
@@ -346,6 +349,8 @@ class RunSettings:
 
     @property
     def script_in_container(self) -> str:
+        if self.lab:
+            return "-m"  # args: the module (launcher/run/lab.py)
         base = (self.workdir or self.script.parent).resolve()
         return str(WORKDIR / self.script.resolve().relative_to(base).as_posix())
 

@@ -9,5 +9,7 @@
 - `revoke`: the key broker (short-lived tokens, --revoke-after) as a keyed helper sandbox;
 - `relay`: the relay's authority; `egress`: the allowlist; `stream`: the run's framed stream;
 - `transfer`: inputs out, /output in; `inputs_policy`: what --workdir leaves out;
-- `terminal`: what reaches a terminal.
+- `terminal`: what reaches a terminal;
+- `lab`: `qsandbox lab`, a run whose browser connections the launcher relays in, and whose work
+  comes back into DIR.
 """

@@ -18,7 +18,7 @@ from ..core.settings import IMAGE, Hardening, RunSettings
 from ..engine import client as engine
 from ..engine import deps, image, preflight
 from . import transfer
-from .plans import CA_ENV, Learned, Plan
+from .plans import CA_ENV, Lab, Learned, Plan
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ def check_run(
     checked: EngineChecked | None,
     say: Callable[[str], None],
     err: BinaryIO,
+    lab: Lab | None = None,
 ) -> docker.DockerClient:
     """What a run checks before anything starts; what it learns goes into `learned`. Returns the
     engine's client (a batch's, when `checked` is given: one client, fewer round trips)."""
@@ -53,8 +54,12 @@ def check_run(
         source.check()
     _read_ca(settings, learned)
     plan.rules(settings, learned, say)
-    learned.inputs = transfer.collect(
-        settings.script, workdir=settings.workdir, includes=settings.includes, limit=settings.input_limit
+    learned.inputs = (
+        lab.collect(settings)  # qsandbox lab: DIR, whole
+        if lab is not None
+        else transfer.collect(
+            settings.script, workdir=settings.workdir, includes=settings.includes, limit=settings.input_limit
+        )
     )
     for note in learned.inputs.left_out:
         say(f"not sent into the sandbox: {shown(note)}")

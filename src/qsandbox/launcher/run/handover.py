@@ -22,7 +22,7 @@ from . import stream
 from .keepalive import Heartbeat, Refresher
 from .lifecycle import Started
 from .live import LiveOutput
-from .plans import Learned
+from .plans import Lab, Learned
 from .relay import Egress, Relay
 from .revoke import Broker, Revocation
 
@@ -59,6 +59,7 @@ def hand_off(
     say: Callable[[str], None],
     driven: bool,
     local: ExitStack,
+    lab: Lab | None = None,
 ) -> HandedOff:
     """Start the live output, then send the key (or, short-lived, a minted token) into the sandbox.
     Launcher-side things it starts are registered on `local`."""
@@ -76,6 +77,7 @@ def hand_off(
         instance=settings.instance or learned.instance,
         ca_pem=learned.ca_pem,
         output=learned.receiver is not None,
+        lab_token=lab.token if lab is not None else None,  # qsandbox lab: JupyterLab's token
     )
     secrets = [secret.reveal()] if settings.redact else None
     live = LiveOutput(out, err, secrets, learned.receiver, raw=settings.raw_output, done=done)
@@ -94,6 +96,8 @@ def hand_off(
     del start
     if minted is not None:
         started.attachment.send(stream.control(handoff.encode_access_token(minted)))
+    if lab is not None:  # after the start message: the browser's channels may follow at once
+        lab.serve(relay.channels, local, say)
     heartbeat = Heartbeat(started.attachment, err, suspend_note=not driven)
     heartbeat.start()
     local.callback(heartbeat.end)

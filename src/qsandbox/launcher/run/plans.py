@@ -17,11 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Protocol
 
 import docker
 
+from ...common import mux
 from ...common.paths import CA_FILE
 from ...common.platform_constants import INSTANCE_CRN
 from ..core.credentials import Secret
@@ -61,6 +64,17 @@ class Learned:
             instance=settings.instance or self.instance,
             extra_env=(*settings.extra_env, *self.extra_env),
         )
+
+
+class Lab(Protocol):
+    """What makes a run a `qsandbox lab` (launcher/run/lab.py's LabPlan), in any mode: its inputs
+    (DIR, whole), its token in the start message, and the listener it serves once that is out."""
+
+    token: str
+
+    def collect(self, settings: RunSettings) -> transfer.Inputs: ...
+
+    def serve(self, channels: mux.Channels, local: ExitStack, say: Callable[[str], None]) -> None: ...
 
 
 class Plan:

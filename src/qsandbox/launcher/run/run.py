@@ -65,9 +65,10 @@ class Run:
         err: BinaryIO,
         prompt: Callable[[], str] | None,
         batch: InBatch | None = None,
+        lab: plans.Lab | None = None,
     ) -> None:
         self.settings, self.source, self.out, self.err, self.prompt = settings, source, out, err, prompt
-        self.batch, self.driven = batch, batch is not None
+        self.batch, self.driven, self.lab = batch, batch is not None, lab  # lab: qsandbox lab (run/lab.py)
         self.plan = plans.plan_for(settings, batch.platform if batch else None)
         self.learned = plans.Learned(settings.image, settings.hardening, self.plan.rehearsal or source.interactive)
         self.cleanup, self.run_id = Cleanup(), sandbox.new_run_id()
@@ -86,7 +87,8 @@ class Run:
         self.learned.started_at = datetime.now(UTC)
         checked = self.batch.checked if self.batch else None
         self.client = admission.check_run(
-            self.settings, self.source, self.plan, self.learned, checked=checked, say=self._say, err=self.err
+            self.settings, self.source, self.plan, self.learned, checked=checked, say=self._say, err=self.err,
+            lab=self.lab,
         )  # fmt: skip
         began = time.monotonic()
         with ExitStack() as local:
@@ -115,8 +117,7 @@ class Run:
         return self.confirm(time.monotonic() - began - self._waited)
 
     def abort(self, reason: str) -> None:
-        """End this run as a signal or --timeout would (`reason`: an Ending's value), from the thread
-        that owns the signals; a second call stops waiting for the entry point, as a second Ctrl-C does."""
+        """As a signal or --timeout would (from the thread owning the signals); twice: force it, as Ctrl-C."""
         if self._abort_reason is not None:
             self._abort_forced.set()
         self._abort_reason = self._abort_reason or reason
@@ -136,7 +137,7 @@ class Run:
         """Start the live output, then send the key (or, short-lived, a minted token) into the sandbox."""
         self.handed = handover.hand_off(
             self.client, self.settings, self.learned, self.started, secret,
-            out=self.out, err=self.err, done=self._done, say=self._say, driven=self.driven, local=local,
+            out=self.out, err=self.err, done=self._done, say=self._say, driven=self.driven, local=local, lab=self.lab,
         )  # fmt: skip
 
     def supervise(self) -> int:
@@ -156,7 +157,7 @@ class Run:
         handed, receiver = self.handed, self.learned.receiver
         if handed is not None:
             handed.live.fresh_line()  # the closing line starts a line of its own, in plain colours
-        if receiver is not None and self.handed_off:
+        if receiver is not None and self.handed_off and self.lab is None:  # a lab says what came back itself
             self._say(receiver.closing_note())
         if self.revocation is not None and not self.revocation.ok and self.code == 0:
             self.code = int(ExitCode.TOOL)  # the user asked for a dead key; say loudly it is not

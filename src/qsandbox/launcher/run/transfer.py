@@ -89,8 +89,9 @@ class Inputs:
             yield chunk
 
 
-def collect(script: Path, *, workdir: Path | None, includes: tuple[Path, ...], limit: int) -> Inputs:
+def collect(script: Path | None, *, workdir: Path | None, includes: tuple[Path, ...], limit: int) -> Inputs:
     """Pack the script and the named inputs; UsageError (nothing started) for anything amiss.
+    No script (`qsandbox lab`): --workdir alone, whole.
 
     Paths are resolved once, to find the project directory (`base`) and where each named input
     sits in it; from there on nothing is re-resolved. `base` is opened once, every directory below
@@ -99,13 +100,17 @@ def collect(script: Path, *, workdir: Path | None, includes: tuple[Path, ...], l
     descriptor. A link or another file swapped in between the walk and the read is refused and
     named, and nothing is sent.
     """
-    script = script.resolve()
-    base = (workdir or script.parent).resolve()
+    if script is None:  # a lab: the directory is all there is
+        assert workdir is not None, "a lab names its directory"  # an invariant of launcher/run/lab.py
+        script = base = workdir.resolve()
+    else:
+        script = script.resolve()
+        base = (workdir or script.parent).resolve()
     if workdir is not None:
         _refuse_too_wide(base, "--workdir")
         if not base.is_dir():
             raise UsageError(f"--workdir {shown(str(workdir))}: not a directory")
-        if base not in script.parents:
+        if base not in script.parents and script != base:
             raise UsageError(
                 f"the script {shown(str(script))} is not inside --workdir {shown(str(base))}: give the project "
                 "directory that holds it"
@@ -116,11 +121,15 @@ def collect(script: Path, *, workdir: Path | None, includes: tuple[Path, ...], l
     except OSError as e:
         raise UsageError(f"cannot read {shown(str(base))}: {e.strerror}") from None
     try:
-        chosen = {inputs.script.as_posix(): _seen_named(top, inputs.script.parts, f"the script {shown(str(script))}")}
+        chosen = (
+            {inputs.script.as_posix(): _seen_named(top, inputs.script.parts, f"the script {shown(str(script))}")}
+            if script != base
+            else {}
+        )
         if workdir is not None:
             _add_tree(inputs, chosen, top, ())
         for named in includes:
-            path = named if named.is_absolute() else script.parent / named
+            path = named if named.is_absolute() else (base if script == base else script.parent) / named
             if not path.exists() and not path.is_symlink():
                 raise UsageError(f"--include {shown(str(named))}: no such file or directory")
             path = path.resolve()
