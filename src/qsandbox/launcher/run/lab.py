@@ -138,9 +138,32 @@ class Listener:
             ch.abort()
 
 
-def _private_dir() -> Path:
-    base = os.environ.get("XDG_RUNTIME_DIR")
-    return Path(tempfile.mkdtemp(prefix="qsandbox-lab-", dir=base if base and os.path.isdir(base) else None))
+def _private_dir(kind: str, base: str | None = None) -> Path:
+    """A new 0700 directory of ours, named after this process: `forget_stale` removes those of a
+    launcher that was killed before it could (SIGKILL)."""
+    _forget_stale(kind, base)
+    return Path(tempfile.mkdtemp(prefix=f"qsandbox-{kind}-{os.getpid()}-", dir=base))
+
+
+def _forget_stale(kind: str, base: str | None) -> None:
+    where = Path(base or tempfile.gettempdir())
+    with contextlib.suppress(OSError):
+        for entry in where.iterdir():
+            parts = entry.name.split("-")
+            if entry.name.startswith(f"qsandbox-{kind}-") and len(parts) >= 4 and parts[2].isdigit():
+                st = entry.lstat()
+                if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not _alive(int(parts[2])):
+                    shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _open_browser(url: str, local: ExitStack, say: Callable[[str], None]) -> None:
@@ -148,7 +171,8 @@ def _open_browser(url: str, local: ExitStack, say: Callable[[str], None]) -> Non
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         say("no display here: open the URL above in a browser (or use --no-browser to say so)")
         return
-    where = _private_dir()
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    where = _private_dir("lab", runtime if runtime and os.path.isdir(runtime) else None)
     local.callback(shutil.rmtree, where, True)
     page = where / "open.html"
     fd = os.open(page, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -307,7 +331,7 @@ def run(
 
     staging = None
     if settings.output is None:  # the work comes back into DIR, through a staging directory of ours
-        staging = Path(tempfile.mkdtemp(prefix="qsandbox-lab-work-"))
+        staging = _private_dir("labwork")
         settings = replace(settings, output=staging)
     try:
         the_run = Run(settings, source, out=out or sys.stdout.buffer, err=err, prompt=None, lab=plan)

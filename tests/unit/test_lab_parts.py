@@ -198,3 +198,20 @@ def test_the_launchers_listener_opens_channels_to_the_labs_target_only():
     assert frames[0].type == mux.Type.OPEN and frames[0].channel % 2 == 0 and frames[0].payload == LAB_TARGET.encode()
     with pytest.raises(mux.ProtocolError):  # the sandbox cannot open a channel of the launcher's parity
         channels.peer_opens(frames[0].channel + 2)
+
+
+def test_a_killed_launchers_private_directories_are_removed_by_the_next_lab(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"qsandbox-labwork-{int(dead.stdout)}-abc"
+    live = tmp_path / f"qsandbox-labwork-{os.getpid()}-def"
+    other = tmp_path / "qsandbox-labwork-notapid-x"
+    for d in (stale, live, other):
+        d.mkdir()
+    (stale / "bell.ipynb").write_text("{}")
+    made = lab._private_dir("labwork", str(tmp_path))
+    assert not stale.exists() and live.exists() and other.exists()
+    assert made.name.startswith(f"qsandbox-labwork-{os.getpid()}-")
+    assert stat.S_IMODE(made.stat().st_mode) == 0o700
