@@ -19,9 +19,7 @@ from pathlib import Path
 
 from ..common.paths import LAB_PORT, LAB_TOKEN_FILE, WORKDIR
 from .lab import RUNTIME, TOKEN_LOG
-from .notebook import JUPYTER
-
-KERNEL_ARGV = [sys.executable, "-m", "qsandbox.inside.kernel", "-f", "{connection_file}"]
+from .notebook import point_jupyter_at_tmpfs, register_kernel
 
 
 def _read_token() -> str:
@@ -33,33 +31,12 @@ def _read_token() -> str:
 
 def configure(token: str) -> None:
     """Jupyter's directories, the kernel, and the server's settings (the token among them)."""
-    dirs = {
-        "JUPYTER_RUNTIME_DIR": JUPYTER / "runtime",
-        "JUPYTER_DATA_DIR": JUPYTER / "data",
-        "JUPYTER_CONFIG_DIR": JUPYTER / "config",
-        "IPYTHONDIR": JUPYTER / "ipython",
-        "MPLCONFIGDIR": JUPYTER / "matplotlib",
-    }
-    for name, path in dirs.items():
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.environ[name] = str(path)
+    point_jupyter_at_tmpfs()
     assert os.environ["JUPYTER_RUNTIME_DIR"] == RUNTIME, "the entry point's door watches it"  # an invariant
-    os.environ["JUPYTER_PATH"] = str(JUPYTER / "data")
-    os.environ["JUPYTER_PLATFORM_DIRS"] = "1"
     # The kernels' IAM tokens go to a file (Jupyter closes the token pipe's descriptor in its kernels).
     os.environ.pop("QSANDBOX_TOKEN_FD", None)
     os.environ["QSANDBOX_TOKEN_LOG"] = TOKEN_LOG
-    spec = JUPYTER / "data" / "kernels" / "python3"  # takes the place of ipykernel's own python3
-    spec.mkdir(parents=True, exist_ok=True)
-    (spec / "kernel.json").write_text(
-        json.dumps(
-            {
-                "argv": [*KERNEL_ARGV, "--HistoryManager.enabled=False"],
-                "display_name": "Python 3 (qsandbox)",
-                "language": "python",
-            }
-        )
-    )
+    register_kernel("python3", "Python 3 (qsandbox)")  # takes the place of ipykernel's own python3
     config = {
         "ServerApp": {
             "ip": "127.0.0.1",

@@ -33,10 +33,11 @@ KERNEL_NAME = "qsandbox"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-def _prepare_environment() -> None:
-    """Point Jupyter and IPython at the tmpfs and register the image's kernel under KERNEL_NAME."""
-    import json
+KERNEL_ARGV = [sys.executable, "-m", "qsandbox.inside.kernel", "-f", "{connection_file}"]
 
+
+def point_jupyter_at_tmpfs() -> None:
+    """Every Jupyter and IPython directory under the tmpfs (the root file system is read-only)."""
     dirs = {
         "JUPYTER_RUNTIME_DIR": JUPYTER / "runtime",
         "JUPYTER_DATA_DIR": JUPYTER / "data",
@@ -49,13 +50,22 @@ def _prepare_environment() -> None:
         os.environ[name] = str(path)
     os.environ["JUPYTER_PATH"] = str(JUPYTER / "data")
     os.environ["JUPYTER_PLATFORM_DIRS"] = "1"  # the new layout, and no warning about the old one
-    spec = JUPYTER / "data" / "kernels" / KERNEL_NAME
+
+
+def register_kernel(name: str, display_name: str) -> None:
+    """The image's Python with the IAM token watch (`qsandbox.inside.kernel`) as kernel `name`."""
+    import json
+
+    spec = JUPYTER / "data" / "kernels" / name
     spec.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "qsandbox.inside.kernel", "-f", "{connection_file}"]
-    argv += ["--HistoryManager.enabled=False"]  # no history database: nothing of the run kept
-    (spec / "kernel.json").write_text(
-        json.dumps({"argv": argv, "display_name": "qsandbox (the image's Python)", "language": "python"})
-    )
+    argv = [*KERNEL_ARGV, "--HistoryManager.enabled=False"]  # no history database: nothing of the run kept
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": display_name, "language": "python"}))
+
+
+def _prepare_environment() -> None:
+    """Point Jupyter and IPython at the tmpfs and register the image's kernel under KERNEL_NAME."""
+    point_jupyter_at_tmpfs()
+    register_kernel(KERNEL_NAME, "qsandbox (the image's Python)")
 
 
 def _text(output: dict[str, Any]) -> tuple[int, str]:
