@@ -406,3 +406,22 @@ def test_ctrl_z_says_what_suspending_means_and_a_short_suspension_is_survived(im
     assert "no word from the launcher" not in err
     closing = err.rstrip().splitlines()[-1]  # the last line, whatever the relay adds to it
     assert closing.startswith("qsandbox: run ") and "container and secret destroyed (engine confirms)" in closing
+
+
+def test_the_script_runs_as_python_runs_it(image, canary):
+    """The runner runs SCRIPT by hand, not through runpy (whose imports cost a no-op run more than
+    the script itself): what the script sees of how it was started, and how its traceback reads, are
+    what `python SCRIPT` gives in the same sandbox (as_python.py runs that there for comparison)."""
+    done = qsandbox("run", "--token-stdin", str(SCRIPTS / "as_python.py"), input=canary + "\n")
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    ours, python = seen["runner"], seen["python"]
+    assert ours["argv0"] == "/work/as_python.py"  # python's argv[0] is the path as typed: its own
+    del ours["argv0"], python["argv0"]
+    assert ours == python
+    assert ours["name"] == "__main__" and ours["main_is_this_module"] and ours["annotations"] == [True]
+
+    failed = qsandbox("run", "--token-stdin", str(SCRIPTS / "as_python.py"), "raise", input=canary + "\n")
+    assert failed.returncode == 1
+    traceback = [line for line in error_lines(failed.stderr) if not line.startswith("qsandbox: run ")]
+    assert traceback == seen["python_raise"].splitlines()  # no frame of qsandbox's, no runpy

@@ -52,6 +52,7 @@ GRACE = 5.0  # seconds between SIGINT and SIGKILL of the script on abort
 ABORT_EXIT = {"interrupt": 130, "terminate": 143, "hangup": 129, "timeout": 124}
 OOM_EXIT = 247  # errors.ExitCode.OOM: the memory limit killed the script
 PR_SET_DUMPABLE = 4  # <linux/prctl.h>
+RUNNER = "import sys; from qsandbox.inside.runner import main; main(sys.argv[1:])"
 
 
 def _oom_kills() -> int:
@@ -180,7 +181,10 @@ class Script:
         tok_w = self.tok[1] if self.tok else -1
         for fd in (self.go[0], *((tok_w,) if self.tok else ())):
             os.set_inheritable(fd, True)
-        argv = [sys.executable, "-m", "qsandbox.inside.runner", str(self.go[0]), str(tok_w), script, *args]
+        if not os.path.isabs(script) and script != "-m":  # the runner takes it whole (it imports no paths)
+            script = os.path.join(str(WORKDIR), script)
+        # -c, not -m: `python -m` imports runpy and pkgutil (and typing through them) before the script.
+        argv = [sys.executable, "-c", RUNNER, str(self.go[0]), str(tok_w), script, *args]
         self.pid = os.posix_spawn(
             sys.executable,
             argv,

@@ -1,4 +1,5 @@
-"""The script's own interpreter: a fresh `python -m qsandbox.inside.runner GO_FD TOKEN_FD SCRIPT [ARGS...]`.
+"""The script's own interpreter: a fresh `python -c RUNNER GO_FD TOKEN_FD SCRIPT [ARGS...]` (entry.RUNNER
+calls `main`; SCRIPT: an absolute path, or `-m` and a module).
 
 The entry point (PID 1 of the sandbox, made non-dumpable) spawns this process before the key
 arrives, so Qiskit's imports warm up while the user types it (QSANDBOX_PREWARM). It is a new
@@ -14,9 +15,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import NoReturn
 
-from ..common.paths import WORKDIR
+# What this process imports, every script pays for before its first line: only os and sys here
+# (typing, pathlib and traceback cost a no-op run more than the script itself; bench/bench.py's batch).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 
 def _prewarm() -> None:
@@ -34,6 +38,8 @@ def _hint_missing_input(e: BaseException) -> None:
     """A data file next to the script is not sent in unless named: say how, once."""
     if not isinstance(e, FileNotFoundError) or not isinstance(e.filename, str):
         return
+    from ..common.paths import WORKDIR
+
     path = os.path.normpath(os.path.join(os.getcwd(), e.filename))
     if path == str(WORKDIR) or path.startswith(f"{WORKDIR}/"):
         print(
@@ -43,16 +49,45 @@ def _hint_missing_input(e: BaseException) -> None:
         )
 
 
-def run_script(script: str, args: list[str]) -> int:
-    """Become the script, as `python SCRIPT ARGS` would; returns its exit code."""
-    import runpy
+def _run_path(path: str) -> None:
+    """What `python SCRIPT` does with SCRIPT: its source compiled on its own (no future import of
+    ours leaks into it), run as a fresh module `__main__`. By hand rather than runpy.run_path, whose
+    pkgutil import (and typing through it) cost a no-op run more than the script does."""
+    import builtins
+    import importlib.machinery
+    import types
+
+    with open(path, "rb") as f:  # bytes: compile honours a coding cookie and a BOM, as python does
+        code = compile(f.read(), path, "exec", dont_inherit=True)
+    main = types.ModuleType("__main__")
+    main.__file__ = path
+    main.__loader__ = importlib.machinery.SourceFileLoader("__main__", path)
+    main.__cached__ = None  # type: ignore[attr-defined]  # set as python sets it for a script
+    # The module, as in python's own __main__ (exec alone would put in the module's dict).
+    main.__builtins__ = builtins  # type: ignore[attr-defined]
+    sys.modules["__main__"] = main  # pickle and multiprocessing look the script's classes up here
+    exec(code, main.__dict__)  # noqa: S102 - running the user's script is this process's purpose
+
+
+def _print_exception(e: BaseException) -> None:
+    """As the interpreter prints it: without this module's own frames."""
     import traceback
 
+    tb = e.__traceback__
+    while tb is not None and tb.tb_frame.f_globals is globals():
+        tb = tb.tb_next
+    traceback.print_exception(type(e), e, tb)
+
+
+def run_script(script: str, args: list[str]) -> int:
+    """Become the script, as `python SCRIPT ARGS` would; returns its exit code."""
     sys.argv = [script, *args]
     sys.path[0] = os.path.dirname(script)
     code = 0
     try:
         if script == "-m":  # one of qsandbox's own helpers (the key broker): `run -m MODULE ARGS`
+            import runpy
+
             sys.argv = args
             runpy.run_module(args[0], run_name="__main__", alter_sys=True)
         elif script.endswith(".ipynb"):
@@ -60,7 +95,7 @@ def run_script(script: str, args: list[str]) -> int:
 
             code = run_notebook(script)
         else:
-            runpy.run_path(script, run_name="__main__")
+            _run_path(script)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if not isinstance(e.code, int | None):
@@ -68,7 +103,7 @@ def run_script(script: str, args: list[str]) -> int:
     except KeyboardInterrupt:
         code = 130
     except BaseException as e:  # noqa: BLE001 - report like the interpreter does
-        traceback.print_exc()
+        _print_exception(e)
         _hint_missing_input(e)
         code = 1
     finally:
@@ -91,8 +126,7 @@ def main(argv: list[str]) -> NoReturn:
 
         install(tok)
         os.environ["QSANDBOX_TOKEN_FD"] = str(tok)  # a notebook's kernel watches on it too
-    path = script if os.path.isabs(script) or script == "-m" else os.path.join(str(WORKDIR), script)
-    os._exit(run_script(path, args))
+    os._exit(run_script(script, args))
 
 
 if __name__ == "__main__":
