@@ -164,6 +164,7 @@ def bench_egress(runs: int) -> dict:
 
 
 BEFORE: Path | None = None  # --before: a source tree whose launcher runs beside this one
+BEFORE_IMAGE: str | None = None  # --before-image: that tree's own sandbox image (for changes inside it)
 
 
 def before_launcher() -> list[str]:
@@ -172,7 +173,8 @@ def before_launcher() -> list[str]:
 
 def before_env() -> dict[str, str]:
     assert BEFORE is not None
-    return {**os.environ, "PYTHONPATH": str(BEFORE / "src")}
+    image = {"QSANDBOX_IMAGE": BEFORE_IMAGE} if BEFORE_IMAGE else {}
+    return {**os.environ, "PYTHONPATH": str(BEFORE / "src"), **image}
 
 
 def bench_relay(runs: int) -> dict:
@@ -396,7 +398,7 @@ def bench_batch(reps: int, total: int = 16, parallel: int = 4, before: Path | No
         envs: dict[str, dict[str, str] | None] = {name: None for name in variants}
         if before is not None:
             variants["batch_before"] = variants["batch"]
-            envs["batch_before"] = {**os.environ, "PYTHONPATH": str(before / "src")}
+            envs["batch_before"] = before_env()
         cpu: dict[str, list[float]] = {name: [] for name in variants}
         times: dict[str, list[float]] = {name: [] for name in [*variants, "floor"]}
         for _ in range(reps):
@@ -540,9 +542,15 @@ def main() -> int:
     ap.add_argument(
         "--before", type=Path, default=None, help="batch and relay steps: also run this source tree's launcher"
     )
+    ap.add_argument(
+        "--before-image",
+        default=None,
+        help="with --before: that tree's sandbox image, tagged aside before rebuilding (say `docker tag "
+        "qsandbox:VERSION qsandbox-before:VERSION`), for changes to the code that runs inside",
+    )
     args = ap.parse_args()
-    global BEFORE
-    BEFORE = args.before
+    global BEFORE, BEFORE_IMAGE
+    BEFORE, BEFORE_IMAGE = args.before, args.before_image
     # As installed (pip, pipx): from bytecode. A shell with PYTHONDONTWRITEBYTECODE=1 would have every
     # launcher compile its sources on each run, and the CPU figures measure the compiler.
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)

@@ -47,7 +47,6 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from enum import IntEnum
-from typing import NamedTuple
 
 HEADER = struct.Struct(">BII")
 MAX_PAYLOAD = 64 * 1024
@@ -76,10 +75,21 @@ class ProtocolError(ValueError):
     """The other side broke the stream's rules."""
 
 
-class Frame(NamedTuple):
-    type: Type
-    channel: int
-    payload: bytes
+# typing is imported only by the type checker: the entry point imports this module on every run, and
+# typing costs it 3 ms of CPU. TYPE_CHECKING here is a plain False that mypy reads as True.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NamedTuple
+
+    class Frame(NamedTuple):
+        type: Type
+        channel: int
+        payload: bytes
+
+else:
+    from collections import namedtuple
+
+    Frame = namedtuple("Frame", "type channel payload")
 
 
 def frame(type_: Type, channel: int, payload: bytes = b"") -> bytes:

@@ -37,13 +37,13 @@ import tarfile
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING
 
 from ..common import handoff, mux
 from ..common.handoff import HandoffError
 from ..common.paths import CA_FILE, QISKIT_DIR, TOKEN_FILE, WORKDIR
 from .transfer import send_output, unpack
 
+TYPE_CHECKING = False  # not typing's: importing typing costs every run 3 ms (as in common/mux.py)
 if TYPE_CHECKING:
     from .lab import Door, Manifest  # imported where used: only a lab needs them
     from .tokenserver import TokenServer  # imported where used: only short-lived mode needs it

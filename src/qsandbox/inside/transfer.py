@@ -21,12 +21,15 @@ import stat
 import tarfile
 from collections.abc import Callable
 from pathlib import PurePosixPath
-from typing import IO
 
 from ..common import handoff
 from ..common.handoff import HandoffError
 from ..common.paths import OUTPUT_DIR, WORKDIR
 from ..common.text import shown
+
+TYPE_CHECKING = False  # not typing's: the entry point imports this module on every run
+if TYPE_CHECKING:
+    from typing import IO
 
 
 def unpack(stream: IO[bytes], top: str = str(WORKDIR), *, writable: bool = False) -> None:
