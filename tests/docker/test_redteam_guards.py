@@ -26,7 +26,10 @@ Broke at first, each fixed since and kept here as a test:
   receives more than any budget closes the stream;
 - the terminal filter flattened SGR sub-parameters (':'): they are dropped now;
 - the Extractor: a NUL in a pax name, an invalid header mid-archive and a huge declared size on a
-  cut stream are each named, and end quickly.
+  cut stream are each named, and end quickly;
+- the entry point had /work first on its sys.path (`python -m`), so a module it imports late (the
+  job cancel's datetime, on an abort) could come from the inputs, or from a lab's kernel, and run
+  inside PID 1: /work is off its path before anything lands there.
 """
 
 from __future__ import annotations
@@ -426,3 +429,20 @@ def test_output_made_for_the_filters_slow_path_keeps_the_launcher_small(image, c
     assert _only_text_and_colour(text), "a control other than colour reached the terminal"
     last = text.decode(errors="replace").rstrip("\n").split("\n")[-1].removeprefix("\x1b[0m")
     assert last.startswith("qsandbox: run ") and last.endswith("container and secret destroyed (engine confirms)")
+
+
+def test_the_entry_point_imports_nothing_from_work(image, canary):
+    """Broke at first: `python -m` put /work first on the entry point's sys.path, and the entry point
+    imports more after the inputs have landed there (the job cancel on abort imports datetime; a lab's
+    kernel can write /work). A datetime.py among the inputs ran inside PID 1, which holds the stream.
+    Control: the script's own `import datetime` does find it (python's rules for a script)."""
+    shadow = HOSTILE / "shadow"
+    done = qsandbox(
+        "run", "--token-stdin", "--workdir", str(shadow), "--timeout", "3", str(shadow / "main.py"),
+        input=canary + "\n",
+    )  # fmt: skip
+    assert done.returncode == 124, done.stderr
+    assert "control: the script's import found /work/datetime.py" in done.stdout
+    imported_by = re.findall(r"shadow datetime.py imported by pid (\d+)", done.stderr)
+    assert imported_by and "1" not in imported_by, done.stderr  # the script's import only, never PID 1's
+    assert "Traceback" not in done.stderr, done.stderr

@@ -537,7 +537,17 @@ def _supervise(
     return ABORT_EXIT[reason], True
 
 
+def no_imports_from_work() -> None:
+    """`python -m` put the working directory, /work, first on sys.path. The inputs land there (and in
+    a lab the kernel writes there), and this process imports more after they have: the job cancel on
+    abort, the lab's and the token server's modules and what they import. None of it may come from
+    /work: a file named like a module (datetime.py) would run inside PID 1, which holds the stream."""
+    work, cwd = str(WORKDIR), os.getcwd()
+    sys.path[:] = [p for p in sys.path if p and p not in (work, cwd) and not p.startswith(f"{work}/")]
+
+
 def main(argv: list[str] | None = None) -> int:
+    no_imports_from_work()  # /work is still empty: nothing was imported from there before this
     argv = list(sys.argv[1:] if argv is None else argv)
     # No core dump may hold the key, whatever the engine applied (Podman does not report ulimits):
     # a hard limit of 0 cannot be raised again without CAP_SYS_RESOURCE, which the sandbox lacks.
