@@ -577,8 +577,8 @@ def test_a_hostile_kernel_reaches_nothing_outside_and_what_it_plants_lands_harml
     assert (work / "key.txt").read_text().strip() == "***"
     assert stat.S_IMODE((work / "run.sh").stat().st_mode) == 0o644  # no exec, no setuid bit back
     assert "\x1b" not in lab.stderr and "\\x1b]0;pwned" in lab.stderr  # named, escaped
-    assert "refused from /output: .bashrc" in lab.stderr
-    assert "refused from /output: sub/.git/hooks/post-checkout" in lab.stderr
+    assert "refused from the lab's /work: .bashrc" in lab.stderr
+    assert "refused from the lab's /work: sub/.git/hooks/post-checkout" in lab.stderr
     assert (work / "keep.txt").read_text() == "mine\n"
 
 

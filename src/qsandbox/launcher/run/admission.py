@@ -66,7 +66,11 @@ def check_run(
     if settings.output is not None:
         transfer.check_output(settings.output, merge=settings.output_merge)
         learned.receiver = transfer.OutputReceiver(
-            settings.output, settings.hardening.output_size, say, keep_modes=settings.output_keep_modes
+            settings.output,
+            settings.hardening.output_size,
+            say,
+            keep_modes=settings.output_keep_modes,
+            source="the lab's /work" if lab is not None else "/output",
         )
     checked = checked or check_engine(settings, err)
     learned.hardening = replace(checked.hardening, work_size=learned.inputs.tmpfs_size)

@@ -427,8 +427,10 @@ class OutputReceiver:
         say: Callable[[str], None],
         *,
         keep_modes: bool = False,
+        source: str = "/output",
     ) -> None:
         self.dest, self.limit, self.say, self.keep_modes = dest, limit, say, keep_modes
+        self.source = source  # where the entries came from, as refusals name it (a lab: its /work)
         self._state = "before"  # "before" the archive, "in" it, "after" it
         self._extractor: Extractor | None = None
         self.delivered: list[str] | None = None  # None until an archive arrived
@@ -456,7 +458,7 @@ class OutputReceiver:
         self._extractor.close()
         self.delivered = self._extractor.delivered
         for entry in self.refused:
-            self.say(f"refused from /output: {shown(entry)}")
+            self.say(f"refused from {self.source}: {shown(entry)}")
 
     def closing_note(self) -> str:
         """What the closing lines say of /output."""
