@@ -28,7 +28,7 @@ import json
 
 TYPE_CHECKING = False  # not typing's: the entry point imports this module on every run (3 ms)
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, NoReturn
 
 MAX_MESSAGE = 64 * 1024  # a start message with a CA certificate is a few KiB
 ABORT_REASONS = ("interrupt", "terminate", "hangup", "timeout")
@@ -65,6 +65,9 @@ class _Message:
 
     def __hash__(self) -> int:
         return hash(self._values())
+
+    def __reduce__(self) -> NoReturn:  # pickle and copy would carry every field, the key in the clear
+        raise TypeError(f"{type(self).__name__} is neither pickled nor copied: it may hold the key")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in self.__slots__)})"

@@ -1,5 +1,9 @@
 """Inside the container, after an aborted run: cancel the Runtime jobs the script left running.
 
+A process of its own (`python -c entry.CANCEL STARTED_AT`), spawned by the entry point once every
+process of the script is dead: it reads the saved account, which the script could have rewritten,
+so none of this runs in PID 1. Its lines on stdout become the entry point's notes.
+
 An interrupted run must not keep burning QPU time. The entry point knows when the script started;
 it lists this instance's pending jobs created since then, cancels each, and cancels the sessions
 (or batches) they belong to. Bounded in time: a failing IAM makes the client stall for minutes.
@@ -59,3 +63,13 @@ def cancel_jobs_since(started_at: float, say: Callable[[str], None]) -> None:
         say(f"job clean-up did not finish within {LIMIT:.0f} s; check your jobs on the platform")
     elif errors:
         say(f"job clean-up failed: {type(errors[0]).__name__}; check your jobs on the platform")
+
+
+def main(argv: list[str]) -> None:
+    import sys
+
+    def say(text: str) -> None:
+        sys.stdout.write(f"{text}\n")
+        sys.stdout.flush()
+
+    cancel_jobs_since(float(argv[0]), say)

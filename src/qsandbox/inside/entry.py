@@ -49,10 +49,16 @@ if TYPE_CHECKING:
     from .tokenserver import TokenServer  # imported where used: only short-lived mode needs it
 
 GRACE = 5.0  # seconds between SIGINT and SIGKILL of the script on abort
+CANCEL_LIMIT = 25.0  # seconds for the job clean-up's own process (inside/cancel.py keeps to 20)
 ABORT_EXIT = {"interrupt": 130, "terminate": 143, "hangup": 129, "timeout": 124}
 OOM_EXIT = 247  # errors.ExitCode.OOM: the memory limit killed the script
 PR_SET_DUMPABLE = 4  # <linux/prctl.h>
-RUNNER = "import sys; from qsandbox.inside.runner import main; main(sys.argv[1:])"
+# A fresh interpreter running one of our modules: `-c` puts '' (the cwd, /work, where the inputs
+# are) first on sys.path, so it goes before anything is imported: a qsandbox/ among the inputs must
+# not stand in for ours (the runner puts the script's directory back, as python does for a script).
+_OURS = "import sys; sys.path[:] = [p for p in sys.path if p]; from qsandbox.inside.{} import main; main(sys.argv[1:])"
+RUNNER = _OURS.format("runner")
+CANCEL = _OURS.format("cancel")
 
 
 def _oom_kills() -> int:
@@ -531,10 +537,39 @@ def _supervise(
     _kill_group(pid, signal.SIGINT, GRACE, exited)
     exited.wait(GRACE + 1)
     if os.environ.get("QSANDBOX_CANCEL_ON_ABORT", "1") == "1":
-        from .cancel import cancel_jobs_since
-
-        cancel_jobs_since(started_at, say=_say)
+        _kill_everything(pid)  # nothing of the script's (a setsid daemon) may race the clean-up
+        _cancel_jobs(started_at)
     return ABORT_EXIT[reason], True
+
+
+def _cancel_jobs(started_at: float) -> None:
+    """Cancel the run's Runtime jobs (inside/cancel.py) in a process of its own, not in this one:
+    the client reads the saved account, which the script could rewrite (its own server, its own
+    proxies), and parses what comes back. This process only passes on its lines, as its own notes."""
+    out_r, out_w = os.pipe()
+    argv = [sys.executable, "-c", CANCEL, repr(started_at)]
+    child = os.posix_spawn(
+        sys.executable,
+        argv,
+        os.environ,
+        file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0), (os.POSIX_SPAWN_DUP2, out_w, 1)],
+        setsigdef=(signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGHUP),
+    )
+    os.close(out_w)
+    deadline = time.monotonic() + CANCEL_LIMIT
+    pending = b""
+    with os.fdopen(out_r, "rb", buffering=0) as out:
+        while (left := deadline - time.monotonic()) > 0 and select.select([out], [], [], left)[0]:
+            chunk = out.read(4096)
+            if not chunk:
+                break
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                _say(line.decode(errors="replace")[:500])
+        else:
+            _say(f"job clean-up did not finish within {CANCEL_LIMIT:.0f} s; check your jobs on the platform")
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(child, signal.SIGKILL)  # done or over time; the reaper collects it
 
 
 def no_imports_from_work() -> None:

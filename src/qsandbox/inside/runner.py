@@ -82,7 +82,8 @@ def _print_exception(e: BaseException) -> None:
 def run_script(script: str, args: list[str]) -> int:
     """Become the script, as `python SCRIPT ARGS` would; returns its exit code."""
     sys.argv = [script, *args]
-    sys.path[0] = os.path.dirname(script)
+    if script != "-m":  # python puts a script's directory first; our own -m helpers need none
+        sys.path.insert(0, os.path.dirname(script))
     code = 0
     try:
         if script == "-m":  # one of qsandbox's own helpers (the key broker): `run -m MODULE ARGS`
@@ -127,7 +128,3 @@ def main(argv: list[str]) -> NoReturn:
         install(tok)
         os.environ["QSANDBOX_TOKEN_FD"] = str(tok)  # a notebook's kernel watches on it too
     os._exit(run_script(script, args))
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
