@@ -270,12 +270,21 @@ def test_nothing_is_served_without_the_token_to_anyone_and_the_token_is_in_no_pr
     assert http(f"{base}/api/contents")[0] == 403
     assert http(f"{base}/api/contents", "0" * len(token))[0] == 403
     assert http(f"{base}/api/contents?token={'0' * len(token)}")[0] == 403
-    # Another user of this machine reaches the port, and gets no further; the token is in no
-    # process's arguments, nor in the launcher's environment.
+    # Another user of this machine reaches the port (300 connections are made), and the launcher
+    # closes each at once: no request of theirs is answered, and holding connections takes none of
+    # the stream's channels, so the user's own requests are still answered meanwhile. The token is
+    # in no process's arguments, nor in the launcher's environment.
     probe = (
-        "import os, sys, urllib.request, urllib.error\n"
+        "import os, select, socket, sys, time, urllib.request, urllib.error\n"
+        "host, port = sys.argv[1].rsplit('/', 1)[1].split(':')\n"
+        "held = [socket.create_connection((host, int(port)), timeout=10) for _ in range(300)]\n"
+        "time.sleep(2)\n"
+        "closed = [s for s in select.select(held, [], [], 0)[0] if s.recv(1) == b'']\n"
+        "print('connected', len(held), 'closed by the launcher', len(closed))\n"
         "try: urllib.request.urlopen(sys.argv[1] + '/api/contents', timeout=30); print('status 200')\n"
         "except urllib.error.HTTPError as e: print('status', e.code)\n"
+        "except OSError as e: print('no answer')\n"
+        "print('holding', flush=True)\n"
         "token, control = sys.stdin.read().split()  # not arguments: this very search would find them\n"
         "found, controls = [], []\n"
         "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
@@ -291,19 +300,23 @@ def test_nothing_is_served_without_the_token_to_anyone_and_the_token_is_in_no_pr
     popen([sys.executable, "-c", "import time; time.sleep(120)", control])
     python = shutil.which("python3", path="/usr/bin:/usr/local/bin")
     assert python, "no system python3 to run as the other user"
-    other = subprocess.run(
+    other = subprocess.Popen(
         ["runuser", "-u", OTHER_USER, "--", python, "-c", probe, base, str(lab.proc.pid)],
-        input=f"{token} {control}",
-        capture_output=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=60,
         cwd="/tmp",
     )
-    assert other.stdout.splitlines() == [
-        "status 403",
+    said = [other.stdout.readline().strip() for _ in range(3)]
+    assert said == ["connected 300 closed by the launcher 300", "no answer", "holding"], said
+    assert http(f"{base}/api/contents", token)[0] == 200  # ours, while theirs are held
+    out, err = other.communicate(f"{token} {control}", timeout=60)
+    assert out.splitlines() == [
         "token in argv of [] control found: True",
         "launcher environ: Permission denied",
-    ], other.stderr
+    ], err
+    assert f"refused a connection to the lab from uid {pwd.getpwnam(OTHER_USER).pw_uid}" in lab.stderr
     assert token.encode() not in Path(f"/proc/{lab.proc.pid}/environ").read_bytes()
     lab.proc.send_signal(signal.SIGINT)
     assert lab.wait(120) == 130, lab.stderr[-3000:]

@@ -215,3 +215,26 @@ def test_a_killed_launchers_private_directories_are_removed_by_the_next_lab(tmp_
     assert not stale.exists() and live.exists() and other.exists()
     assert made.name.startswith(f"qsandbox-labwork-{os.getpid()}-")
     assert stat.S_IMODE(made.stat().st_mode) == 0o700
+
+
+def test_peer_uid_names_the_owner_of_a_loopback_connections_other_end():
+    from qsandbox.launcher.run.lab import allowed_uids, peer_uid
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        client = socket.create_connection(server.getsockname())
+        conn, _ = server.accept()
+        with client, conn:
+            assert peer_uid(conn) == os.geteuid()  # the kernel's owner of the client's socket: us
+            assert peer_uid(client) == os.geteuid()  # and the other way round
+
+    class Gone:  # a connection no longer in the kernel's table (its client went): nobody's
+        def getsockname(self) -> tuple[str, int]:
+            return ("127.0.0.1", 1)
+
+        def getpeername(self) -> tuple[str, int]:
+            return ("127.0.0.1", 2)
+
+    assert peer_uid(Gone()) is None  # type: ignore[arg-type]  # duck-typed: two ports no socket has
+    assert os.geteuid() in allowed_uids() and 0 in allowed_uids()

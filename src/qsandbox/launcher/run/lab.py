@@ -85,10 +85,19 @@ def _digests(archive: IO[bytes]) -> dict[str, str]:
 
 
 class Listener:
-    """Browser connections on 127.0.0.1:<random>, each relayed as a channel we open to the lab."""
+    """Browser connections on 127.0.0.1:<random>, each relayed as a channel we open to the lab.
 
-    def __init__(self, channels: mux.Channels) -> None:
-        self.channels = channels
+    Every local account reaches a loopback port. Without the token JupyterLab answers 403, but each
+    connection would still hold one of the stream's channels (mux.MAX_CHANNELS): another account
+    holding them all would lock the user out of their own lab. So a connection is taken only from
+    the launcher's own uid (and root, and under sudo the invoking user's), by the owner the kernel
+    lists for its other end; any other is closed at once, and said once per uid.
+    """
+
+    def __init__(self, channels: mux.Channels, say: Callable[[str], None] = lambda _s: None) -> None:
+        self.channels, self.say = channels, say
+        self.allowed = allowed_uids()
+        self._refused: set[int | None] = set()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
@@ -110,6 +119,14 @@ class Listener:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            uid = peer_uid(conn)
+            if uid not in self.allowed:
+                conn.close()
+                if uid not in self._refused:
+                    self._refused.add(uid)
+                    who = "an unknown account" if uid is None else f"uid {uid}"
+                    self.say(f"refused a connection to the lab from {who}: only yours are taken")
+                continue
             try:
                 threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
             except RuntimeError:
@@ -136,6 +153,33 @@ class Listener:
             ch.start()
         except RuntimeError:
             ch.abort()
+
+
+def allowed_uids() -> set[int | None]:
+    """Whose connections the lab takes: ours, root's, and under sudo the invoking user's."""
+    uids: set[int | None] = {os.geteuid(), 0}
+    sudo = os.environ.get("SUDO_UID", "")
+    if os.geteuid() == 0 and sudo.isdigit():
+        uids.add(int(sudo))
+    return uids
+
+
+def peer_uid(conn: socket.socket) -> int | None:
+    """The uid owning the other end of a connection accepted on 127.0.0.1: the kernel lists the
+    client's socket in /proc/net/tcp with its owner. None if it is not there (gone already)."""
+    ours, theirs = conn.getsockname()[1], conn.getpeername()[1]
+    loopback = f"{int.from_bytes(socket.inet_aton('127.0.0.1'), sys.byteorder):08X}"  # as the kernel writes it
+    try:
+        with open("/proc/net/tcp") as table:
+            rows = table.read().splitlines()[1:]
+    except OSError:
+        return None
+    for row in rows:
+        fields = row.split()
+        local, remote = fields[1].split(":"), fields[2].split(":")
+        if local == [loopback, f"{theirs:04X}"] and remote == [loopback, f"{ours:04X}"]:
+            return int(fields[7])
+    return None
 
 
 def _private_dir(kind: str, base: str | None = None) -> Path:
@@ -204,7 +248,7 @@ class LabPlan:
 
     def serve(self, channels: mux.Channels, local: ExitStack, say: Callable[[str], None]) -> None:
         """Listen, say the URL, open the browser (after the start message: a channel may follow at once)."""
-        self.listener = Listener(channels)
+        self.listener = Listener(channels, say)
         local.callback(self.listener.close)
         self.listener.start()
         self.url = f"http://127.0.0.1:{self.listener.port}/lab?token={self.token}"
