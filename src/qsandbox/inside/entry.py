@@ -552,7 +552,11 @@ def _cancel_jobs(started_at: float) -> None:
         sys.executable,
         argv,
         os.environ,
-        file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0), (os.POSIX_SPAWN_DUP2, out_w, 1)],
+        file_actions=[  # all it says (a warning of the client's too) becomes our notes, line by line
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, out_w, 1),
+            (os.POSIX_SPAWN_DUP2, out_w, 2),
+        ],
         setsigdef=(signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGHUP),
     )
     os.close(out_w)
